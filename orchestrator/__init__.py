@@ -1,0 +1,3 @@
+"""Do'BaaS backup orchestrator."""
+
+__version__ = "0.1.0"

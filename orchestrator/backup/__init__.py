@@ -1,0 +1,1 @@
+"""Backup runs: the lifecycle shared by every capture (lock, writer, parent, publish)."""

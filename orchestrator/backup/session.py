@@ -1,0 +1,72 @@
+"""One backup run against a vault: takes the shared lock, adopts what an interrupted run left, finds the
+parent snapshot, and publishes the new snapshot only when everything it references is stored."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from types import TracebackType
+
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.snapshot import Snapshot
+from orchestrator.vault.writer import BackupWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_WAIT = 300.0
+
+
+class BackupSession:
+    def __init__(self, vault: Vault, name: str, lock_wait: float = DEFAULT_LOCK_WAIT, uploaders: int = 2) -> None:
+        self.vault = vault
+        self.name = name
+        self.lock_wait = lock_wait
+        self.uploaders = uploaders
+        self.started = time.monotonic()
+        self.parent: Snapshot | None = None
+        self.warnings: list[str] = []
+        self.snapshot: Snapshot | None = None
+
+    def __enter__(self) -> BackupSession:
+        self.lock = self.vault.lock("shared", f"backup of {self.name}", self.lock_wait)
+        try:
+            index = self.vault.load_index(refresh=True)
+            self.vault.adopt_unindexed_packs(index)
+            self.parent = self.vault.latest(self.name)
+            self.writer = BackupWriter(self.vault, self.lock, self.uploaders)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def parent_item(self, item_name: str) -> dict | None:
+        return self.parent.item(item_name) if self.parent else None
+
+    def commit(self, items: list[dict], meta: dict | None = None, extra_stats: dict | None = None) -> Snapshot:
+        snap = Snapshot(
+            name=self.name,
+            items=items,
+            hostname=socket.gethostname(),
+            parent=self.parent.id if self.parent else None,
+            meta=meta or {},
+        )
+        w = self.writer.stats
+        snap.stats = {
+            "chunks_new": w.chunks_new,
+            "chunks_reused": w.chunks_reused,
+            "raw_bytes_new": w.raw_bytes_new,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "warnings": self.warnings,
+            **(extra_stats or {}),
+        }
+        self.writer.commit(snap)
+        self.snapshot = snap
+        return snap
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if self.snapshot is None and hasattr(self, "writer"):
+                self.writer.abort()
+        finally:
+            self.lock.release()

@@ -1,0 +1,145 @@
+"""Pack files: many sealed chunks in one object, followed by a sealed header and its length.
+
+Layout: ``blob* | sealed(header) | u32le len(sealed(header))``. The header repeats the index entries so that a
+pack is self-describing: the index can always be rebuilt from packs, and packs written by a backup that was
+killed before it wrote its index are adopted by the next run.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import NamedTuple
+
+import zstandard
+
+from orchestrator.errors import IntegrityError
+from orchestrator.vault.crypto import AAD_PACK_HEADER, ID_LEN, OVERHEAD, Cipher, content_hash
+
+KIND_DATA = 0
+KIND_META = 1
+COMP_NONE = 0
+COMP_ZSTD = 1
+
+ENTRY = struct.Struct("<32sBBIII")  # id, kind, comp, offset, length, raw_length
+HEADER_MAGIC = b"DBPK\x01"
+TRAILER = struct.Struct("<I")
+
+
+class PackEntry(NamedTuple):
+    id: bytes
+    kind: int
+    comp: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+def encode_entries(entries: list[PackEntry]) -> bytes:
+    return b"".join(ENTRY.pack(*e) for e in entries)
+
+
+def decode_entries(data: bytes | memoryview, what: str) -> list[PackEntry]:
+    if len(data) % ENTRY.size:
+        raise IntegrityError(f"{what}: entry table has a bad length")
+    return [PackEntry(*t) for t in ENTRY.iter_unpack(data)]
+
+
+def pack_path(pack_hash: str) -> str:
+    return f"data/{pack_hash[:2]}/{pack_hash}"
+
+
+class PackBuilder:
+    """Accumulates compressed, sealed chunks into one buffer (one builder per worker thread)."""
+
+    def __init__(self, cipher: Cipher, target_size: int, zstd_level: int) -> None:
+        self.cipher = cipher
+        self.target = target_size
+        self.buf = bytearray(target_size + 2 * 1024 * 1024)
+        self.pos = 0
+        self.entries: list[PackEntry] = []
+        self.raw_bytes = 0
+        self._zstd = zstandard.ZstdCompressor(level=zstd_level) if zstd_level > 0 else None
+
+    def add(self, cid: bytes, data: bytes | memoryview, kind: int) -> None:
+        payload: bytes | memoryview = data
+        comp = COMP_NONE
+        if self._zstd is not None:
+            packed = self._zstd.compress(data)
+            if len(packed) < len(data) - len(data) // 32:  # keep raw when compression gains under ~3%
+                payload, comp = packed, COMP_ZSTD
+        need = self.pos + len(payload) + OVERHEAD + 4096
+        if need > len(self.buf):
+            self.buf.extend(bytes(need - len(self.buf)))
+        start = self.pos
+        self.pos = self.cipher.seal_into(self.buf, start, payload, cid)
+        self.entries.append(PackEntry(cid, kind, comp, start, self.pos - start, len(data)))
+        self.raw_bytes += len(data)
+
+    def full(self) -> bool:
+        return self.pos >= self.target
+
+    def empty(self) -> bool:
+        return not self.entries
+
+    def finish(self) -> tuple[str, memoryview, list[PackEntry]]:
+        """Append the header; return (pack hash, bytes, entries). The builder must not be reused until reset."""
+        header = self.cipher.seal(HEADER_MAGIC + encode_entries(self.entries), AAD_PACK_HEADER)
+        end = self.pos + len(header) + TRAILER.size
+        if end > len(self.buf):
+            self.buf.extend(bytes(end - len(self.buf)))
+        self.buf[self.pos : self.pos + len(header)] = header
+        TRAILER.pack_into(self.buf, self.pos + len(header), len(header))
+        view = memoryview(self.buf)[:end]
+        return content_hash(view), view, self.entries
+
+    def reset(self) -> None:
+        self.pos = 0
+        self.entries = []
+        self.raw_bytes = 0
+
+
+def parse_header(cipher: Cipher, tail: bytes, pack_size: int, what: str) -> list[PackEntry]:
+    """Decode a pack's header from the pack's last bytes (``tail`` must contain the whole header + trailer)."""
+    if len(tail) < TRAILER.size:
+        raise IntegrityError(f"{what}: too short to be a pack")
+    (hlen,) = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    if hlen + TRAILER.size > min(len(tail), pack_size) or hlen < OVERHEAD:
+        raise IntegrityError(f"{what}: header length {hlen} is impossible")
+    sealed = tail[len(tail) - TRAILER.size - hlen : len(tail) - TRAILER.size]
+    plain = cipher.open(sealed, AAD_PACK_HEADER, f"{what} header")
+    if not plain.startswith(HEADER_MAGIC):
+        raise IntegrityError(f"{what}: header has a wrong magic")
+    entries = decode_entries(memoryview(plain)[len(HEADER_MAGIC) :], what)
+    body_end = pack_size - TRAILER.size - hlen
+    for e in entries:
+        if e.offset + e.length > body_end:
+            raise IntegrityError(f"{what}: header entry points past the pack body")
+    return entries
+
+
+class ChunkDecoder:
+    """Opens, decompresses and checks one stored chunk (thread-safe: one decompressor per thread)."""
+
+    def __init__(self, cipher: Cipher) -> None:
+        self.cipher = cipher
+        self._local = threading.local()
+
+    def decode(self, blob: bytes | memoryview, e: PackEntry, what: str) -> bytes:
+        plain = self.cipher.open(blob, e.id, what)
+        if e.comp == COMP_ZSTD:
+            d = getattr(self._local, "d", None)
+            if d is None:
+                d = self._local.d = zstandard.ZstdDecompressor()
+            try:
+                plain = d.decompress(plain, max_output_size=e.raw_length)
+            except zstandard.ZstdError as err:
+                raise IntegrityError(f"{what}: cannot decompress ({err})") from None
+        elif e.comp != COMP_NONE:
+            raise IntegrityError(f"{what}: unknown compression {e.comp}")
+        if len(plain) != e.raw_length or self.cipher.chunk_id(plain) != e.id:
+            raise IntegrityError(f"{what}: content does not match its id")
+        return plain
+
+
+assert ENTRY.size == ID_LEN + 14

@@ -1,0 +1,188 @@
+"""Retention and garbage collection.
+
+``forget`` only deletes snapshot manifests, which is always safe. ``collect_garbage`` needs the exclusive lock
+(no backup may be running, since a backup may deduplicate against any chunk); when a backup holds the vault it
+is deferred, never forced. Order of deletions keeps the vault readable at every step: new packs (repacked live
+chunks) and a new consolidated index are written first, then old index objects go, then dead packs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from orchestrator.errors import IntegrityError, VaultBusy
+from orchestrator.vault.backend import ObjectMissing
+from orchestrator.vault.crypto import AAD_PACK_HEADER, content_hash
+from orchestrator.vault.index import encode_index
+from orchestrator.vault.pack import HEADER_MAGIC, TRAILER, PackEntry, encode_entries, pack_path
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.snapshot import Snapshot, item_meta_ids, item_refs
+
+log = logging.getLogger(__name__)
+
+REPACK_THRESHOLD = 0.25  # rewrite a pack when more than this share of its bytes is unreferenced
+
+
+def select_keep_last(snapshots: list[Snapshot], keep_last: int) -> tuple[list[Snapshot], list[Snapshot]]:
+    """Keep the ``keep_last`` newest snapshots of each name; return (keep, remove)."""
+    groups: dict[str, list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        groups[s.name].append(s)
+    keep, remove = [], []
+    for group in groups.values():
+        group.sort(key=lambda s: (s.time, s.id), reverse=True)
+        keep += group[:keep_last]
+        remove += group[keep_last:]
+    return keep, remove
+
+
+def forget(vault: Vault, snaps: list[Snapshot]) -> None:
+    for s in snaps:
+        try:
+            vault.backend.delete(f"snapshots/{s.id}")
+        except ObjectMissing:
+            pass
+        log.info("forgot snapshot %s (%s, %s)", s.id[:12], s.name, s.time)
+
+
+@dataclass
+class GcReport:
+    ran: bool = False
+    deferred_reason: str = ""
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    orphan_packs_deleted: int = 0
+    chunks_deleted: int = 0
+    bytes_freed: int = 0
+
+
+def referenced_chunks(vault: Vault) -> set[bytes]:
+    snaps, broken = vault.list_snapshots()
+    if broken:
+        raise IntegrityError(
+            f"snapshot {broken[0][0][:12]} has a damaged manifest; garbage collection would be unsafe ({broken[0][1]})"
+        )
+    refs: set[bytes] = set()
+    for s in snaps:
+        for item in s.items:
+            refs.update(item_meta_ids(item))
+            refs.update(cid for _o, _l, cid in item_refs(item, lambda c: vault.read_chunk(c, "block map")))
+    return refs
+
+
+def collect_garbage(vault: Vault, dry_run: bool = False) -> GcReport:
+    rep = GcReport()
+    try:
+        lock = vault.lock("exclusive", "garbage collection", wait=0)
+    except VaultBusy as e:
+        rep.deferred_reason = str(e)
+        return rep
+    try:
+        _collect(vault, rep, dry_run)
+    finally:
+        lock.release()
+    return rep
+
+
+def _collect(vault: Vault, rep: GcReport, dry_run: bool) -> None:
+    index = vault.load_index(refresh=True)
+    refs = referenced_chunks(vault)
+    sizes = vault.pack_names()
+    packs = index.by_pack()
+    dead_packs, repack = [], []
+    for pack, entries in packs.items():
+        live = [e for e in entries if e.id in refs]
+        if not live:
+            dead_packs.append(pack)
+        else:
+            dead_bytes = sum(e.length for e in entries if e.id not in refs)
+            if dead_bytes > REPACK_THRESHOLD * sizes.get(pack, 1):
+                repack.append(pack)
+    orphans = [p for p in sizes if p not in index.packs]
+    rep.ran = True
+    rep.packs_deleted = len(dead_packs)
+    rep.packs_repacked = len(repack)
+    rep.orphan_packs_deleted = len(orphans)
+    rep.chunks_deleted = sum(1 for cid in index.chunks if cid not in refs)
+    rep.bytes_freed = sum(sizes.get(p, 0) for p in dead_packs + repack + orphans)
+    if dry_run:
+        return
+    new_index: dict[str, list[PackEntry]] = {}
+    for pack, entries in packs.items():
+        if pack not in dead_packs and pack not in repack:
+            new_index[pack] = entries
+    if repack:
+        for pack, entries in _repack(vault, [(p, [e for e in packs[p] if e.id in refs]) for p in repack]):
+            new_index[pack] = entries
+            rep.bytes_freed -= sizes.get(pack, 0)
+    old_objects = [name for name, _ in vault.backend.list("index")]
+    if new_index:
+        name, sealed = encode_index(vault.cipher, new_index)
+        if name not in old_objects:
+            vault.backend.put(name, sealed)
+        old_objects = [o for o in old_objects if o != name]
+    for o in old_objects:
+        vault.backend.delete(o)
+    for pack in dead_packs + repack + orphans:
+        try:
+            vault.backend.delete(pack_path(pack))
+        except ObjectMissing:
+            pass
+    remove_tmp = getattr(vault.backend, "remove_temporaries", None)
+    if remove_tmp:
+        remove_tmp()
+    vault._index = None
+    log.info("garbage collection: %s", asdict(rep))
+
+
+def _repack(vault: Vault, work: list[tuple[str, list[PackEntry]]]) -> list[tuple[str, list[PackEntry]]]:
+    """Copy live sealed chunks verbatim into new packs (their encryption is bound to the chunk id, not the pack)."""
+    out: list[tuple[str, list[PackEntry]]] = []
+    buf = bytearray()
+    entries: list[PackEntry] = []
+
+    def ship() -> None:
+        nonlocal buf, entries
+        if not entries:
+            return
+        header = vault.cipher.seal(HEADER_MAGIC + encode_entries(entries), AAD_PACK_HEADER)
+        data = bytes(buf) + header + TRAILER.pack(len(header))
+        name = content_hash(data)
+        vault.backend.put(pack_path(name), data)
+        out.append((name, entries))
+        buf, entries = bytearray(), []
+
+    for pack, live in work:
+        data = vault.backend.get(pack_path(pack))
+        for e in live:
+            blob = data[e.offset : e.offset + e.length]
+            vault.decoder.decode(blob, e, f"pack {pack[:12]}")  # never copy damage forward
+            entries.append(PackEntry(e.id, e.kind, e.comp, len(buf), e.length, e.raw_length))
+            buf += blob
+            if len(buf) >= vault.config.pack_size:
+                ship()
+    ship()
+    return out
+
+
+@dataclass
+class PruneReport:
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    gc: GcReport = field(default_factory=GcReport)
+    dry_run: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def prune(vault: Vault, keep_last: int, dry_run: bool = False) -> PruneReport:
+    snaps, _broken = vault.list_snapshots()
+    keep, remove = select_keep_last(snaps, keep_last)
+    rep = PruneReport([s.id for s in keep], [s.id for s in remove], dry_run=dry_run)
+    if not dry_run:
+        forget(vault, remove)
+    rep.gc = collect_garbage(vault, dry_run)
+    return rep

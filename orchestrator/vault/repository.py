@@ -1,0 +1,187 @@
+"""The vault: opens a backend with a passphrase and gives typed access to its objects.
+
+Object layout (see docs/vault-format.md): ``config``, ``keys/<id>``, ``data/<hh>/<hash>`` packs,
+``index/<hash>``, ``snapshots/<hash>``, ``locks/<id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import asdict
+
+from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
+from orchestrator.vault.backend import Backend, ObjectMissing
+from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
+from orchestrator.vault.crypto import Cipher, MasterKey
+from orchestrator.vault.index import Index, decode_index, encode_index
+from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_master
+from orchestrator.vault.locks import VaultLock
+from orchestrator.vault.pack import ChunkDecoder, PackEntry, pack_path, parse_header
+from orchestrator.vault.snapshot import Snapshot, decode_snapshot, encode_snapshot
+
+log = logging.getLogger(__name__)
+
+HEADER_PROBE = 64 * 1024
+
+
+class Vault:
+    def __init__(self, backend: Backend, config: VaultConfig, cipher: Cipher, key_name: str) -> None:
+        self.backend = backend
+        self.config = config
+        self.cipher = cipher
+        self.key_name = key_name
+        self.decoder = ChunkDecoder(cipher)
+        self._index: Index | None = None
+
+    # ---- creation and opening -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, backend: Backend, passphrase: str, *, kdf_cost: int = DEFAULT_KDF_COST, **config: object
+    ) -> Vault:
+        if backend.exists("config"):
+            raise UsageError(f"a vault already exists at {backend.location}")
+        if not passphrase:
+            raise BadInput("the passphrase must not be empty")
+        cfg = VaultConfig(**config)  # type: ignore[arg-type]
+        if cfg.block_size < 4096 or cfg.block_size & (cfg.block_size - 1) or cfg.block_size > 16 * 1024 * 1024:
+            raise BadInput("block size must be a power of two between 4 KiB and 16 MiB")
+        master = MasterKey.generate(cfg.id)
+        cipher = Cipher(master)
+        key_name = add_key_file(backend, master, passphrase, kdf_cost)
+        doc = asdict(cfg)
+        doc["mac"] = cipher.mac(cfg.canonical()).hex()
+        backend.put("config", json.dumps(doc, indent=1).encode())  # written last: marks the vault as complete
+        return cls(backend, cfg, cipher, key_name)
+
+    @classmethod
+    def open(cls, backend: Backend, passphrase: str) -> Vault:
+        try:
+            doc = json.loads(backend.get("config"))
+        except ObjectMissing:
+            raise NotFound(f"no vault at {backend.location}") from None
+        except ValueError:
+            raise IntegrityError(f"vault config at {backend.location} is damaged (not JSON)") from None
+        if doc.get("format") != FORMAT_NAME:
+            raise NotFound(f"{backend.location} is not a Do'BaaS vault")
+        if doc.get("version") != FORMAT_VERSION:
+            raise UsageError(f"vault format version {doc.get('version')} is not supported by this dobaas")
+        master, key_name = unwrap_master(backend, passphrase)
+        cipher = Cipher(master)
+        cfg = VaultConfig.from_json(doc)
+        if master.vault_id != cfg.id or cipher.mac(cfg.canonical()).hex() != doc.get("mac"):
+            raise IntegrityError(f"vault config at {backend.location} was altered (its MAC does not match)")
+        return cls(backend, cfg, cipher, key_name)
+
+    def add_passphrase(self, passphrase: str, kdf_cost: int = DEFAULT_KDF_COST) -> str:
+        return add_key_file(self.backend, self.cipher.master, passphrase, kdf_cost)
+
+    def lock(self, kind: str, purpose: str, wait: float = 0.0) -> VaultLock:
+        return VaultLock(self.backend, kind, purpose).acquire(wait)
+
+    # ---- index ------------------------------------------------------------------------------------------
+    def load_index(self, refresh: bool = False) -> Index:
+        if self._index is not None and not refresh:
+            return self._index
+        idx = Index()
+        for name, _size in self.backend.list("index"):
+            for pack, entries in decode_index(self.cipher, name, self.backend.get(name)).items():
+                idx.add_pack(pack, entries)
+            idx.objects.add(name)
+        self._index = idx
+        return idx
+
+    def pack_names(self) -> dict[str, int]:
+        """Hash -> size of every complete pack object."""
+        return {name.rsplit("/", 1)[-1]: size for name, size in self.backend.list("data")}
+
+    def read_pack_header(self, pack: str, size: int) -> list[PackEntry]:
+        what = f"pack {pack[:12]}"
+        probe = min(size, HEADER_PROBE)
+        tail = self.backend.get_range(pack_path(pack), size - probe, probe)
+        if len(tail) >= 4:
+            hlen = int.from_bytes(tail[-4:], "little")
+            if hlen + 4 > probe and hlen + 4 <= size:
+                tail = self.backend.get_range(pack_path(pack), size - hlen - 4, hlen + 4)
+        return parse_header(self.cipher, tail, size, what)
+
+    def adopt_unindexed_packs(self, index: Index) -> int:
+        """Index packs that a killed backup stored but never indexed, so their chunks are reused."""
+        adopted: dict[str, list[PackEntry]] = {}
+        for pack, size in self.pack_names().items():
+            if pack in index.packs:
+                continue
+            try:
+                adopted[pack] = self.read_pack_header(pack, size)
+            except (IntegrityError, ObjectMissing) as e:
+                log.info("not adopting pack %s: %s", pack[:12], e)
+        if adopted:
+            name, sealed = encode_index(self.cipher, adopted)
+            self.backend.put(name, sealed)
+            index.objects.add(name)
+            for pack, entries in adopted.items():
+                index.add_pack(pack, entries)
+            log.info("adopted %d pack(s) left by an interrupted backup", len(adopted))
+        return len(adopted)
+
+    # ---- chunks -----------------------------------------------------------------------------------------
+    def read_chunk(self, cid: bytes, what: str = "chunk") -> bytes:
+        loc = self.load_index().get(cid)
+        if loc is None:
+            raise IntegrityError(f"{what}: chunk {cid.hex()[:12]} is missing from the vault")
+        try:
+            blob = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
+        except ObjectMissing:
+            raise IntegrityError(f"{what}: pack {loc.pack[:12]} is missing from the vault") from None
+        if len(blob) != loc.length:
+            raise IntegrityError(f"{what}: pack {loc.pack[:12]} is truncated")
+        return self.decoder.decode(blob, loc.entry(cid), f"{what} (chunk {cid.hex()[:12]})")
+
+    # ---- snapshots --------------------------------------------------------------------------------------
+    def snapshot_ids(self) -> list[str]:
+        return [name.rsplit("/", 1)[-1] for name, _ in self.backend.list("snapshots")]
+
+    def read_snapshot(self, sid: str) -> Snapshot:
+        try:
+            sealed = self.backend.get(f"snapshots/{sid}")
+        except ObjectMissing:
+            raise NotFound(f"snapshot {sid[:12]} not found") from None
+        return decode_snapshot(self.cipher, sid, sealed)
+
+    def list_snapshots(self) -> tuple[list[Snapshot], list[tuple[str, str]]]:
+        """All readable snapshots oldest first, and (id, error) for damaged manifests."""
+        good, bad = [], []
+        for sid in self.snapshot_ids():
+            try:
+                good.append(self.read_snapshot(sid))
+            except (IntegrityError, NotFound) as e:
+                bad.append((sid, str(e)))
+        good.sort(key=lambda s: (s.time, s.id))
+        return good, bad
+
+    def resolve(self, prefix: str) -> Snapshot:
+        prefix = prefix.strip().lower()
+        if not prefix:
+            raise UsageError("empty snapshot id")
+        matches = [sid for sid in self.snapshot_ids() if sid.startswith(prefix)]
+        if not matches:
+            raise NotFound(f"no snapshot with id {prefix} in the vault at {self.backend.location}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot id {prefix} is ambiguous ({len(matches)} matches); give more characters")
+        return self.read_snapshot(matches[0])
+
+    def latest(self, name: str) -> Snapshot | None:
+        snaps, _ = self.list_snapshots()
+        named = [s for s in snaps if s.name == name]
+        return named[-1] if named else None
+
+    def write_snapshot(self, snap: Snapshot) -> int:
+        """Publish a snapshot (sets ``snap.id``); return the manifest's stored size."""
+        sid, sealed = encode_snapshot(self.cipher, snap)
+        self.backend.put(f"snapshots/{sid}", sealed)
+        snap.id = sid
+        return len(sealed)
+
+    def new_id(self) -> str:
+        return secrets.token_hex(16)

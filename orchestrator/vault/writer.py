@@ -1,0 +1,177 @@
+"""The write side of one backup: deduplicate, compress, encrypt, pack and upload chunks; publish a snapshot last.
+
+``store`` is thread-safe and cheap to call from many worker threads: each thread fills its own pack buffer, and
+full packs go to a small pool of uploader threads (bounded, so memory stays flat). Nothing becomes visible until
+``commit`` has stored every pack, written the index for them and finally written the snapshot manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from orchestrator.errors import DobaasError, VaultBusy
+from orchestrator.vault.index import Index, encode_index
+from orchestrator.vault.locks import LOCK_TTL, VaultLock
+from orchestrator.vault.pack import KIND_DATA, KIND_META, PackBuilder, PackEntry, pack_path
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteStats:
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    raw_bytes_new: int = 0  # plaintext bytes of new chunks
+    bytes_written: int = 0  # bytes of every object this backup added to the vault
+    packs_written: int = 0
+
+
+class BackupWriter:
+    def __init__(self, vault: Vault, lock: VaultLock, uploaders: int = 2) -> None:
+        self.vault = vault
+        self.cipher = vault.cipher
+        self.lock = lock
+        self.index: Index = vault.load_index()
+        self.stats = WriteStats()
+        self._mutex = threading.Lock()
+        self._claimed: set[bytes] = set()
+        self._local = threading.local()
+        self._builders: list[dict[int, PackBuilder]] = []  # every thread's builders, for the final flush
+        self._free: list[PackBuilder] = []
+        self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload")
+        self._inflight = threading.Semaphore(uploaders + 1)
+        self._futures: list[Future] = []
+        self._new_packs: dict[str, list[PackEntry]] = {}
+        self._error: BaseException | None = None
+        self._closed = False
+
+    # ---- storing chunks ----------------------------------------------------------------------------------
+    def store(self, data: bytes | memoryview, kind: int = KIND_DATA) -> bytes:
+        """Return the chunk id of ``data``, storing it unless the vault (or this backup) already has it."""
+        cid = self.cipher.chunk_id(data)
+        with self._mutex:
+            if cid in self.index.chunks or cid in self._claimed:
+                self.stats.chunks_reused += 1
+                return cid
+            self._claimed.add(cid)
+        if self._error is not None:
+            raise self._error
+        builder = self._builder(kind)
+        builder.add(cid, data, kind)
+        if builder.full():
+            self._ship(kind)
+        return cid
+
+    def store_meta(self, data: bytes) -> bytes:
+        return self.store(data, KIND_META)
+
+    def _thread_builders(self) -> dict[int, PackBuilder]:
+        b = getattr(self._local, "builders", None)
+        if b is None:
+            b = self._local.builders = {}
+            with self._mutex:
+                self._builders.append(b)
+        return b
+
+    def _builder(self, kind: int) -> PackBuilder:
+        tb = self._thread_builders()
+        b = tb.get(kind)
+        if b is None:
+            b = tb[kind] = self._new_builder()
+        return b
+
+    def _new_builder(self) -> PackBuilder:
+        with self._mutex:
+            if self._free:
+                return self._free.pop()
+        cfg = self.vault.config
+        return PackBuilder(self.cipher, cfg.pack_size, cfg.zstd_level)
+
+    def _ship(self, kind: int, builders: dict[int, PackBuilder] | None = None) -> None:
+        tb = builders if builders is not None else self._thread_builders()
+        b = tb.pop(kind)
+        self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
+        try:
+            name, view, entries = b.finish()
+            self._futures.append(self._pool.submit(self._upload, b, name, view, entries))
+        except BaseException:
+            self._inflight.release()
+            raise
+
+    def _upload(self, b: PackBuilder, name: str, view: memoryview, entries: list[PackEntry]) -> None:
+        try:
+            size = len(view)
+            self.vault.backend.put(pack_path(name), view)
+            with self._mutex:
+                self.index.add_pack(name, entries)
+                self._new_packs[name] = list(entries)
+                self.stats.packs_written += 1
+                self.stats.bytes_written += size
+                self.stats.chunks_new += len(entries)
+                self.stats.raw_bytes_new += b.raw_bytes
+        except BaseException as e:
+            if self._error is None:
+                self._error = e
+            raise
+        finally:
+            view.release()
+            b.reset()
+            with self._mutex:
+                self._free.append(b)
+            self._inflight.release()
+
+    def flush(self) -> None:
+        """Ship every partly filled pack and wait for all uploads; raise the first upload error."""
+        for tb in list(self._builders):
+            for kind in list(tb):
+                if tb[kind].empty():
+                    continue
+                self._ship(kind, tb)
+        for f in self._futures:
+            f.exception()
+        self._futures = [f for f in self._futures if not f.done()]
+        if self._error is not None:
+            raise self._error
+
+    # ---- publishing ---------------------------------------------------------------------------------------
+    def _write_index(self) -> None:
+        if not self._new_packs:
+            return
+        name, sealed = encode_index(self.cipher, self._new_packs)
+        self.vault.backend.put(name, sealed)
+        self.index.objects.add(name)
+        self.stats.bytes_written += len(sealed)
+        self._new_packs = {}
+
+    def commit(self, snap: Snapshot) -> str:
+        """Make the snapshot visible: packs, then index, then (last) the manifest."""
+        self.flush()
+        self._write_index()
+        if time.time() - self.lock.last_refresh > LOCK_TTL * 0.9:
+            raise VaultBusy("backup lost its vault lock (process paused too long?); snapshot not written, run again")
+        self.stats.bytes_written += self.vault.write_snapshot(snap)
+        self.close()
+        return snap.id
+
+    def abort(self) -> None:
+        """Stop after a failure: finish uploads in flight and index them so the next run reuses them."""
+        if self._closed:
+            return
+        for f in self._futures:
+            f.exception()
+        if self._new_packs:
+            try:
+                self._write_index()
+            except (DobaasError, OSError) as e:
+                log.info("could not index packs of the failed backup (the next run adopts them): %s", e)
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=True)
