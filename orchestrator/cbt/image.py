@@ -53,7 +53,7 @@ def plan_blocks(
         pblocks = len(parent_map) // ID_LEN
         bmap = bytearray(parent_map[: nblocks * ID_LEN])
         bmap.extend(bytes(nblocks * ID_LEN - len(bmap)))
-        dirty = set(blocks_touched(extents, block_size))
+        dirty = {b for b in blocks_touched(extents, block_size) if b < nblocks}  # writes past a shrunk end vanish
         if parent["size"] != size:  # the old tail block and every new block must be read
             dirty.update(range(max(0, min(pblocks, nblocks) - 1), nblocks))
         return bmap, sorted(dirty), "incremental", warnings

@@ -108,6 +108,8 @@ def capture_blocks(
             if stop.is_set():
                 break
             offset = first * block_size
+            if first < 0 or (first + count) * ID_LEN > len(block_map):
+                raise ValueError(f"blocks {first}..{first + count - 1} are outside the image")
             want = min(count * block_size, size - offset)
             buf = free.get()
             got = reader.readinto(offset, memoryview(buf)[:want])

@@ -47,9 +47,19 @@ class Index:
     def add_pack(self, pack: str, entries: Iterable[PackEntry]) -> None:
         self.packs.add(pack)
         chunks = self.chunks
+        new = tuple.__new__  # namedtuple's own constructor is several times slower; indexes hold millions
         for e in entries:
             if e.id not in chunks:
-                chunks[e.id] = Location(pack, e.kind, e.comp, e.offset, e.length, e.raw_length)
+                chunks[e.id] = new(Location, (pack, e.kind, e.comp, e.offset, e.length, e.raw_length))
+
+    def add_pack_raw(self, pack: str, table: bytes | memoryview) -> None:
+        """Add a pack from its encoded entry table (the fast path used when loading index objects)."""
+        self.packs.add(pack)
+        chunks = self.chunks
+        new = tuple.__new__
+        for cid, kind, comp, offset, length, raw in ENTRY.iter_unpack(table):
+            if cid not in chunks:
+                chunks[cid] = new(Location, (pack, kind, comp, offset, length, raw))
 
     def by_pack(self) -> dict[str, list[PackEntry]]:
         out: dict[str, list[PackEntry]] = defaultdict(list)
@@ -68,11 +78,17 @@ def encode_index(cipher: Cipher, packs: dict[str, list[PackEntry]]) -> tuple[str
 
 
 def decode_index(cipher: Cipher, name: str, sealed: bytes) -> dict[str, list[PackEntry]]:
+    what = f"index object {name}"
+    return {pack: decode_entries(table, what) for pack, table in decode_index_raw(cipher, name, sealed)}
+
+
+def decode_index_raw(cipher: Cipher, name: str, sealed: bytes) -> list[tuple[str, memoryview]]:
+    """(pack hash, encoded entry table) for every pack an index object describes."""
     plain = memoryview(cipher.open(sealed, AAD_INDEX, f"index object {name}"))
     if bytes(plain[: len(INDEX_MAGIC)]) != INDEX_MAGIC:
         raise IntegrityError(f"index object {name}: wrong magic")
     pos = len(INDEX_MAGIC)
-    out: dict[str, list[PackEntry]] = {}
+    out: list[tuple[str, memoryview]] = []
     try:
         while pos < len(plain):
             raw_pack, count = PACK_REC.unpack_from(plain, pos)
@@ -80,7 +96,7 @@ def decode_index(cipher: Cipher, name: str, sealed: bytes) -> dict[str, list[Pac
             end = pos + count * ENTRY.size
             if end > len(plain):
                 raise IntegrityError(f"index object {name}: truncated")
-            out[raw_pack.hex()] = decode_entries(plain[pos:end], f"index object {name}")
+            out.append((raw_pack.hex(), plain[pos:end]))
             pos = end
     except struct.error:
         raise IntegrityError(f"index object {name}: truncated") from None

@@ -15,7 +15,7 @@ from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
 from orchestrator.vault.backend import Backend, ObjectMissing
 from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
 from orchestrator.vault.crypto import Cipher, MasterKey
-from orchestrator.vault.index import Index, decode_index, encode_index
+from orchestrator.vault.index import Index, decode_index_raw, encode_index
 from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_master
 from orchestrator.vault.locks import VaultLock
 from orchestrator.vault.pack import ChunkDecoder, PackEntry, pack_path, parse_header
@@ -86,8 +86,8 @@ class Vault:
             return self._index
         idx = Index()
         for name, _size in self.backend.list("index"):
-            for pack, entries in decode_index(self.cipher, name, self.backend.get(name)).items():
-                idx.add_pack(pack, entries)
+            for pack, table in decode_index_raw(self.cipher, name, self.backend.get(name)):
+                idx.add_pack_raw(pack, table)
             idx.objects.add(name)
         self._index = idx
         return idx

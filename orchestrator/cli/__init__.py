@@ -1,0 +1,1 @@
+"""The ``dobaas`` command: one module per command group."""

@@ -1,0 +1,101 @@
+"""What every command shares: the vault option, the passphrase, JSON output, sizes and progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import click
+
+from orchestrator.errors import BadInput, UsageError
+from orchestrator.vault.backend.local import open_local
+from orchestrator.vault.repository import Vault
+
+vault_option = click.option(
+    "--vault", "vault_path", envvar="DOBAAS_VAULT", required=True, metavar="PATH",
+    help="Vault location (or DOBAAS_VAULT).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def read_passphrase(confirm: bool = False) -> str:
+    """From DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE, or an interactive prompt."""
+    if "DOBAAS_PASSPHRASE" in os.environ:
+        return os.environ["DOBAAS_PASSPHRASE"]
+    path = os.environ.get("DOBAAS_PASSPHRASE_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().rstrip("\n")
+        except OSError as e:
+            raise BadInput(f"cannot read DOBAAS_PASSPHRASE_FILE {path}: {e.strerror}") from None
+    if not sys.stdin.isatty():
+        raise UsageError("no passphrase: set DOBAAS_PASSPHRASE or DOBAAS_PASSPHRASE_FILE, or run interactively")
+    pw = getpass.getpass("Vault passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != pw:
+        raise UsageError("the two passphrases differ")
+    return pw
+
+
+def open_vault(path: str) -> Vault:
+    backend = open_local(path)
+    return Vault.open(backend, read_passphrase())
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*(?:/s)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(text: str, what: str) -> int:
+    """'64KiB', '20MiB/s', '1.5G', '4096' -> bytes."""
+    m = _SIZE.match(text)
+    unit = (m.group(2) or "").lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise BadInput(f"{what}: cannot read size {text!r} (examples: 4096, 64KiB, 20MiB/s)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def local_time(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte progress bar on stderr when it is a terminal; yields an ``advance(nbytes)`` callback or None."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (  # imported here: rich costs ~70 ms of start-up that scripts should not pay
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    cols = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*cols, transient=True, console=None) as p:
+        task = p.add_task(label, total=total)
+        yield lambda n: p.advance(task, n)

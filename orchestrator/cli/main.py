@@ -1,0 +1,55 @@
+"""Entry point: global options, logging, and the one place errors become a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from orchestrator import __version__
+from orchestrator.cli import backup_cmd, demo_cmd, prune_cmd, restore_cmd, snapshots_cmd, vault_cmd, verify_cmd
+from orchestrator.errors import DobaasError
+
+log = logging.getLogger("dobaas")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dobaas")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Also append logs to this file.")
+def cli(verbose: int, log_file: str | None) -> None:
+    """Do'BaaS: consistent, encrypted, deduplicated backups into a vault."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+for module in (vault_cmd, backup_cmd, snapshots_cmd, restore_cmd, verify_cmd, prune_cmd, demo_cmd):
+    module.register(cli)
+
+
+def main() -> None:
+    try:
+        rc = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("dobaas: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except DobaasError as e:
+        click.echo(f"dobaas: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("dobaas: interrupted; nothing partial was published", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("DOBAAS_DEBUG"):
+            raise
+        click.echo(f"dobaas: internal error: {type(e).__name__}: {e} (set DOBAAS_DEBUG=1 for details)", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

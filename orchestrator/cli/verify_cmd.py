@@ -1,0 +1,41 @@
+"""``dobaas verify``: prove every stored byte is intact, or say exactly what is damaged."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import emit_json, human_bytes, json_option, open_vault, progress_bar, vault_option
+from orchestrator.vault.verify import verify_vault
+
+
+@click.command("verify")
+@vault_option
+@click.option("--metadata-only", is_flag=True, help="Check structure and presence only, without reading chunk data.")
+@json_option
+def verify_cmd(vault_path: str, metadata_only: bool, as_json: bool) -> int:
+    """Re-read and authenticate everything; exit code 3 when anything is damaged."""
+    vault = open_vault(vault_path)
+    total = sum(vault.pack_names().values())
+    with progress_bar("verify", total, not as_json and not metadata_only) as advance:
+        rep = verify_vault(vault, read_data=not metadata_only, progress=advance)
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        click.echo(f"checked {rep.snapshots} snapshot(s), {rep.packs_checked} pack(s), {rep.chunks_checked} "
+                   f"chunk(s), {human_bytes(rep.bytes_checked)} read")
+        if rep.orphan_packs:
+            click.echo(f"{rep.orphan_packs} unindexed pack(s) from interrupted backups (reused by the next backup, "
+                       "reclaimed by prune)")
+        for d in rep.damage:
+            where = f"snapshot {d.snapshot[:12]} ({d.name})" if d.snapshot else "vault"
+            if d.item:
+                where += f" item {d.item}"
+            if d.offset is not None:
+                where += f" offset {d.offset} length {d.length}"
+            click.echo(f"DAMAGED: {where}: {d.reason}")
+        click.echo("vault OK" if rep.ok else f"vault DAMAGED: {rep.snapshots_damaged} snapshot(s) affected")
+    return 0 if rep.ok else 3
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(verify_cmd)

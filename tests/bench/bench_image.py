@@ -1,0 +1,223 @@
+"""Disk-image benchmark: dobaas against restic on the same files, in the same run, with ratios.
+
+Run with ``make bench`` (installs restic from Debian when missing). Not part of the test suite: speed and memory
+targets live here, never in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from orchestrator.demo.imagegen import make_image, scatter_writes
+
+PASS = "bench passphrase"
+MiB = 2**20
+
+
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Run a command that is not measured; return (wall seconds, 0, stdout)."""
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, env={**os.environ, **(env or {})})
+    if p.returncode:
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr.decode()[-2000:]}")
+    return time.monotonic() - t0, 0, p.stdout.decode()
+
+
+def run_rss(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Like run() but reaps the child itself so its own peak RSS is known."""
+    t0 = time.monotonic()
+    with open(os.devnull, "wb") as devnull:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull, env={**os.environ, **(env or {})})
+        out = p.stdout.read() if p.stdout else b""
+        _pid, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if p.returncode:
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}")
+    return wall, ru.ru_maxrss, out.decode()
+
+
+def du(path: str) -> int:
+    total = 0
+    for dirpath, _d, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(8 * MiB):
+            h.update(b)
+    return h.hexdigest()
+
+
+def warm(path: str) -> None:
+    with open(path, "rb") as f:
+        while f.read(16 * MiB):
+            pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=".bench")
+    ap.add_argument("--size", type=int, default=2048, help="image size in MiB")
+    ap.add_argument("--sweep", default="65536,131072,262144,1048576", help="block sizes to compare (incremental)")
+    args = ap.parse_args()
+    work = os.path.abspath(args.dir)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    dobaas = os.path.join(os.path.dirname(sys.executable), "dobaas")
+    restic = shutil.which("restic")
+    if not restic:
+        raise SystemExit("restic is not installed (make bench installs it)")
+    env = {"DOBAAS_PASSPHRASE": PASS}
+    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
+            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+    img = os.path.join(work, "disk.img")
+    size = args.size * MiB
+    rver = subprocess.run([restic, "version"], capture_output=True, text=True).stdout.split()[1]
+    print(f"# image benchmark: {args.size} MiB image (40% holes, 30% system files, 30% random), "
+          f"{os.cpu_count()} cores, restic {rver}")
+    t0 = time.monotonic()
+    make_image(img, size)
+    base = os.path.join(work, "base.img")
+    subprocess.run(["cp", "--sparse=always", img, base], check=True)
+    print(f"generated in {time.monotonic() - t0:.1f} s")
+
+    vault = os.path.join(work, "vault")
+    run([dobaas, "vault", "init", vault], env)
+    run([restic, "init"], renv)
+    res: dict[str, dict] = {"dobaas": {}, "restic": {}}
+
+    def d_backup(tag: str, extents: str | None = None) -> None:
+        warm(img)
+        cmd = [dobaas, "backup", "image", img, "--vault", vault, "--name", "disk", "--json"]
+        if extents:
+            cmd += ["--changed-extents", extents]
+        before = du(vault)
+        wall, rss, out = run_rss(cmd, env)
+        j = json.loads(out)
+        res["dobaas"][tag] = {"seconds": wall, "rss_mib": rss / 1024, "growth": du(vault) - before,
+                              "read": j["bytes_read"]}
+
+    def r_backup(tag: str) -> None:
+        warm(img)
+        before = du(renv["RESTIC_REPOSITORY"])
+        wall, rss, _ = run_rss([restic, "backup", "--quiet", img], renv)
+        res["restic"][tag] = {"seconds": wall, "rss_mib": rss / 1024, "growth": du(renv["RESTIC_REPOSITORY"]) - before,
+                              "read": size}
+
+    d_backup("full")
+    r_backup("full")
+    ext02 = os.path.join(work, "extents-0.2.json")
+    with open(ext02, "w") as f:
+        json.dump(scatter_writes(img, 0.002, seed=2), f)
+    d_backup("incr 0.2%", ext02)
+    r_backup("incr 0.2%")
+    ext5 = os.path.join(work, "extents-5.json")
+    with open(ext5, "w") as f:
+        json.dump(scatter_writes(img, 0.05, seed=5), f)
+    sum5 = sha256(img)
+    d_backup("incr 5%", ext5)
+    r_backup("incr 5%")
+
+    # restore the latest (5%) snapshot with both tools
+    out_d = os.path.join(work, "restored-dobaas.img")
+    snaps = json.loads(run([dobaas, "snapshots", "--vault", vault, "--json"], env)[2])
+    wall, rss, _ = run_rss([dobaas, "restore", "image", snaps[-1]["id"], "--vault", vault, "--output", out_d], env)
+    res["dobaas"]["restore"] = {"seconds": wall, "rss_mib": rss / 1024, "ok": sha256(out_d) == sum5}
+    os.unlink(out_d)
+    out_r = os.path.join(work, "restored-restic")
+    wall, rss, _ = run_rss([restic, "restore", "latest", "--target", out_r], renv)
+    restored = next(os.path.join(dp, f) for dp, _d, fs in os.walk(out_r) for f in fs)
+    res["restic"]["restore"] = {"seconds": wall, "rss_mib": rss / 1024, "ok": sha256(restored) == sum5}
+    shutil.rmtree(out_r)
+
+    # memory flat from 2 GiB to 8 GiB (sparse): a fresh vault, the base image grown with a hole tail
+    big = os.path.join(work, "big.img")
+    subprocess.run(["cp", "--sparse=always", base, big], check=True)
+    os.truncate(big, 4 * size)
+    vault8 = os.path.join(work, "vault8")
+    run([dobaas, "vault", "init", vault8], env)
+    wall, rss8, _ = run_rss([dobaas, "backup", "image", big, "--vault", vault8, "--name", "big", "--json"], env)
+    shutil.rmtree(vault8)
+    os.unlink(big)
+
+    # block-size sweep for the 0.2% incremental: vault growth against speed
+    sweep = []
+    for bs in [int(x) for x in args.sweep.split(",") if x]:
+        v = os.path.join(work, f"vault-{bs}")
+        run([dobaas, "vault", "init", v, "--block-size", str(bs), "--kdf-cost", "12"], env)
+        subprocess.run(["cp", "--sparse=always", base, img], check=True)
+        w_full, rss_full, _ = run_rss([dobaas, "backup", "image", img, "--vault", v, "--name", "d", "--json"], env)
+        before = du(v)
+        e = os.path.join(work, f"sweep-{bs}.json")
+        with open(e, "w") as f:
+            json.dump(scatter_writes(img, 0.002, seed=2), f)
+        w_inc, _, _ = run_rss([dobaas, "backup", "image", img, "--vault", v, "--name", "d", "--changed-extents", e,
+                               "--json"], env)
+        sweep.append((bs, w_full, w_inc, du(v) - before, rss_full / 1024))
+        shutil.rmtree(v)
+
+    D, R = res["dobaas"], res["restic"]
+    print()
+    print(f"{'step':12} {'dobaas s':>9} {'restic s':>9} {'speed x':>8} {'dobaas MiB/s':>13} {'restic MiB/s':>13} "
+          f"{'dobaas +MiB':>12} {'restic +MiB':>12} {'d RSS':>7} {'r RSS':>7}")
+    for tag in ("full", "incr 0.2%", "incr 5%"):
+        d, r = D[tag], R[tag]
+        print(f"{tag:12} {d['seconds']:9.2f} {r['seconds']:9.2f} {r['seconds'] / d['seconds']:8.1f} "
+              f"{size / MiB / d['seconds']:13.0f} {size / MiB / r['seconds']:13.0f} {d['growth'] / MiB:12.1f} "
+              f"{r['growth'] / MiB:12.1f} {d['rss_mib']:7.0f} {r['rss_mib']:7.0f}")
+    d, r = D["restore"], R["restore"]
+    print(f"{'restore':12} {d['seconds']:9.2f} {r['seconds']:9.2f} {r['seconds'] / d['seconds']:8.1f} "
+          f"{size / MiB / d['seconds']:13.0f} {size / MiB / r['seconds']:13.0f} {'':12} {'':12} "
+          f"{d['rss_mib']:7.0f} {r['rss_mib']:7.0f}   identical: dobaas {d['ok']}, restic {r['ok']}")
+    print(f"peak RSS, full backup: {D['full']['rss_mib']:.0f} MiB at {args.size} MiB; {rss8 / 1024:.0f} MiB at "
+          f"{4 * args.size} MiB (sparse)")
+    print()
+    print("block size sweep (0.2% scattered 64 KiB writes):")
+    print(f"{'block':>8} {'full s':>7} {'incr s':>7} {'incr growth MiB':>16} {'full RSS MiB':>13}")
+    for bs, wf, wi, g, rs in sweep:
+        print(f"{bs // 1024:>6}Ki {wf:7.2f} {wi:7.2f} {g / MiB:16.1f} {rs:13.0f}")
+    print()
+    targets = [
+        ("full backup throughput >= 2x restic", R["full"]["seconds"] / D["full"]["seconds"], 2.0),
+        ("0.2% incremental >= 10x faster than restic", R["incr 0.2%"]["seconds"] / D["incr 0.2%"]["seconds"], 10.0),
+        ("restore throughput >= 1.5x restic", R["restore"]["seconds"] / D["restore"]["seconds"], 1.5),
+    ]
+    ok = True
+    for label, value, goal in targets:
+        met = value >= goal
+        ok &= met
+        print(f"{'MET ' if met else 'MISS'} {label}: {value:.2f}x")
+    growth = D["incr 0.2%"]["growth"] / MiB
+    met = growth <= 12
+    ok &= met
+    print(f"{'MET ' if met else 'MISS'} vault growth for the 0.2% incremental <= 12 MiB: {growth:.1f} MiB "
+          f"(restic {R['incr 0.2%']['growth'] / MiB:.1f} MiB)")
+    peak = max(D[t]["rss_mib"] for t in ("full", "incr 0.2%", "incr 5%", "restore"))
+    met = peak <= 300 and rss8 / 1024 <= 1.25 * D["full"]["rss_mib"]
+    ok &= met
+    print(f"{'MET ' if met else 'MISS'} peak RSS <= 300 MiB and flat from {args.size} to {4 * args.size} MiB: "
+          f"{peak:.0f} MiB, {D['full']['rss_mib']:.0f} -> {rss8 / 1024:.0f} MiB")
+    print(f"restored images identical to the source: dobaas {D['restore']['ok']}, restic {R['restore']['ok']}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok and D["restore"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
