@@ -113,3 +113,19 @@ def test_different_names_chain_separately(vault: Vault, write_image) -> None:
     res = backup_image_file(vault, str(a), "a", extents=[])
     assert res["mode"] == "incremental" and res["bytes_read"] == 0
     assert vault.read_snapshot(res["id"]).parent == first_a  # chained on a, not on the newer b
+
+
+def test_sparse_file_holes_are_skipped_without_reading(vault: Vault, tmp_path) -> None:
+    img = tmp_path / "sparse.img"
+    with open(img, "wb") as f:
+        f.truncate(1024 * BS)
+        f.seek(100 * BS + 10)
+        f.write(os.urandom(3 * BS))
+        f.seek(900 * BS)
+        f.write(b"tail data")
+    res = backup_image_file(vault, str(img), "sparse")
+    assert res["bytes_read"] < 64 * BS  # only the allocated extents (file system granularity) were read
+    assert res["zero_blocks"] >= 1024 - 6
+    out = tmp_path / "out.img"
+    restore_image(vault, vault.read_snapshot(res["id"]).items[0], str(out))
+    assert out.read_bytes() == img.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -34,8 +35,31 @@ class FileBlockReader:
         if stat.S_ISDIR(st.st_mode):
             os.close(self.fd)
             raise BadInput(f"image {path} is a directory")
-        self.size = os.lseek(self.fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
+        self.is_device = stat.S_ISBLK(st.st_mode)
+        self.size = os.lseek(self.fd, 0, os.SEEK_END) if self.is_device else st.st_size
         self.path = path
+
+    def data_ranges(self) -> list[tuple[int, int]] | None:
+        """Allocated (offset, length) ranges of a sparse file via SEEK_DATA/SEEK_HOLE; holes read as zeros, so
+        a full capture need not read them. None when the file system cannot tell (or for block devices)."""
+        if self.is_device:
+            return None
+        out: list[tuple[int, int]] = []
+        pos = 0
+        try:
+            while pos < self.size:
+                try:
+                    start = os.lseek(self.fd, pos, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:  # no data after pos
+                        break
+                    raise
+                end = min(os.lseek(self.fd, start, os.SEEK_HOLE), self.size)
+                out.append((start, end - start))
+                pos = end
+        except OSError:
+            return None
+        return out
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         done = 0
@@ -73,6 +97,10 @@ class ThrottledReader:
         self.inner = inner
         self.size = inner.size
         self.limiter = RateLimiter(rate)
+
+    def data_ranges(self) -> list[tuple[int, int]] | None:
+        inner = getattr(self.inner, "data_ranges", None)
+        return inner() if inner else None
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         self.limiter.take(len(buf))

@@ -24,6 +24,7 @@ COMP_ZSTD = 1
 ENTRY = struct.Struct("<32sBBIII")  # id, kind, comp, offset, length, raw_length
 HEADER_MAGIC = b"DBPK\x01"
 TRAILER = struct.Struct("<I")
+PROBE = 4096
 
 
 class PackEntry(NamedTuple):
@@ -64,7 +65,7 @@ class PackBuilder:
     def add(self, cid: bytes, data: bytes | memoryview, kind: int) -> None:
         payload: bytes | memoryview = data
         comp = COMP_NONE
-        if self._zstd is not None:
+        if self._zstd is not None and self._worth_compressing(data):
             packed = self._zstd.compress(data)
             if len(packed) < len(data) - len(data) // 32:  # keep raw when compression gains under ~3%
                 payload, comp = packed, COMP_ZSTD
@@ -75,6 +76,14 @@ class PackBuilder:
         self.pos = self.cipher.seal_into(self.buf, start, payload, cid)
         self.entries.append(PackEntry(cid, kind, comp, start, self.pos - start, len(data)))
         self.raw_bytes += len(data)
+
+    def _worth_compressing(self, data: bytes | memoryview) -> bool:
+        """Probe the first 4 KiB: encrypted, compressed or random data is stored as is at a tenth of the cost of
+        trying to compress all of it."""
+        if len(data) <= 2 * PROBE:
+            return True
+        assert self._zstd is not None
+        return len(self._zstd.compress(data[:PROBE])) < PROBE - PROBE // 32
 
     def full(self) -> bool:
         return self.pos >= self.target

@@ -33,7 +33,9 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
 
 
 def run_rss(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Like run() but reaps the child itself so its own peak RSS is known."""
+    """Like run() but reaps the child itself so its own peak RSS is known. Dirty pages are flushed first so
+    that neither tool pays for the other's write-back."""
+    os.sync()
     t0 = time.monotonic()
     with open(os.devnull, "wb") as devnull:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull, env={**os.environ, **(env or {})})
