@@ -129,3 +129,12 @@ def test_sparse_file_holes_are_skipped_without_reading(vault: Vault, tmp_path) -
     out = tmp_path / "out.img"
     restore_image(vault, vault.read_snapshot(res["id"]).items[0], str(out))
     assert out.read_bytes() == img.read_bytes()
+
+
+@given(st.lists(st.sampled_from(["zero", "tail0", "head0", "rand"]), max_size=40))
+def test_count_holes_is_exact_even_when_ids_touch_zero_bytes(kinds: list[str]) -> None:
+    from orchestrator.cbt.image import count_holes
+
+    ids = {"zero": bytes(32), "tail0": b"\x07" * 20 + bytes(12), "head0": bytes(12) + b"\x07" * 20,
+           "rand": os.urandom(31) + b"\x01"}
+    assert count_holes(bytearray(b"".join(ids[k] for k in kinds))) == kinds.count("zero")

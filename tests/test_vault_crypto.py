@@ -75,3 +75,12 @@ def test_missing_vault_and_double_init(tmp_path, vault: Vault) -> None:
         Vault.open(LocalBackend(str(tmp_path / "nothing")), PASS)
     with pytest.raises(UsageError, match="already exists"):
         Vault.create(LocalBackend(vault.backend.location), PASS, kdf_cost=12)
+
+
+def test_init_interrupted_before_config_can_be_redone(tmp_path) -> None:
+    backend = LocalBackend(str(tmp_path / "v"))
+    from orchestrator.vault.keys import add_key_file
+
+    add_key_file(backend, MasterKey.generate("crashed-init"), PASS, kdf_cost=12)  # what a crashed init leaves
+    vault = Vault.create(backend, PASS, kdf_cost=12)
+    assert Vault.open(LocalBackend(str(tmp_path / "v")), PASS).config.id == vault.config.id

@@ -32,6 +32,18 @@ RESTORE_SPAN = 8 * 1024 * 1024  # one ranged read covers at most this much of a 
 RESTORE_GAP = 256 * 1024  # chunks closer than this in a pack are fetched in one read
 
 
+def count_holes(bmap: bytearray) -> int:
+    """Number of ZERO_ID entries (searching in C, then checking alignment: a match may straddle two ids)."""
+    count, pos = 0, bmap.find(ZERO_ID)
+    while pos >= 0:
+        if pos % ID_LEN == 0:
+            count += 1
+            pos = bmap.find(ZERO_ID, pos + ID_LEN)
+        else:
+            pos = bmap.find(ZERO_ID, pos + ID_LEN - pos % ID_LEN)
+    return count
+
+
 @dataclass
 class ImageCapture:
     item: dict
@@ -81,7 +93,7 @@ def capture_image(
         if ranges is not None:
             blocks = blocks_touched(ranges, block_size)
     stats = capture_blocks(reader, blocks, block_size, bmap, writer, workers, progress)
-    stats.zero_blocks = sum(1 for i in range(0, len(bmap), ID_LEN) if bmap.startswith(ZERO_ID, i))
+    stats.zero_blocks = count_holes(bmap)
     pieces = [writer.store_meta(p).hex() for p in split_map(bmap, ID_LEN)]
     item = {
         "name": item_name,

@@ -67,9 +67,9 @@ class Vault:
             raise NotFound(f"{backend.location} is not a Do'BaaS vault")
         if doc.get("version") != FORMAT_VERSION:
             raise UsageError(f"vault format version {doc.get('version')} is not supported by this dobaas")
-        master, key_name = unwrap_master(backend, passphrase)
-        cipher = Cipher(master)
         cfg = VaultConfig.from_json(doc)
+        master, key_name = unwrap_master(backend, passphrase, cfg.id)
+        cipher = Cipher(master)
         if master.vault_id != cfg.id or cipher.mac(cfg.canonical()).hex() != doc.get("mac"):
             raise IntegrityError(f"vault config at {backend.location} was altered (its MAC does not match)")
         return cls(backend, cfg, cipher, key_name)
