@@ -98,7 +98,23 @@ def load_image_map(item: dict, read_meta: ReadMeta) -> bytearray:
 
 
 def item_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
-    """Yield (offset, length, chunk id) for every non-hole range of an item."""
+    """Yield (offset, length, chunk id) for every non-hole range of an item (for trees, offsets are within
+    each file: use ``item_refs_located`` to know which file)."""
+    for offset, length, cid, _path in item_refs_located(item, read_meta):
+        yield offset, length, cid
+
+
+def item_refs_located(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str | None]]:
+    """Like item_refs, with the file path for tree items (None for images and streams)."""
+    if item["type"] == "tree":
+        from orchestrator.vault.tree import tree_refs
+
+        yield from tree_refs(item, read_meta)
+        return
+    yield from ((o, n, c, None) for o, n, c in _flat_refs(item, read_meta))
+
+
+def _flat_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
     if item["type"] == "image":
         m = load_image_map(item, read_meta)
         bs, size = item["block_size"], item["size"]

@@ -1,0 +1,76 @@
+"""Tree items: a directory tree with full metadata, stored as meta chunks of JSON lines (one entry per line,
+sorted by path). Piece boundaries are chosen by a hash of the entry path, so inserting a file changes only the
+piece around it and the rest of the listing deduplicates against the previous snapshot.
+
+Entry fields (short keys keep the listing small): ``p`` path relative to the source root ('' for the root),
+``t`` type (f file, d directory, l symlink, h hard link to ``l``, c/b char/block device, p fifo, s socket),
+``m`` mode, ``u``/``g`` uid/gid, ``U``/``G`` owner/group names, ``s`` size, ``mt`` mtime ns, ``ct`` ctime ns,
+``i`` inode, ``dv`` device, ``rd`` rdev, ``l`` link target, ``x`` xattrs {name: base64} (POSIX ACLs are the
+``system.posix_acl_*`` xattrs), ``c`` content [[chunk id hex, length], …], ``e`` error text (unreadable),
+``w`` warning text (changed while read).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import blake3
+
+from orchestrator.errors import IntegrityError
+
+PIECE_MIN = 16 * 1024
+PIECE_MAX = 256 * 1024
+BOUNDARY_MASK = 0x1F  # about one boundary every 32 entries once PIECE_MIN is reached
+
+ReadMeta = Callable[[bytes], bytes]
+
+
+class TreeWriter:
+    """Accumulates entry lines and cuts pieces at content-defined entry boundaries."""
+
+    def __init__(self, store_meta: Callable[[bytes], bytes]) -> None:
+        self.store_meta = store_meta
+        self.pieces: list[str] = []
+        self._buf: list[bytes] = []
+        self._size = 0
+        self.count = 0
+
+    def add(self, entry: dict) -> None:
+        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        self._buf.append(line)
+        self._size += len(line)
+        self.count += 1
+        if self._size >= PIECE_MAX or (
+            self._size >= PIECE_MIN and blake3.blake3(entry["p"].encode()).digest()[0] & BOUNDARY_MASK == 0
+        ):
+            self._cut()
+
+    def _cut(self) -> None:
+        if self._buf:
+            self.pieces.append(self.store_meta(b"".join(self._buf)).hex())
+            self._buf, self._size = [], 0
+
+    def finish(self) -> list[str]:
+        self._cut()
+        return self.pieces
+
+
+def iter_tree(item: dict, read_meta: ReadMeta) -> Iterator[dict]:
+    """Every entry of a tree item, in path order."""
+    for hexid in item["map"]:
+        piece = read_meta(bytes.fromhex(hexid))
+        for n, line in enumerate(piece.splitlines()):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                raise IntegrityError(f"item {item['name']}: tree piece {hexid[:12]} line {n + 1} is not JSON") from None
+
+
+def tree_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str]]:
+    """(offset in file, length, chunk id, path) for every stored piece of file content."""
+    for e in iter_tree(item, read_meta):
+        offset = 0
+        for hexid, length in e.get("c", ()):
+            yield offset, length, bytes.fromhex(hexid), e["p"]
+            offset += length
