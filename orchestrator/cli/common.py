@@ -23,6 +23,29 @@ vault_option = click.option(
     help="Vault location (or DOBAAS_VAULT).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+catalog_option = click.option(
+    "--catalog", "catalog_url", envvar="DOBAAS_CATALOG", metavar="PATH|URL",
+    help="Catalog database (or DOBAAS_CATALOG; default /var/lib/dobaas/catalog.db for root).",
+)
+
+
+def open_catalog(url: str | None):  # type: ignore[no-untyped-def]
+    from orchestrator.catalog.db import Catalog, to_url
+
+    return Catalog(to_url(url) if url else None)
+
+
+def parse_when(text: str, what: str) -> datetime:
+    """'YYYY-MM-DD', 'YYYY-MM-DD HH:MM' or 'YYYY-MM-DD HH:MM:SS', local time unless an offset is given."""
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text.strip(), fmt).astimezone()
+        except ValueError:
+            continue
+    try:
+        return datetime.fromisoformat(text.strip()).astimezone()
+    except ValueError:
+        raise BadInput(f"{what}: cannot read date {text!r} (use 'YYYY-MM-DD HH:MM')") from None
 
 
 def read_passphrase(confirm: bool = False) -> str:
@@ -80,7 +103,7 @@ def local_time(iso: str) -> str:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None] | None]:
     """A byte progress bar on stderr when it is a terminal; yields an ``advance(nbytes)`` callback or None."""
     if not enabled or not sys.stderr.isatty():
         yield None

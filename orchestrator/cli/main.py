@@ -9,7 +9,18 @@ import sys
 import click
 
 from orchestrator import __version__
-from orchestrator.cli import backup_cmd, demo_cmd, prune_cmd, restore_cmd, snapshots_cmd, vault_cmd, verify_cmd
+from orchestrator.cli import (
+    backup_cmd,
+    browse_cmd,
+    catalog_cmd,
+    demo_cmd,
+    policy_cmd,
+    prune_cmd,
+    restore_cmd,
+    snapshots_cmd,
+    vault_cmd,
+    verify_cmd,
+)
 from orchestrator.errors import DobaasError
 
 log = logging.getLogger("dobaas")
@@ -28,7 +39,8 @@ def cli(verbose: int, log_file: str | None) -> None:
     logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for module in (vault_cmd, backup_cmd, snapshots_cmd, restore_cmd, verify_cmd, prune_cmd, demo_cmd):
+for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
+               catalog_cmd, demo_cmd):
     module.register(cli)
 
 

@@ -10,16 +10,20 @@ from orchestrator.cli.common import emit_json, human_bytes, json_option, local_t
 @click.command("snapshots")
 @vault_option
 @click.option("--name", help="Only snapshots with this name.")
+@click.option("--source", help="Only snapshots of this policy source.")
 @json_option
-def snapshots_cmd(vault_path: str, name: str | None, as_json: bool) -> int:
+def snapshots_cmd(vault_path: str, name: str | None, source: str | None, as_json: bool) -> int:
     """List snapshots, oldest first. Damaged manifests are listed too, and make the exit code 3."""
     vault = open_vault(vault_path)
     snaps, broken = vault.list_snapshots()
     if name:
         snaps = [s for s in snaps if s.name == name]
+    if source:
+        snaps = [s for s in snaps if s.meta.get("source") == source or s.name == source]
     rows = [
         {
             "id": s.id, "time": s.time, "name": s.name, "hostname": s.hostname, "parent": s.parent,
+            "client": s.meta.get("client"), "source": s.meta.get("source"), "plugin": s.meta.get("plugin"),
             "items": [{"name": i["name"], "type": i["type"], "size": i["size"]} for i in s.items],
             "size": sum(i["size"] for i in s.items), "stats": s.stats,
         }

@@ -1,0 +1,143 @@
+"""Run a policy once: every source in turn, each its own consistent capture and snapshot. A source that fails
+does not stop the others; the catalog is updated after each snapshot is published (the vault stays the truth:
+a catalog failure is a warning, and ``catalog rebuild`` repairs it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from orchestrator.backup.session import BackupSession
+from orchestrator.catalog.db import Catalog, EntryRow, entry_rows
+from orchestrator.cbt.chunker import Chunker
+from orchestrator.cbt.image import capture_image
+from orchestrator.cbt.stream import capture_stream
+from orchestrator.cbt.tree import capture_tree
+from orchestrator.errors import DobaasError
+from orchestrator.plugin import registry
+from orchestrator.plugin.streams import ByteStream, ImageStream, TreeStream
+from orchestrator.policy.model import Policy
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.tree import iter_tree
+
+log = logging.getLogger(__name__)
+
+#: exit codes of `dobaas run`: all sources saved; a source failed (the others still ran); every source saved
+#: but some files could not be read or changed while read
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 9
+
+
+@dataclass
+class SourceResult:
+    source: str
+    plugin: str
+    status: str = "ok"  # ok | partial | failed
+    snapshot: str | None = None
+    mode: str = ""
+    consistency: str = ""
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    files: int = 0
+    files_read: int = 0
+    files_unchanged: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    policy: str
+    client: str
+    sources: list[SourceResult]
+
+    @property
+    def exit_code(self) -> int:
+        if any(s.status == "failed" for s in self.sources):
+            return EXIT_FAILED
+        return EXIT_PARTIAL if any(s.status == "partial" for s in self.sources) else EXIT_OK
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "client": self.client, "exit_code": self.exit_code,
+                "sources": [asdict(s) for s in self.sources]}
+
+
+ProgressFactory = Callable[[str], Callable[[int], None] | None]
+
+
+def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: ProgressFactory | None = None,
+               only: list[str] | None = None) -> RunReport:
+    report = RunReport(policy.policy, policy.client, [])
+    for cfg in policy.source_configs:
+        if only and cfg.name not in only:
+            continue
+        res = SourceResult(cfg.name, cfg.plugin)
+        report.sources.append(res)
+        t0 = time.monotonic()
+        try:
+            _run_source(policy, vault, catalog, cfg, res, progress(cfg.name) if progress else None)
+        except DobaasError as e:
+            res.status, res.errors = "failed", [*res.errors, str(e)]
+        except OSError as e:
+            res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
+                                                                                      e.filename else "")]
+        res.seconds = round(time.monotonic() - t0, 3)
+        level = logging.ERROR if res.status == "failed" else logging.INFO
+        log.log(level, "policy %s source %s: %s %s", policy.policy, cfg.name, res.status, "; ".join(res.errors))
+    return report
+
+
+def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res: SourceResult,  # type: ignore[no-untyped-def]
+                progress: Callable[[int], None] | None) -> None:
+    plugin = registry.load(cfg.plugin)
+    name = f"{policy.client}/{cfg.name}"
+    rows: list[EntryRow] = []
+    with BackupSession(vault, name) as s:
+        checkpoint = s.parent.meta.get("checkpoint") if s.parent else None
+        with plugin.capture(cfg, checkpoint) as cap:
+            res.consistency = cap.consistency
+            res.warnings.extend(cap.warnings)
+            items = []
+            for stream in cap.streams:
+                parent_item = s.parent_item(stream.name)
+                if isinstance(stream, TreeStream):
+                    tc = capture_tree(s.writer, stream.source, stream.name, vault.config.chunker, parent_item,
+                                      progress=progress)
+                    items.append(tc.item)
+                    st = tc.stats
+                    res.files += st.files
+                    res.files_read += st.files_read
+                    res.files_unchanged += st.files_unchanged
+                    res.bytes_read += st.bytes_read
+                    res.errors.extend(st.errors)
+                    res.warnings.extend(st.warnings)
+                elif isinstance(stream, ImageStream):
+                    ic = capture_image(s.writer, stream.reader, stream.name, vault.config.block_size, parent_item,
+                                       stream.changed_extents, progress=progress)
+                    items.append(ic.item)
+                    res.bytes_read += ic.stats.bytes_read
+                    res.warnings.extend(ic.warnings)
+                elif isinstance(stream, ByteStream):
+                    sc = capture_stream(s.writer, stream.reader, stream.name, Chunker.from_config(vault.config.chunker),
+                                        progress=progress)
+                    items.append(sc.item)
+                    res.bytes_read += sc.bytes_read
+            s.warnings.extend(res.warnings)
+            meta = {"client": policy.client, "source": cfg.name, "plugin": cfg.plugin, "policy": policy.policy,
+                    "checkpoint": cap.checkpoint, "consistency": cap.consistency, **cap.meta}
+            snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
+        res.bytes_stored = s.writer.stats.bytes_written
+    res.snapshot = snap.id
+    res.mode = "incremental" if snap.parent else "full"
+    if res.errors:
+        res.status = "partial"
+    if catalog is not None:
+        try:
+            for item in snap.items:
+                if item["type"] == "tree":
+                    rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
+            catalog.record_snapshot(snap, vault.backend.location, rows)
+        except Exception as e:  # the snapshot is safe in the vault; the catalog can be rebuilt from it
+            res.warnings.append(f"catalog not updated ({e}); run 'dobaas catalog rebuild'")

@@ -1,0 +1,305 @@
+"""Catalog access: SQLite by default (a file at the client site), PostgreSQL by URL. Migrations run at open."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, inspect, select, text, update
+
+from orchestrator.catalog.schema import clients, entries, restores, snapshots, sources
+from orchestrator.errors import NotFound, UsageError
+from orchestrator.vault.snapshot import Snapshot
+
+HEAD = "0001"  # latest migration; the fast path skips importing alembic when the database is current
+
+
+def default_url() -> str:
+    if os.environ.get("DOBAAS_CATALOG"):
+        return to_url(os.environ["DOBAAS_CATALOG"])
+    base = "/var/lib/dobaas" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/dobaas")
+    return to_url(os.path.join(base, "catalog.db"))
+
+
+def to_url(value: str) -> str:
+    """A path becomes an SQLite URL; URLs (postgresql://, sqlite:///) are kept."""
+    if "://" in value:
+        return value
+    path = os.path.abspath(value)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+@dataclass
+class EntryRow:
+    """What the catalog keeps of a file entry: enough to list, search and choose what to restore."""
+
+    item: str
+    path: str
+    parent: str
+    name: str
+    type: str
+    size: int
+    mtime_ns: int
+    mode: int
+    owner: str
+    grp: str
+
+    def signature(self) -> tuple:
+        return (self.type, self.size, self.mtime_ns, self.mode, self.owner, self.grp)
+
+
+def display_path(root: str, rel: str) -> tuple[str, str, str]:
+    """(path, parent, name) as users see them for an entry ``rel`` of a tree rooted at ``root``."""
+    if not rel:
+        return root, "", root
+    path = f"{root.rstrip('/')}/{rel}"
+    parent, _, name = path.rpartition("/")
+    return path, parent or "/", name
+
+
+def entry_rows(item: dict, tree_entries: Iterable[dict]) -> Iterable[EntryRow]:
+    root = item.get("root", item["name"])
+    for e in tree_entries:
+        path, parent, name = display_path(root, e["p"])
+        yield EntryRow(item["name"], path, parent, name, e["t"], e.get("s", 0), e.get("mt", 0), e.get("m", 0),
+                       e.get("U", ""), e.get("G", ""))
+
+
+class Catalog:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        self.engine: Engine = create_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            if ("alembic_version" in inspect(conn).get_table_names()
+                    and conn.execute(text("select version_num from alembic_version")).scalar() == HEAD):
+                return
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # ---- recording ----------------------------------------------------------------------------------------
+    def _source_id(self, conn, client: str, source: str, plugin: str) -> int:  # type: ignore[no-untyped-def]
+        cid = conn.execute(select(clients.c.id).where(clients.c.name == client)).scalar()
+        if cid is None:
+            cid = conn.execute(insert(clients).values(name=client)).inserted_primary_key[0]
+        sid = conn.execute(
+            select(sources.c.id).where(and_(sources.c.client_id == cid, sources.c.name == source))
+        ).scalar()
+        if sid is None:
+            sid = conn.execute(
+                insert(sources).values(client_id=cid, name=source, plugin=plugin)).inserted_primary_key[0]
+        return sid
+
+    def has_snapshot(self, sid: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(snapshots.c.id).where(snapshots.c.id == sid)).first() is not None
+
+    def record_snapshot(self, snap: Snapshot, vault: str, rows: Iterable[EntryRow]) -> None:
+        """Add a snapshot and its file entries. Snapshots of a source must be recorded oldest first."""
+        client, source = snapshot_source(snap)
+        with self.engine.begin() as conn:
+            src = self._source_id(conn, client, source, snap.meta.get("plugin", ""))
+            if conn.execute(select(snapshots.c.id).where(snapshots.c.id == snap.id)).first():
+                return
+            prev = conn.execute(select(func.max(snapshots.c.seq)).where(snapshots.c.source_id == src)).scalar()
+            seq = (prev or 0) + 1
+            conn.execute(insert(snapshots).values(
+                id=snap.id, source_id=src, seq=seq, name=snap.name, time=_utc(snap.time), vault=vault,
+                hostname=snap.hostname, stats=json.dumps(snap.stats),
+                items=json.dumps([{k: i.get(k) for k in ("name", "type", "root", "size", "entries")}
+                                  for i in snap.items]),
+            ))
+            live: dict[str, tuple[int, tuple]] = {}
+            if prev:
+                q = select(entries.c.id, entries.c.path, entries.c.type, entries.c.size, entries.c.mtime_ns,
+                           entries.c.mode, entries.c.owner, entries.c.grp).where(
+                    and_(entries.c.source_id == src, entries.c.last_seq == prev))
+                for rid, path, *sig in conn.execute(q):
+                    live[path] = (rid, tuple(sig))
+                # every live version is carried forward at once; the few that changed are closed again below
+                conn.execute(update(entries).where(and_(entries.c.source_id == src, entries.c.last_seq == prev))
+                             .values(last_seq=seq))
+            new_rows = []
+            for r in rows:
+                old = live.pop(r.path, None)
+                if old is not None and old[1] == r.signature():
+                    continue
+                if old is not None:
+                    live[r.path] = old  # changed: its old version ends at prev
+                new_rows.append({"source_id": src, "item": r.item, "path": r.path, "parent": r.parent,
+                                 "name": r.name, "type": r.type, "size": r.size, "mtime_ns": r.mtime_ns,
+                                 "mode": r.mode, "owner": r.owner, "grp": r.grp, "first_seq": seq, "last_seq": seq})
+            ended = [rid for rid, _sig in live.values()]
+            for i in range(0, len(ended), 500):
+                conn.execute(update(entries).where(entries.c.id.in_(ended[i : i + 500])).values(last_seq=prev))
+            for i in range(0, len(new_rows), 5000):
+                conn.execute(insert(entries), new_rows[i : i + 5000])
+
+    def forget_missing(self, present: set[str]) -> int:
+        """Drop catalog snapshots that the vault no longer has (after prune). Entry versions stay until no
+        remaining snapshot falls in their range; queries only ever show existing snapshots."""
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(select(snapshots.c.id))]
+            gone = [i for i in ids if i not in present]
+            for i in range(0, len(gone), 500):
+                conn.execute(snapshots.delete().where(snapshots.c.id.in_(gone[i : i + 500])))
+        return len(gone)
+
+    def clear(self) -> None:
+        with self.engine.begin() as conn:
+            for t in (entries, snapshots, sources, clients):
+                conn.execute(t.delete())
+
+    # ---- queries --------------------------------------------------------------------------------------------
+    def snapshots(self, source: str | None = None, client: str | None = None) -> list[dict]:
+        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
+             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
+             .order_by(snapshots.c.time, snapshots.c.id))
+        if source:
+            q = q.where(sources.c.name == source)
+        if client:
+            q = q.where(clients.c.name == client)
+        with self.engine.connect() as conn:
+            return [_snap_dict(r) for r in conn.execute(q).mappings()]
+
+    def snapshot(self, prefix: str) -> dict:
+        prefix = prefix.strip().lower()
+        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
+             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
+             .where(snapshots.c.id.like(prefix.replace("%", "") + "%")).limit(2))
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(q).mappings())
+        if not rows:
+            raise NotFound(f"no snapshot with id {prefix} in the catalog")
+        if len(rows) > 1:
+            raise UsageError(f"snapshot id {prefix} is ambiguous; give more characters")
+        return _snap_dict(rows[0])
+
+    def snapshot_at(self, source: str, when: datetime) -> dict:
+        """The latest snapshot of ``source`` taken at or before ``when``."""
+        at = when.astimezone(UTC).isoformat()
+        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
+             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
+             .where(and_(sources.c.name == source, snapshots.c.time <= at))
+             .order_by(snapshots.c.time.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"no snapshot of source {source!r} at or before {when:%Y-%m-%d %H:%M}")
+        return _snap_dict(row)
+
+    def ls(self, snap: dict, path: str | None) -> list[dict]:
+        """Entries directly under ``path`` in a snapshot (the snapshot's roots when ``path`` is None)."""
+        parent = "" if path is None else (path.rstrip("/") or "/")
+        q = (select(entries.c.path, entries.c.name, entries.c.type, entries.c.size, entries.c.mtime_ns,
+                    entries.c.mode, entries.c.owner, entries.c.grp)
+             .where(and_(entries.c.source_id == snap["source_id"], entries.c.parent == parent,
+                         entries.c.first_seq <= snap["seq"], entries.c.last_seq >= snap["seq"]))
+             .order_by(entries.c.name))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+            if not rows and path is not None:  # an empty directory, a file, or nothing at all?
+                itself = conn.execute(select(*q.selected_columns).where(and_(
+                    entries.c.source_id == snap["source_id"], entries.c.path == parent,
+                    entries.c.first_seq <= snap["seq"], entries.c.last_seq >= snap["seq"]))).mappings().first()
+                if itself is None:
+                    raise NotFound(f"{path} is not in snapshot {snap['id'][:12]}")
+                if itself["type"] != "d":
+                    return [dict(itself)]
+        return rows
+
+    def find(self, pattern: str, source: str | None = None, since: datetime | None = None) -> list[dict]:
+        """Every version of every matching file, with the snapshots (and times) that hold it."""
+        like_col = entries.c.path if "/" in pattern else entries.c.name
+        q = (select(entries.c.path, entries.c.type, entries.c.size, entries.c.mtime_ns, entries.c.first_seq,
+                    entries.c.last_seq, entries.c.source_id, sources.c.name.label("source"))
+             .join(sources, sources.c.id == entries.c.source_id))
+        if self.engine.dialect.name == "sqlite":
+            q = q.where(like_col.op("GLOB")(pattern))
+        else:
+            q = q.where(like_col.like(_glob_to_like(pattern), escape="\\"))
+        if source:
+            q = q.where(sources.c.name == source)
+        since_iso = since.astimezone(UTC).isoformat() if since else ""
+        out = []
+        with self.engine.connect() as conn:
+            seqs: dict[int, list[tuple[int, str, str]]] = {}
+            for r in conn.execute(q).mappings():
+                if r["source_id"] not in seqs:
+                    seqs[r["source_id"]] = [tuple(x) for x in conn.execute(
+                        select(snapshots.c.seq, snapshots.c.id, snapshots.c.time)
+                        .where(snapshots.c.source_id == r["source_id"]).order_by(snapshots.c.seq))]
+                held = [(sid, t) for seq, sid, t in seqs[r["source_id"]]
+                        if r["first_seq"] <= seq <= r["last_seq"] and t >= since_iso]
+                if held:
+                    out.append({"path": r["path"], "type": r["type"], "size": r["size"], "mtime_ns": r["mtime_ns"],
+                                "source": r["source"], "snapshots": [s for s, _ in held],
+                                "first_time": held[0][1], "last_time": held[-1][1]})
+        out.sort(key=lambda x: (x["path"], x["first_time"]))
+        return out
+
+    def record_restore(self, snapshot_id: str, paths: list[str], target: str, overwrite: str, status: str,
+                       files: int, nbytes: int, detail: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(restores).values(
+                time=datetime.now(UTC).isoformat(), user=_user(), host=socket.gethostname(),
+                snapshot_id=snapshot_id, paths=json.dumps(paths), target=target, overwrite=overwrite,
+                status=status, files=files, bytes=nbytes, detail=json.dumps(detail)))
+
+    def restores(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(restores).order_by(restores.c.id)).mappings()]
+
+
+def snapshot_source(snap: Snapshot) -> tuple[str, str]:
+    """(client, source) of a snapshot: from its meta for policy runs, else its name."""
+    if "source" in snap.meta:
+        return snap.meta.get("client", ""), snap.meta["source"]
+    return "", snap.name
+
+
+def _utc(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).isoformat()
+
+
+def _snap_dict(r) -> dict:  # type: ignore[no-untyped-def]
+    d = dict(r)
+    d["items"] = json.loads(d["items"])
+    d["stats"] = json.loads(d["stats"])
+    return d
+
+
+def _glob_to_like(pattern: str) -> str:
+    out = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return out.replace("*", "%").replace("?", "_")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.geteuid())
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

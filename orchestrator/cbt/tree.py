@@ -1,0 +1,315 @@
+"""File trees: capture a walked tree (reading only files whose metadata changed) and restore entries of it.
+
+Capture keeps walk order: file reads run on worker threads while the walk continues, and entries are written
+to the tree listing in order as their reads complete (bounded, so memory stays flat on huge trees).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from orchestrator.cbt.chunker import Chunker
+from orchestrator.plugin.streams import TreeSource
+from orchestrator.vault.tree import TreeWriter, iter_tree
+from orchestrator.vault.writer import BackupWriter
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 1024  # entries waiting for their file read, at most
+SIGNATURE = ("s", "mt", "ct", "i")  # unchanged size, mtime, ctime and inode: content is referenced, not re-read
+
+
+@dataclass
+class TreeStats:
+    entries: int = 0
+    files: int = 0
+    files_read: int = 0
+    files_unchanged: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TreeCapture:
+    item: dict
+    stats: TreeStats
+
+
+def _parent_files(parent_item: dict | None, read_meta: Callable[[bytes], bytes]) -> dict[str, dict]:
+    if parent_item is None or parent_item.get("type") != "tree":
+        return {}
+    return {e["p"]: e for e in iter_tree(parent_item, read_meta) if e["t"] == "f" and "c" in e and "w" not in e}
+
+
+def capture_tree(
+    writer: BackupWriter,
+    source: TreeSource,
+    item_name: str,
+    chunker_cfg: dict,
+    parent_item: dict | None = None,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> TreeCapture:
+    previous = _parent_files(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"))
+    stats = TreeStats()
+    tree = TreeWriter(writer.store_meta)
+    local = threading.local()
+    seen_inodes: dict[tuple[int, int], str] = {}
+
+    def read(entry: dict) -> dict:
+        chunker = getattr(local, "chunker", None)
+        if chunker is None:
+            chunker = local.chunker = Chunker.from_config(chunker_cfg)
+        try:
+            f = source.open(entry)
+        except OSError as e:
+            return {"e": f"cannot be read: {e.strerror or e}"}
+        refs, total = [], 0
+        try:
+            with f:
+                for piece in chunker.cut_stream(f):
+                    refs.append([writer.store(bytes(piece)).hex(), len(piece)])
+                    total += len(piece)
+        except OSError as e:
+            return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
+        out: dict = {"c": refs, "s": total}
+        now = source.restat(entry)
+        if now is None:
+            out["w"] = "deleted while being read"
+        elif now != (entry["s"], entry["mt"]) or total != entry["s"]:
+            out["w"] = "changed while being read"
+        if progress:
+            progress(total)
+        return out
+
+    pending: collections.deque[tuple[dict, Future[dict] | None]] = collections.deque()
+
+    def emit(entry: dict, fut: Future[dict] | None) -> None:
+        if fut is not None:
+            result = fut.result()
+            entry.update(result)
+            if "e" in result:
+                stats.errors.append(f"{source.root}/{entry['p']}: {result['e']}")
+            else:
+                stats.files_read += 1
+                stats.bytes_read += result["s"]
+            if "w" in result:
+                stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
+        if entry["t"] == "f":
+            stats.bytes_total += entry.get("s", 0)
+        if "e" in entry and fut is None:
+            stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
+        stats.entries += 1
+        tree.add(entry)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tree-read") as pool:
+        for entry in source.walk():
+            fut = None
+            if entry["t"] == "f" and "e" not in entry:
+                stats.files += 1
+                key = (entry.get("dv", 0), entry.get("i", 0))
+                if entry.get("n", 1) > 1 and key in seen_inodes:
+                    entry = {**entry, "t": "h", "l": seen_inodes[key]}
+                else:
+                    if entry.get("n", 1) > 1:
+                        seen_inodes[key] = entry["p"]
+                    old = previous.get(entry["p"])
+                    if old is not None and all(old.get(k) == entry.get(k) for k in SIGNATURE):
+                        entry["c"] = old["c"]
+                        stats.files_unchanged += 1
+                    else:
+                        fut = pool.submit(read, entry)
+            pending.append((entry, fut))
+            while pending and (len(pending) > MAX_PENDING or pending[0][1] is None or pending[0][1].done()):
+                emit(*pending.popleft())
+        while pending:
+            emit(*pending.popleft())
+    item = {
+        "name": item_name,
+        "type": "tree",
+        "root": source.root,
+        "entries": stats.entries,
+        "size": stats.bytes_total,
+        "map": tree.finish(),
+        "errors": len(stats.errors),
+    }
+    return TreeCapture(item, stats)
+
+
+# ---- restore --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TreeRestoreReport:
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _selected(path: str, selection: list[str] | None) -> bool:
+    if not selection:
+        return True
+    return any(s == "" or path == s or path.startswith(s + "/") for s in selection)
+
+
+def _safe_rel(path: str) -> bool:
+    parts = path.split("/")
+    return not path.startswith("/") and ".." not in parts and "" not in parts[1:] if path else True
+
+
+def restore_tree(
+    read_chunk: Callable[[bytes, str], bytes],
+    item: dict,
+    read_meta: Callable[[bytes], bytes],
+    target: str,
+    selection: list[str] | None = None,
+    overwrite: str = "never",
+    progress: Callable[[int], None] | None = None,
+) -> TreeRestoreReport:
+    """Restore the selected entries of a tree item under ``target`` with their metadata.
+
+    Files are written to a temporary name and renamed into place, so a failure never leaves a half-written file
+    where a good one stood. Paths from the manifest are checked (no absolute paths, no ``..``) and existing
+    symlinks in the target are never followed.
+    """
+    rep = TreeRestoreReport()
+    is_root = os.geteuid() == 0
+    os.makedirs(target, exist_ok=True)
+    dirs_meta: list[tuple[str, dict]] = []
+    linked: dict[str, str] = {}  # original path -> restored path, for hard links
+    contents: dict[str, list] = {}  # content of multiply-linked files, for links whose first path is not restored
+    zeros = bytes(16 * 1024 * 1024)
+
+    for e in iter_tree(item, read_meta):
+        p = e["p"]
+        if e["t"] == "f" and e.get("n", 1) > 1:
+            contents[p] = e.get("c", [])
+        if not _selected(p, selection):
+            continue
+        if not _safe_rel(p):
+            rep.errors.append(f"{p}: unsafe path in the snapshot, not restored")
+            continue
+        dest = os.path.join(target, p) if p else target
+        try:
+            _check_parents(target, p)
+            if e["t"] == "d":
+                if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.path.islink(dest)):
+                    if overwrite == "never":
+                        rep.skipped.append(p)
+                        continue
+                    os.unlink(dest)
+                os.makedirs(dest, exist_ok=True)
+                dirs_meta.append((dest, e))
+                rep.dirs += 1
+                continue
+            if "e" in e:
+                rep.errors.append(f"{p}: was not backed up ({e['e']})")
+                continue
+            if os.path.lexists(dest) and not _should_replace(dest, e, overwrite):
+                rep.skipped.append(p)
+                continue
+            tmp = os.path.join(os.path.dirname(dest), f".dobaas-restore-{secrets.token_hex(6)}")
+            if e["t"] == "f" or (e["t"] == "h" and e["l"] not in linked):
+                refs = e.get("c") if e["t"] == "f" else contents.get(e["l"], [])
+                rep.bytes += _write_file(tmp, refs or [], read_chunk, zeros, p, progress)
+                rep.files += 1
+            elif e["t"] == "h":
+                os.link(linked[e["l"]], tmp)
+                rep.links += 1
+            elif e["t"] == "l":
+                os.symlink(e["l"], tmp)
+                rep.links += 1
+            elif e["t"] in "cbps":
+                if e["t"] == "s":
+                    continue  # sockets are recreated by their programs
+                kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[e["t"]]
+                if kind != stat.S_IFIFO and not is_root:
+                    rep.errors.append(f"{p}: device files need root")
+                    continue
+                os.mknod(tmp, kind | (e["m"] & 0o7777), e.get("rd", 0))
+            _apply_meta(tmp, e, is_root)
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                rep.errors.append(f"{p}: a directory stands there, not replaced")
+                os.unlink(tmp)
+                continue
+            os.replace(tmp, dest)
+            if e["t"] == "f":
+                linked[p] = dest
+        except OSError as err:
+            rep.errors.append(f"{p}: {err.strerror or err}")
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp)
+    for dest, e in reversed(dirs_meta):  # deepest first, after their contents, so mtimes stick
+        try:
+            _apply_meta(dest, e, is_root)
+        except OSError as err:
+            rep.errors.append(f"{e['p']}: metadata not restored: {err.strerror or err}")
+    return rep
+
+
+def _check_parents(target: str, rel: str) -> None:
+    """Refuse to write through a symlink planted in the target tree."""
+    cur = target
+    for part in rel.split("/")[:-1]:
+        cur = os.path.join(cur, part)
+        if os.path.islink(cur):
+            raise OSError(f"{cur} is a symbolic link; not following it")
+
+
+def _should_replace(dest: str, e: dict, overwrite: str) -> bool:
+    if overwrite == "always":
+        return True
+    if overwrite == "if-newer":
+        return e.get("mt", 0) > os.lstat(dest).st_mtime_ns
+    return False
+
+
+def _write_file(tmp: str, refs: list, read_chunk: Callable[[bytes, str], bytes], zeros: bytes, path: str,
+                progress: Callable[[int], None] | None) -> int:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    written = 0
+    try:
+        for hexid, length in refs:
+            data = read_chunk(bytes.fromhex(hexid), f"{path} at offset {written}")
+            if len(data) <= len(zeros) and zeros.startswith(data):
+                os.lseek(fd, len(data), os.SEEK_CUR)  # keep holes as holes
+            else:
+                os.write(fd, data)
+            written += length
+            if progress:
+                progress(length)
+        os.ftruncate(fd, written)
+    finally:
+        os.close(fd)
+    return written
+
+
+def _apply_meta(path: str, e: dict, is_root: bool) -> None:
+    if is_root and "u" in e:
+        os.chown(path, e["u"], e["g"], follow_symlinks=False)
+    if e["t"] != "l" and "m" in e:
+        os.chmod(path, e["m"] & 0o7777)
+    for name, b64 in e.get("x", {}).items():
+        try:
+            os.setxattr(path, name, base64.b64decode(b64), follow_symlinks=False)
+        except OSError as err:
+            if not (name.startswith("trusted.") or name.startswith("security.")) or is_root:
+                raise OSError(err.errno, f"extended attribute {name}: {err.strerror}") from None
+    if "mt" in e:
+        os.utime(path, ns=(e["mt"], e["mt"]), follow_symlinks=False)
+

@@ -1,0 +1,142 @@
+"""The policy model: validation with errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import BadInput
+from orchestrator.plugin import registry
+from orchestrator.plugin.base import SourceConfig
+from orchestrator.policy.yamlpos import Located, YamlError, load_located
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+INLINE_SECRETS = {"password", "passphrase", "secret", "token", "key"}
+
+
+class Retention(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_hourly: int | None = Field(default=None, ge=0)
+    keep_daily: int | None = Field(default=None, ge=0)
+    keep_weekly: int | None = Field(default=None, ge=0)
+    keep_monthly: int | None = Field(default=None, ge=0)
+    keep_yearly: int | None = Field(default=None, ge=0)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str = Field(pattern=NAME)
+    client: str = Field(pattern=NAME)
+    vault: str
+    schedule: str | None = None
+    retention: Retention = Retention()
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+    catalog: str | None = None
+    sources: list[dict[str, Any]] = Field(min_length=1)
+
+    # filled after validation: the plugin-specific model of each source
+    source_configs: list[SourceConfig] = Field(default_factory=list, exclude=True)
+    file: str = Field(default="", exclude=True)
+
+    @field_validator("vault")
+    @classmethod
+    def _vault(cls, v: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith("file://"):
+            raise ValueError("only local vault paths are supported so far (sftp:// and s3:// come with the "
+                             "remote vault backends)")
+        return v.removeprefix("file://")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5:
+            raise ValueError("a schedule is a cron expression with 5 fields, e.g. '0 22 * * *'")
+        return v
+
+    def passphrase(self) -> str | None:
+        if self.passphrase_env:
+            if self.passphrase_env not in os.environ:
+                raise BadInput(f"{self.file}: passphrase_env names {self.passphrase_env}, which is not set")
+            return os.environ[self.passphrase_env]
+        if self.passphrase_file:
+            try:
+                with open(self.passphrase_file, encoding="utf-8") as f:
+                    return f.read().rstrip("\n")
+            except OSError as e:
+                raise BadInput(f"{self.file}: passphrase_file {self.passphrase_file}: {e.strerror}") from None
+        return None
+
+
+class PolicyError(BadInput):
+    """A policy problem located in its file: ``file:line: field: message``."""
+
+
+def _field(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _raise(located: Located, file: str, prefix: tuple, err: ValidationError) -> None:
+    first = err.errors()[0]
+    loc = (*prefix, *first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    raise PolicyError(f"{file}:{located.line_of(loc)}: {_field(loc)}: {msg}")
+
+
+def parse_policy(text: str, file: str) -> Policy:
+    try:
+        located = load_located(text, file)
+    except YamlError as e:
+        raise PolicyError(str(e)) from None
+    if not isinstance(located.data, dict):
+        raise PolicyError(f"{file}:1: a policy is a YAML mapping (policy:, client:, vault:, sources: …)")
+    try:
+        policy = Policy.model_validate(located.data)
+    except ValidationError as e:
+        _raise(located, file, (), e)
+    policy.file = file
+    names: set[str] = set()
+    for i, src in enumerate(policy.sources):
+        where = ("sources", i)
+        if not isinstance(src, dict):
+            raise PolicyError(f"{file}:{located.line_of(where)}: sources.{i}: a source is a mapping")
+        for key in src:
+            if key.lower() in INLINE_SECRETS:
+                raise PolicyError(f"{file}:{located.line_of((*where, key))}: sources.{i}.{key}: secrets are never "
+                                  f"written inline: use {key}_env or {key}_file")
+        plugin_name = src.get("plugin")
+        if not plugin_name:
+            raise PolicyError(f"{file}:{located.line_of(where)}: sources.{i}.plugin: required field is missing")
+        try:
+            plugin = registry.load(str(plugin_name))
+        except Exception as e:
+            raise PolicyError(f"{file}:{located.line_of((*where, 'plugin'))}: sources.{i}.plugin: {e}") from None
+        try:
+            cfg = plugin.Config.model_validate(src)
+        except ValidationError as e:
+            _raise(located, file, where, e)
+        if cfg.name in names:
+            raise PolicyError(f"{file}:{located.line_of((*where, 'name'))}: sources.{i}.name: "
+                              f"duplicate source name {cfg.name!r}")
+        names.add(cfg.name)
+        policy.source_configs.append(cfg)
+    return policy
+
+
+def load_policy(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise BadInput(f"policy file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"policy file {path} cannot be read ({e})") from None
+    return parse_policy(text, path)

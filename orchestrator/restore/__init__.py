@@ -1,0 +1,1 @@
+"""Restores: choosing what to put back, where, and recording who did it."""

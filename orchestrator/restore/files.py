@@ -1,0 +1,102 @@
+"""Restore files and directories from a snapshot's tree items, and record the restore for the audit trail."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from orchestrator.catalog.db import Catalog
+from orchestrator.cbt.tree import TreeRestoreReport, restore_tree
+from orchestrator.errors import NotFound, UsageError
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.snapshot import Snapshot
+
+OVERWRITE_MODES = ("never", "always", "if-newer")
+
+
+@dataclass
+class FilesRestoreResult:
+    snapshot: str
+    target: str
+    status: str
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def split_selection(snap: Snapshot, paths: list[str]) -> dict[str, list[str]]:
+    """Map user paths (as shown by ls/find: absolute, or smb://…) to (tree item, relative paths)."""
+    trees = [i for i in snap.items if i["type"] == "tree"]
+    if not trees:
+        raise UsageError(f"snapshot {snap.id[:12]} holds no files (items: {', '.join(i['name'] for i in snap.items)})")
+    out: dict[str, list[str]] = {}
+    for p in paths:
+        p = p.rstrip("/") or "/"
+        best = None
+        for item in trees:
+            root = item.get("root", item["name"]).rstrip("/") or "/"
+            if p == root:
+                rel = ""
+            elif p.startswith(root.rstrip("/") + "/"):
+                rel = p[len(root.rstrip("/")) + 1 :]
+            else:
+                continue
+            if best is None or len(root) > len(best[0]):
+                best = (root, item["name"], rel)
+        if best is None:
+            roots = ", ".join(i.get("root", i["name"]) for i in trees)
+            raise NotFound(f"{p} is not under any directory of snapshot {snap.id[:12]} ({roots})")
+        out.setdefault(best[1], []).append(best[2])
+    return out
+
+
+def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | None, overwrite: str,
+                  in_place: bool, catalog: Catalog | None, progress=None) -> FilesRestoreResult:  # type: ignore[no-untyped-def]
+    if overwrite not in OVERWRITE_MODES:
+        raise UsageError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}")
+    selection = split_selection(snap, paths)
+    items = {i["name"]: i for i in snap.items}
+    if in_place and target:
+        raise UsageError("give either --target DIR or --in-place, not both")
+    if not in_place and not target:
+        raise UsageError("say where to restore: --target DIR (or --in-place to write over the original location)")
+    if not in_place:
+        for name in selection:
+            root = items[name].get("root", name)
+            real_target = os.path.realpath(target)  # type: ignore[arg-type]
+            if "://" not in root and (real_target == os.path.realpath(root)
+                                      or real_target.startswith(os.path.realpath(root) + "/")):
+                raise UsageError(f"{target} is inside the original location {root}: use --in-place to restore "
+                                 "over the original files, or choose another --target")
+    res = FilesRestoreResult(snap.id, "(original location)" if in_place else os.path.abspath(target or ""), "ok")
+    read_meta = lambda cid: vault.read_chunk(cid, "listing")  # noqa: E731
+    for name, rels in selection.items():
+        item = items[name]
+        root = item.get("root", name)
+        if in_place:
+            if "://" in root:
+                raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
+            dest = root
+        else:
+            dest = os.path.join(target, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 \
+                else target  # type: ignore[arg-type]
+        rep: TreeRestoreReport = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)
+        res.files += rep.files
+        res.dirs += rep.dirs
+        res.links += rep.links
+        res.bytes += rep.bytes
+        res.skipped += [f"{root}/{s}" if s else root for s in rep.skipped]
+        res.errors += [f"{root}/{e}" for e in rep.errors]
+        if rep.files + rep.dirs + rep.links == 0 and not rep.skipped and not rep.errors:
+            raise NotFound(f"nothing in snapshot {snap.id[:12]} matches {', '.join(rels)} under {root}")
+    res.status = "failed" if res.errors and not (res.files or res.dirs) else ("partial" if res.errors else "ok")
+    if catalog is not None:
+        catalog.record_restore(snap.id, paths, res.target, overwrite, res.status, res.files, res.bytes,
+                               {"skipped": res.skipped[:1000], "errors": res.errors[:1000]})
+    return res

@@ -1,0 +1,1 @@
+"""The ``files`` source plugin: local directory trees."""

@@ -1,0 +1,136 @@
+"""Walk a local directory tree in path order with full metadata (lstat, owner names, xattrs and POSIX ACLs)."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import grp
+import os
+import pwd
+import stat
+from collections.abc import Iterator
+from functools import cache
+from typing import BinaryIO
+
+_TYPES = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c", stat.S_IFBLK: "b",
+          stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
+
+
+@cache
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@cache
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def stat_entry(rel: str, st: os.stat_result) -> dict:
+    e = {"p": rel, "t": _TYPES.get(stat.S_IFMT(st.st_mode), "f"), "m": stat.S_IMODE(st.st_mode), "u": st.st_uid,
+         "g": st.st_gid, "U": _user(st.st_uid), "G": _group(st.st_gid), "mt": st.st_mtime_ns,
+         "ct": st.st_ctime_ns}
+    if e["t"] == "f":
+        e.update(s=st.st_size, i=st.st_ino, dv=st.st_dev, n=st.st_nlink)
+    elif e["t"] in "cb":
+        e["rd"] = st.st_rdev
+    return e
+
+
+def read_xattrs(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out = {}
+    for n in names:
+        try:
+            out[n] = base64.b64encode(os.getxattr(path, n, follow_symlinks=False)).decode()
+        except OSError:
+            continue
+    return out
+
+
+class LocalTree:
+    """A TreeSource over one local directory."""
+
+    def __init__(self, root: str, exclude: list[str] | None = None, one_file_system: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        self.exclude = exclude or []
+        self.one_file_system = one_file_system
+
+    def _excluded(self, name: str, rel: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat) for pat in self.exclude)
+
+    def walk(self) -> Iterator[dict]:
+        try:
+            st = os.lstat(self.root)
+        except OSError as e:
+            raise OSError(e.errno, f"{self.root}: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(f"{self.root} is not a directory")
+        yield from self._dir("", self.root, stat_entry("", st), st.st_dev)
+
+    @staticmethod
+    def _list(path: str) -> tuple[list[os.DirEntry], str | None]:
+        try:
+            with os.scandir(path) as it:
+                return sorted(it, key=lambda d: d.name), None
+        except OSError as e:
+            return [], f"directory cannot be listed: {e.strerror}"
+
+    def _dir(self, rel: str, path: str, entry: dict, dev: int) -> Iterator[dict]:
+        """Yield a directory's entry (with an error if it cannot be listed), then its contents."""
+        items, error = self._list(path)
+        if error:
+            entry["e"] = error
+        x = read_xattrs(path)
+        if x:
+            entry["x"] = x
+        yield entry
+        for d in items:
+            child_rel = f"{rel}/{d.name}" if rel else d.name
+            if self._excluded(d.name, child_rel):
+                continue
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError as err:
+                yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
+                continue
+            e = stat_entry(child_rel, st)
+            if e["t"] == "d":
+                if self.one_file_system and st.st_dev != dev:
+                    yield e
+                else:
+                    yield from self._dir(child_rel, d.path, e, dev)
+                continue
+            if e["t"] == "l":
+                try:
+                    e["l"] = os.readlink(d.path)
+                except OSError as err:
+                    e["e"] = f"link cannot be read: {err.strerror}"
+            x = read_xattrs(d.path)
+            if x:
+                e["x"] = x
+            yield e
+
+    def open(self, entry: dict) -> BinaryIO:
+        path = os.path.join(self.root, entry["p"])
+        try:  # O_NOATIME: a backup should not touch access times (allowed for the owner and root)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def restat(self, entry: dict) -> tuple[int, int] | None:
+        try:
+            st = os.lstat(os.path.join(self.root, entry["p"]))
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
