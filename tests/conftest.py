@@ -103,3 +103,6 @@ def assert_one_line_error(p: subprocess.CompletedProcess[str], code: int, *fragm
     assert err.startswith("dobaas: error:"), err
     for f in fragments:
         assert f in err, (f, err)
+
+
+from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)

@@ -114,7 +114,8 @@ def capture_tree(
         stats.entries += 1
         tree.add(entry)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tree-read") as pool:
+    workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
         for entry in source.walk():
             fut = None
             if entry["t"] == "f" and "e" not in entry:
@@ -129,8 +130,11 @@ def capture_tree(
                     if old is not None and all(old.get(k) == entry.get(k) for k in SIGNATURE):
                         entry["c"] = old["c"]
                         stats.files_unchanged += 1
-                    else:
+                    elif workers:
                         fut = pool.submit(read, entry)
+                    else:
+                        fut = Future()
+                        fut.set_result(read(entry))
             pending.append((entry, fut))
             while pending and (len(pending) > MAX_PENDING or pending[0][1] is None or pending[0][1].done()):
                 emit(*pending.popleft())
@@ -193,7 +197,7 @@ def restore_tree(
     dirs_meta: list[tuple[str, dict]] = []
     linked: dict[str, str] = {}  # original path -> restored path, for hard links
     contents: dict[str, list] = {}  # content of multiply-linked files, for links whose first path is not restored
-    zeros = bytes(16 * 1024 * 1024)
+    zeros = bytes(64 * 1024)
 
     for e in iter_tree(item, read_meta):
         p = e["p"]
@@ -263,12 +267,15 @@ def restore_tree(
 
 
 def _check_parents(target: str, rel: str) -> None:
-    """Refuse to write through a symlink planted in the target tree."""
+    """Create missing parent directories of a selected entry; refuse to write through a symlink planted in the
+    target tree."""
     cur = target
     for part in rel.split("/")[:-1]:
         cur = os.path.join(cur, part)
         if os.path.islink(cur):
             raise OSError(f"{cur} is a symbolic link; not following it")
+        if not os.path.isdir(cur):
+            os.mkdir(cur, 0o755)
 
 
 def _should_replace(dest: str, e: dict, overwrite: str) -> bool:
@@ -286,10 +293,7 @@ def _write_file(tmp: str, refs: list, read_chunk: Callable[[bytes, str], bytes],
     try:
         for hexid, length in refs:
             data = read_chunk(bytes.fromhex(hexid), f"{path} at offset {written}")
-            if len(data) <= len(zeros) and zeros.startswith(data):
-                os.lseek(fd, len(data), os.SEEK_CUR)  # keep holes as holes
-            else:
-                os.write(fd, data)
+            _write_sparse(fd, data, zeros)
             written += length
             if progress:
                 progress(length)
@@ -297,6 +301,17 @@ def _write_file(tmp: str, refs: list, read_chunk: Callable[[bytes, str], bytes],
     finally:
         os.close(fd)
     return written
+
+
+def _write_sparse(fd: int, data: bytes, zeros: bytes, window: int = 64 * 1024) -> None:
+    """Write ``data`` at the current offset, seeking over all-zero 64 KiB windows so holes stay holes."""
+    view = memoryview(data)
+    for off in range(0, len(data), window):
+        end = min(off + window, len(data))
+        if data.startswith(zeros[: end - off], off):
+            os.lseek(fd, end - off, os.SEEK_CUR)
+        else:
+            os.write(fd, view[off:end])
 
 
 def _apply_meta(path: str, e: dict, is_root: bool) -> None:

@@ -39,7 +39,7 @@ def ls_cmd(args: tuple[str, ...], source: str | None, at: str | None, catalog_ur
             raise UsageError("--at and --source go together")
         if len(args) > 1:
             raise UsageError("with --at, give at most one PATH")
-        snap = catalog.snapshot_at(source, parse_when(at, "--at"))
+        snap = catalog.snapshot_at(source, parse_when(at, "--at", end_of_unit=True))
         path = args[0] if args else None
     else:
         if not args:

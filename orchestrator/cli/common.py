@@ -35,13 +35,19 @@ def open_catalog(url: str | None):  # type: ignore[no-untyped-def]
     return Catalog(to_url(url) if url else None)
 
 
-def parse_when(text: str, what: str) -> datetime:
-    """'YYYY-MM-DD', 'YYYY-MM-DD HH:MM' or 'YYYY-MM-DD HH:MM:SS', local time unless an offset is given."""
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+def parse_when(text: str, what: str, end_of_unit: bool = False) -> datetime:
+    """'YYYY-MM-DD', 'YYYY-MM-DD HH:MM' or 'YYYY-MM-DD HH:MM:SS', local time unless an offset is given.
+    With ``end_of_unit``, the whole day, minute or second written counts ("at 22:00" includes 22:00:03)."""
+    from datetime import timedelta
+
+    units = (("%Y-%m-%d %H:%M:%S", timedelta(seconds=1)), ("%Y-%m-%d %H:%M", timedelta(minutes=1)),
+             ("%Y-%m-%d", timedelta(days=1)))
+    for fmt, unit in units:
         try:
-            return datetime.strptime(text.strip(), fmt).astimezone()
+            start = datetime.strptime(text.strip(), fmt).astimezone()
         except ValueError:
             continue
+        return start + unit - timedelta(microseconds=1) if end_of_unit else start
     try:
         return datetime.fromisoformat(text.strip()).astimezone()
     except ValueError:

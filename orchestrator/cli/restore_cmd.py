@@ -84,7 +84,7 @@ def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: st
             click.echo(f"skipped {len(res.skipped)} existing (--overwrite {overwrite}): "
                        + ", ".join(res.skipped[:10]) + (" …" if len(res.skipped) > 10 else ""))
         for e in res.errors[:50]:
-            click.echo(f"error: {e}")
+            click.echo(f"error: {e}", err=True)
     return {"ok": 0, "partial": 9, "failed": 1}[res.status]
 
 

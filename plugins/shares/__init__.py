@@ -1,0 +1,1 @@
+"""The ``shares`` source plugin: SMB/CIFS network shares."""

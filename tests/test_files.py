@@ -1,0 +1,342 @@
+"""Files plugin, policy runs, catalog browsing and file restores, end to end on real directory trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backup.runner import run_policy
+from orchestrator.catalog.db import Catalog
+from orchestrator.catalog.rebuild import rebuild
+from orchestrator.policy.model import load_policy
+from orchestrator.restore.files import restore_files
+from orchestrator.vault.backend.local import LocalBackend
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.verify import verify_vault
+from tests.conftest import PASS, Cli, assert_one_line_error
+
+pytestmark = pytest.mark.files
+
+
+def make_tree(root: Path) -> None:
+    """Every kind of entry the files plugin must keep."""
+    (root / "docs" / "deep" / "deeper").mkdir(parents=True)
+    (root / "docs" / "report.txt").write_text("quarterly report\n" * 100)
+    (root / "docs" / "deep" / "deeper" / "note.md").write_text("# note\n")
+    (root / "docs" / "Ünïcødé café.txt").write_text("accents")
+    (root / "empty-dir").mkdir()
+    (root / "data.bin").write_bytes(os.urandom(700_000))
+    (root / "skip.tmp").write_text("excluded")
+    os.symlink("docs/report.txt", root / "link-to-report")
+    os.symlink("/nonexistent/target", root / "dangling")
+    os.link(root / "docs" / "report.txt", root / "hardlink-report")
+    with open(root / "sparse.img", "wb") as f:
+        f.truncate(8 * 2**20)
+        f.seek(4 * 2**20)
+        f.write(b"middle")
+    os.chmod(root / "docs" / "report.txt", 0o640)
+    os.chmod(root / "docs" / "deep", 0o750)
+    os.chmod(root / "data.bin", 0o600)
+    os.chown(root / "data.bin", 1234, 2345)
+    os.setxattr(root / "docs" / "report.txt", "user.origin", b"scanner-3")
+    (root / "docs" / "note-acl.txt").write_text("acl")
+    subprocess.run(["setfacl", "-m", "u:1234:rw", str(root / "docs" / "note-acl.txt")], check=True)
+    os.mkfifo(root / "a-fifo")
+    os.utime(root / "docs" / "deep" / "deeper" / "note.md", ns=(1_600_000_000_123_456_789,) * 2)
+
+
+def snapshot_of(root: Path) -> dict[str, tuple]:
+    """Everything the restore must reproduce, per relative path."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = os.lstat(p)
+            kind = stat.S_IFMT(st.st_mode)
+            content = None
+            if stat.S_ISREG(st.st_mode):
+                content = p.read_bytes()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(p)
+            xattrs = {} if stat.S_ISLNK(st.st_mode) else {
+                n: os.getxattr(p, n) for n in os.listxattr(p) if not n.startswith("security.")}
+            mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else None  # dir mtimes change as we write
+            out[rel] = (kind, stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode) else None, st.st_uid,
+                        st.st_gid, content, xattrs, mtime)
+    return out
+
+
+def write_policy(tmp: Path, vault: Path, sources: list[dict], client: str = "acme") -> Path:
+    import yaml
+
+    p = tmp / "policy.yaml"
+    p.write_text(yaml.safe_dump({"policy": "nightly", "client": client, "vault": str(vault),
+                                 "retention": {"keep_last": 7}, "sources": sources}))
+    return p
+
+
+@pytest.fixture
+def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src)
+    vault_dir = tmp_path / "vault"
+    Vault.create(LocalBackend(str(vault_dir)), PASS, kdf_cost=12)
+    policy = load_policy(str(write_policy(tmp_path, vault_dir, [
+        {"name": "documents", "plugin": "files", "paths": [str(src)], "exclude": ["*.tmp"]}])))
+    vault = Vault.open(LocalBackend(str(vault_dir)), PASS)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    return src, vault, catalog, policy, tmp_path
+
+
+def test_round_trip_keeps_content_and_metadata(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, tmp = setup
+    rep = run_policy(policy, vault, catalog)
+    res = rep.sources[0]
+    assert rep.exit_code == 0 and res.status == "ok", res
+    out = tmp / "restored"
+    r = restore_files(vault, vault.read_snapshot(res.snapshot), [str(src)], str(out), "never", False, catalog)
+    assert r.status == "ok" and not r.errors, r
+    want = {k: v for k, v in snapshot_of(src).items() if not k.endswith(".tmp")}
+    got = snapshot_of(out)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == want[k], k
+    assert os.stat(out / "hardlink-report").st_ino == os.stat(out / "docs" / "report.txt").st_ino
+    assert os.stat(out / "sparse.img").st_blocks * 512 < 2**20  # the hole stayed a hole
+    acl = subprocess.run(["getfacl", "-cp", str(out / "docs" / "note-acl.txt")], capture_output=True, text=True)
+    assert "user:1234:rw-" in acl.stdout
+    assert verify_vault(vault).ok
+
+
+def test_incremental_reads_only_changed_files(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, _tmp = setup
+    first = run_policy(policy, vault, catalog).sources[0]
+    assert first.files_read == first.files - 1  # the hard link is not read twice
+    (src / "docs" / "report.txt").write_text("changed\n")  # also changes the hard link's inode
+    (src / "new.txt").write_text("new")
+    second = run_policy(policy, vault, catalog).sources[0]
+    assert second.mode == "incremental"
+    assert second.files_read == 2 and second.bytes_read == len("changed\n") + 3
+    assert second.files_unchanged == first.files - 2
+    third = run_policy(policy, vault, catalog).sources[0]
+    assert third.files_read == 0 and third.bytes_read == 0
+
+
+def test_unreadable_and_changing_files_are_reported(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, _tmp = setup
+    from plugins.files import walker
+
+    real_open = walker.LocalTree.open
+
+    def flaky_open(self, entry):  # type: ignore[no-untyped-def]
+        if entry["p"] == "docs/deep/deeper/note.md":
+            raise PermissionError(13, "Permission denied")
+        f = real_open(self, entry)
+        if entry["p"] == "data.bin":  # a writer appends while we read
+            with open(src / "data.bin", "ab") as w:
+                w.write(b"appended")
+        return f
+
+    monkeypatch.setattr(walker.LocalTree, "open", flaky_open)
+    rep = run_policy(policy, vault, catalog)
+    res = rep.sources[0]
+    assert res.status == "partial" and rep.exit_code == 9
+    assert any("note.md" in e and "Permission denied" in e for e in res.errors)
+    assert any("data.bin" in w and "changed while being read" in w for w in res.warnings)
+    # the unreadable file is listed in the snapshot with its error, not silently missing
+    rows = catalog.find("note.md")
+    assert rows and rows[0]["snapshots"] == [res.snapshot]
+
+
+def test_unreadable_file_as_unprivileged_user(tmp_path: Path, cli: Cli) -> None:
+    """The same through the real command, run as 'nobody' on a file it may not read."""
+    base = Path(subprocess.run(["mktemp", "-d", "/tmp/dobaas-nobody-XXXXXX"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    try:
+        os.chmod(base, 0o777)
+        (base / "src").mkdir()
+        (base / "src" / "ok.txt").write_text("readable")
+        (base / "src" / "secret.txt").write_text("root only")
+        os.chmod(base / "src" / "secret.txt", 0o600)
+        os.chmod(base / "src", 0o755)
+        write_policy(base, base / "vault", [{"name": "docs", "plugin": "files", "paths": [str(base / "src")]}])
+        env = {**os.environ, "DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": str(base / "cat.db")}
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        dobaas = cli.popen  # noqa: F841 (documenting that the same binary is used)
+        from tests.conftest import DOBAAS
+
+        subprocess.run([*nobody, DOBAAS, "vault", "init", str(base / "vault"), "--kdf-cost", "12"], env=env,
+                       check=True, capture_output=True)
+        p = subprocess.run([*nobody, DOBAAS, "run", str(base / "policy.yaml"), "--json"], env=env,
+                           capture_output=True, text=True)
+        assert p.returncode == 9, p.stderr
+        res = json.loads(p.stdout)["sources"][0]
+        assert res["status"] == "partial" and res["snapshot"]
+        assert any("secret.txt" in e and "Permission denied" in e for e in res["errors"])
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_browse_by_date_find_and_catalog_rebuild(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, tmp = setup
+    ids = []
+    for i in range(3):
+        (src / "docs" / f"day{i}.xlsx").write_text(f"day {i}")
+        ids.append(run_policy(policy, vault, catalog).sources[0].snapshot)
+        time.sleep(0.01)
+    snaps = catalog.snapshots(source="documents")
+    assert [s["id"] for s in snaps] == ids
+    names = [r["name"] for r in catalog.ls(snaps[0], str(src / "docs"))]
+    assert names == sorted(["deep", "day0.xlsx", "note-acl.txt", "report.txt", "Ünïcødé café.txt"])
+    assert {r["name"] for r in catalog.ls(snaps[2], str(src / "docs"))} >= {"day1.xlsx", "day2.xlsx"}
+    assert [r["path"] for r in catalog.ls(snaps[0], None)] == [str(src)]
+    found = catalog.find("*.xlsx")
+    assert {f["path"].rsplit("/", 1)[1]: len(f["snapshots"]) for f in found} == {
+        "day0.xlsx": 3, "day1.xlsx": 2, "day2.xlsx": 1}
+    from datetime import datetime
+
+    at = datetime.fromisoformat(snaps[1]["time"])
+    assert catalog.snapshot_at("documents", at)["id"] == ids[1]
+    assert catalog.find("*.xlsx", since=at) and all(
+        ids[0] not in f["snapshots"] for f in catalog.find("*.xlsx", since=at))
+
+    fresh = Catalog(f"sqlite:///{tmp / 'rebuilt.db'}")
+    rebuild(vault, fresh)
+    assert _catalog_view(fresh) == _catalog_view(catalog)
+
+
+def _catalog_view(c: Catalog) -> tuple:
+    snaps = c.snapshots()
+    return (
+        [(s["id"], s["seq"], s["time"], s["source"], s["client"]) for s in snaps],
+        [sorted((r["path"], r["type"], r["size"], r["mtime_ns"], r["mode"]) for r in c.ls(s, p))
+         for s in snaps for p in (None, *(row["path"] for row in c.ls(s, None)))],
+        c.find("*"),
+    )
+
+
+def test_restore_overwrite_modes_and_in_place(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, _tmp = setup
+    sid = run_policy(policy, vault, catalog).sources[0].snapshot
+    snap = vault.read_snapshot(sid)
+    report = src / "docs" / "report.txt"
+    original = report.read_bytes()
+    with pytest.raises(Exception, match="--in-place"):
+        restore_files(vault, snap, [str(report)], str(src / "docs"), "always", False, catalog)
+    report.write_text("edited after the backup")
+    r = restore_files(vault, snap, [str(report)], None, "never", True, catalog)
+    assert r.skipped and report.read_text() == "edited after the backup"
+    r = restore_files(vault, snap, [str(report)], None, "if-newer", True, catalog)
+    assert r.skipped  # the file on disk is newer than the backup
+    os.utime(report, ns=(1, 1))
+    r = restore_files(vault, snap, [str(report)], None, "if-newer", True, catalog)
+    assert not r.skipped and report.read_bytes() == original
+    report.write_text("edited again")
+    restore_files(vault, snap, [str(report)], None, "always", True, catalog)
+    assert report.read_bytes() == original
+    audit = catalog.restores()
+    assert len(audit) == 4 and audit[-1]["snapshot_id"] == sid and json.loads(audit[-1]["paths"]) == [str(report)]
+    assert {a["user"] for a in audit} == {"root"} or all(a["user"] for a in audit)
+
+
+def test_restore_refuses_unsafe_paths_and_symlinked_parents(tmp_path: Path) -> None:
+    from orchestrator.cbt.tree import restore_tree
+    from orchestrator.vault.tree import TreeWriter
+
+    store: dict[bytes, bytes] = {}
+
+    def put(data: bytes) -> bytes:
+        cid = os.urandom(32)
+        store[cid] = data
+        return cid
+
+    w = TreeWriter(put)
+    for e in ({"p": "", "t": "d", "m": 0o755}, {"p": "../escape.txt", "t": "f", "m": 0o644, "c": []},
+              {"p": "/etc/evil", "t": "f", "m": 0o644, "c": []}, {"p": "sub", "t": "d", "m": 0o755},
+              {"p": "sub/x.txt", "t": "f", "m": 0o644, "c": []}):
+        w.add(e)
+    item = {"name": "t", "type": "tree", "map": w.finish()}
+    target = tmp_path / "target"
+    target.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, target / "sub")  # planted by someone before the restore
+    rep = restore_tree(lambda c, w: store[c], item, lambda c: store[c], str(target), None, "always")
+    assert any("unsafe path" in e for e in rep.errors) and len([e for e in rep.errors if "unsafe" in e]) == 2
+    assert not (tmp_path / "escape.txt").exists() and not list(outside.iterdir())
+
+
+def test_policy_errors_name_file_line_and_field(tmp_path: Path, cli: Cli) -> None:
+    cases = {
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n    paths: [/x]\n    colour: red\n":
+            (8, "sources.0.colour", "unknown field"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n": (5, "sources.0.paths", "missing"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: nosuch\n": (6, "sources.0.plugin",
+                                                                                     "unknown plugin"),
+        "policy: p\nclient: c\nvault: /v\nretention: {keep_last: 0}\nsources: []\n": (4, "retention.keep_last",
+                                                                                       "greater than"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: shares\n    url: smb://h/s\n"
+        "    username: u\n    password: hunter2\n": (9, "sources.0.password", "never written inline"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n    paths: [/x]\n"
+        "  - name: a\n    plugin: files\n    paths: [/y]\n": (8, "sources.1.name", "duplicate"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n\tplugin: files\n": (6, "", "invalid YAML"),
+        "policy: p\nclient: c\nvault: /v\nschedule: every night\nsources:\n"
+        "  - {name: a, plugin: files, paths: [/x]}\n": (4, "schedule", "cron"),
+        "policy: p\nclient: c\nvault: sftp://h/x\nsources:\n  - {name: a, plugin: files, paths: [relative]}\n":
+            (3, "vault", "local vault"),
+    }
+    for i, (text, (line, field, msg)) in enumerate(cases.items()):
+        f = tmp_path / f"p{i}.yaml"
+        f.write_text(text)
+        p = cli("policy", "check", str(f), passphrase=None, check=False)
+        assert_one_line_error(p, 6, f"{f}:{line}:", field, msg)
+    good = tmp_path / "good.yaml"
+    good.write_text("policy: p\nclient: c\nvault: /v\nsources:\n  - {name: a, plugin: files, paths: [/x]}\n")
+    assert "OK" in cli("policy", "check", str(good), passphrase=None).stdout
+
+
+def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
+    """run, snapshots --source, ls (by id and by date), find, restore files, catalog rebuild, audit."""
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f.txt").write_text("v1")
+    vault = tmp_path / "vault"
+    policy = write_policy(tmp_path, vault, [{"name": "docs", "plugin": "files", "paths": [str(src)]}])
+    env = Cli({"DOBAAS_CATALOG": str(tmp_path / "cat.db")})
+    env("vault", "init", str(vault), "--kdf-cost", "12")
+    run1 = json.loads(env("run", str(policy), "--json").stdout)
+    assert run1["exit_code"] == 0 and run1["sources"][0]["status"] == "ok"
+    (src / "a" / "b" / "f.txt").write_text("v2")
+    env("run", str(policy))
+    snaps = json.loads(env("snapshots", "--vault", str(vault), "--source", "docs", "--json").stdout)
+    assert len(snaps) == 2 and snaps[0]["source"] == "docs" and snaps[0]["client"] == "acme"
+    ls = json.loads(env("ls", snaps[0]["id"][:10], str(src / "a" / "b"), "--json").stdout)
+    assert [e["name"] for e in ls["entries"]] == ["f.txt"] and ls["entries"][0]["size"] == 2
+    from datetime import datetime
+
+    first_time = datetime.fromisoformat(snaps[0]["time"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    by_date = json.loads(env("ls", "--source", "docs", "--at", first_time, str(src / "a"), "--json").stdout)
+    assert by_date["snapshot"] == snaps[0]["id"]
+    found = json.loads(env("find", "f.txt", "--json").stdout)
+    assert len(found) == 2 and [len(f["snapshots"]) for f in found] == [1, 1]
+    out = tmp_path / "out"
+    env("restore", "files", snaps[0]["id"][:10], str(src / "a" / "b" / "f.txt"), "--vault", str(vault),
+        "--target", str(out))
+    assert (out / "a" / "b" / "f.txt").read_text() == "v1"
+    refused = env("restore", "files", snaps[0]["id"][:10], str(src / "a"), "--vault", str(vault), "--target",
+                  str(src / "a"), check=False)
+    assert_one_line_error(refused, 2, "--in-place")
+    audit = json.loads(env("catalog", "restores", "--json").stdout)
+    assert len(audit) == 1 and audit[0]["status"] == "ok"
+    (tmp_path / "cat.db").unlink()
+    rebuilt = json.loads(env("catalog", "rebuild", "--vault", str(vault), "--json").stdout)
+    assert rebuilt["snapshots"] == 2
+    assert json.loads(env("find", "f.txt", "--json").stdout) == found

@@ -1,0 +1,99 @@
+"""The shares plugin against a real Samba server on loopback: nested folders, unicode names, a file locked by
+another client, wrong credentials, a missing share, and restore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import smbclient
+
+from orchestrator.backup.runner import run_policy
+from orchestrator.catalog.db import Catalog
+from orchestrator.policy.model import load_policy
+from orchestrator.restore.files import restore_files
+from orchestrator.vault.backend.local import LocalBackend
+from orchestrator.vault.repository import Vault
+from tests.conftest import PASS
+from tests.samba import SambaServer
+from tests.test_files import write_policy
+
+pytestmark = [pytest.mark.files, pytest.mark.smb]
+
+
+@pytest.fixture
+def share(samba: SambaServer) -> SambaServer:
+    root = Path(samba.share_dir)
+    for p in root.iterdir():
+        os.system(f"rm -rf '{p}'")
+    (root / "Compta 2026" / "Trimestre 1" / "Factures").mkdir(parents=True)
+    (root / "Compta 2026" / "Trimestre 1" / "Factures" / "facture-001.pdf").write_bytes(os.urandom(300_000))
+    (root / "Compta 2026" / "bilan été.xlsx").write_bytes(b"bilan " * 5000)
+    (root / "Éléments partagés").mkdir()
+    (root / "Éléments partagés" / "日本語.txt").write_text("こんにちは")
+    (root / "verrouillé.docx").write_bytes(b"locked by someone else")
+    (root / "empty").mkdir()
+    os.system(f"chmod -R a+rX '{root}'")
+    return samba
+
+
+def _policy(tmp: Path, samba: SambaServer, password_env: str = "SHARE_PASSWORD", url: str | None = None):  # type: ignore[no-untyped-def]
+    vault = tmp / "vault"
+    if not vault.exists():
+        Vault.create(LocalBackend(str(vault)), PASS, kdf_cost=12)
+    path = write_policy(tmp, vault, [{"name": "fileserver", "plugin": "shares", "url": url or samba.url(),
+                                      "username": samba.user, "password_env": password_env}])
+    return load_policy(str(path)), Vault.open(LocalBackend(str(vault)), PASS), Catalog(f"sqlite:///{tmp}/c.db")
+
+
+def test_share_backup_reports_locked_file_and_restores(share: SambaServer, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHARE_PASSWORD", share.password)
+    policy, vault, catalog = _policy(tmp_path, share)
+    locker_cache: dict = {}
+    smbclient.register_session("127.0.0.1", username=share.user, password=share.password, port=share.port,
+                               connection_cache=locker_cache)
+    locked = smbclient.open_file(f"\\\\127.0.0.1\\{share.share}\\verrouillé.docx", mode="rb", share_access=None,
+                                 port=share.port, connection_cache=locker_cache)
+    try:
+        rep = run_policy(policy, vault, catalog)
+    finally:
+        locked.close()
+        smbclient.reset_connection_cache(connection_cache=locker_cache)
+    res = rep.sources[0]
+    assert res.status == "partial", res
+    assert len(res.errors) == 1 and "verrouillé.docx" in res.errors[0]
+    assert res.files == 4 and res.files_read == 3
+
+    out = tmp_path / "restored"
+    snap = vault.read_snapshot(res.snapshot)
+    r = restore_files(vault, snap, [share.url()], str(out), "never", False, catalog)
+    assert any("verrouillé.docx" in e and "not backed up" in e for e in r.errors)  # said again at restore
+    src = Path(share.share_dir)
+    for rel in ("Compta 2026/Trimestre 1/Factures/facture-001.pdf", "Compta 2026/bilan été.xlsx",
+                "Éléments partagés/日本語.txt"):
+        assert (out / rel).read_bytes() == (src / rel).read_bytes()
+        assert abs(os.stat(out / rel).st_mtime_ns - os.stat(src / rel).st_mtime_ns) < 1000  # µs over SMB
+    assert (out / "empty").is_dir()
+    names = {r["name"] for r in catalog.ls(catalog.snapshot(res.snapshot), share.url("Compta 2026"))}
+    assert names == {"Trimestre 1", "bilan été.xlsx"}
+
+    second = run_policy(policy, vault, catalog).sources[0]  # nothing locked now, nothing else changed
+    assert second.status == "ok" and second.files_read == 1 and second.files_unchanged == 3
+
+
+def test_share_errors_are_clear(share: SambaServer, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHARE_PASSWORD", "not the password")
+    policy, vault, catalog = _policy(tmp_path, share)
+    res = run_policy(policy, vault, catalog).sources[0]
+    assert res.status == "failed" and "wrong user name or password" in res.errors[0], res.errors
+
+    monkeypatch.setenv("SHARE_PASSWORD", share.password)
+    policy, vault, catalog = _policy(tmp_path, share, url=f"smb://127.0.0.1:{share.port}/nosuchshare")
+    res = run_policy(policy, vault, catalog).sources[0]
+    assert res.status == "failed" and "does not exist" in res.errors[0], res.errors
+
+    policy, vault, catalog = _policy(tmp_path, share, url="smb://127.0.0.1:1/compta")
+    res = run_policy(policy, vault, catalog).sources[0]
+    assert res.status == "failed" and "cannot connect" in res.errors[0], res.errors
+    assert vault.list_snapshots()[0] == []  # nothing half-written
