@@ -278,7 +278,8 @@ def test_policy_errors_name_file_line_and_field(tmp_path: Path, cli: Cli) -> Non
     cases = {
         "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n    paths: [/x]\n    colour: red\n":
             (8, "sources.0.colour", "unknown field"),
-        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n": (5, "sources.0.paths", "missing"),
+        "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: files\n":
+            (5, "sources.0.paths", "missing"),
         "policy: p\nclient: c\nvault: /v\nsources:\n  - name: a\n    plugin: nosuch\n": (6, "sources.0.plugin",
                                                                                      "unknown plugin"),
         "policy: p\nclient: c\nvault: /v\nretention: {keep_last: 0}\nsources: []\n": (4, "retention.keep_last",
