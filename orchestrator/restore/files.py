@@ -70,7 +70,7 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         for name in selection:
             root = items[name].get("root", name)
             real_target = os.path.realpath(target)  # type: ignore[arg-type]
-            if "://" not in root and (real_target == os.path.realpath(root)
+            if root.startswith("/") and (real_target == os.path.realpath(root)
                                       or real_target.startswith(os.path.realpath(root) + "/")):
                 raise UsageError(f"{target} is inside the original location {root}: use --in-place to restore "
                                  "over the original files, or choose another --target")
@@ -80,7 +80,7 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         item = items[name]
         root = item.get("root", name)
         if in_place:
-            if "://" in root:
+            if not root.startswith("/"):
                 raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
             dest = root
         else:

@@ -60,8 +60,11 @@ def read_xattrs(path: str) -> dict[str, str]:
 class LocalTree:
     """A TreeSource over one local directory."""
 
-    def __init__(self, root: str, exclude: list[str] | None = None, one_file_system: bool = False) -> None:
-        self.root = os.path.abspath(root)
+    def __init__(self, root: str, exclude: list[str] | None = None, one_file_system: bool = False,
+                 display_root: str | None = None) -> None:
+        self.path = os.path.abspath(root)
+        #: what users see and what the snapshot records ("system-info" for generated trees)
+        self.root = display_root or self.path
         self.exclude = exclude or []
         self.one_file_system = one_file_system
 
@@ -70,12 +73,12 @@ class LocalTree:
 
     def walk(self) -> Iterator[dict]:
         try:
-            st = os.lstat(self.root)
+            st = os.lstat(self.path)
         except OSError as e:
-            raise OSError(e.errno, f"{self.root}: {e.strerror}") from None
+            raise OSError(e.errno, f"{self.path}: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(f"{self.root} is not a directory")
-        yield from self._dir("", self.root, stat_entry("", st), st.st_dev)
+            raise NotADirectoryError(f"{self.path} is not a directory")
+        yield from self._dir("", self.path, stat_entry("", st), st.st_dev)
 
     @staticmethod
     def _list(path: str) -> tuple[list[os.DirEntry], str | None]:
@@ -121,7 +124,7 @@ class LocalTree:
             yield e
 
     def open(self, entry: dict) -> BinaryIO:
-        path = os.path.join(self.root, entry["p"])
+        path = os.path.join(self.path, entry["p"])
         try:  # O_NOATIME: a backup should not touch access times (allowed for the owner and root)
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
         except PermissionError:
@@ -130,7 +133,7 @@ class LocalTree:
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
         try:
-            st = os.lstat(os.path.join(self.root, entry["p"]))
+            st = os.lstat(os.path.join(self.path, entry["p"]))
         except FileNotFoundError:
             return None
         return st.st_size, st.st_mtime_ns
