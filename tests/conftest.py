@@ -14,6 +14,13 @@ from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 
 PASS = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch /var/cache/dobaas or the machine's catalog."""
+    monkeypatch.setenv("DOBAAS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("DOBAAS_CATALOG", str(tmp_path_factory.mktemp("catalog") / "catalog.db"))
 DOBAAS = str(Path(sys.executable).with_name("dobaas"))
 
 

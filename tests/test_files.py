@@ -153,7 +153,7 @@ def test_unreadable_and_changing_files_are_reported(setup, monkeypatch) -> None:
     assert any("data.bin" in w and "changed while being read" in w for w in res.warnings)
     # the unreadable file is listed in the snapshot with its error, not silently missing
     rows = catalog.find("note.md")
-    assert rows and rows[0]["snapshots"] == [res.snapshot]
+    assert rows and rows[0]["snapshot_count"] == 1 and rows[0]["last_snapshot"] == res.snapshot
 
 
 def test_unreadable_file_as_unprivileged_user(tmp_path: Path, cli: Cli) -> None:
@@ -199,14 +199,14 @@ def test_browse_by_date_find_and_catalog_rebuild(setup) -> None:  # type: ignore
     assert {r["name"] for r in catalog.ls(snaps[2], str(src / "docs"))} >= {"day1.xlsx", "day2.xlsx"}
     assert [r["path"] for r in catalog.ls(snaps[0], None)] == [str(src)]
     found = catalog.find("*.xlsx")
-    assert {f["path"].rsplit("/", 1)[1]: len(f["snapshots"]) for f in found} == {
+    assert {f["path"].rsplit("/", 1)[1]: f["snapshot_count"] for f in found} == {
         "day0.xlsx": 3, "day1.xlsx": 2, "day2.xlsx": 1}
     from datetime import datetime
 
     at = datetime.fromisoformat(snaps[1]["time"])
     assert catalog.snapshot_at("documents", at)["id"] == ids[1]
-    assert catalog.find("*.xlsx", since=at) and all(
-        ids[0] not in f["snapshots"] for f in catalog.find("*.xlsx", since=at))
+    since = catalog.find("*.xlsx", since=at)
+    assert since and all(f["first_snapshot"] != ids[0] and f["snapshot_count"] <= 2 for f in since)
 
     fresh = Catalog(f"sqlite:///{tmp / 'rebuilt.db'}")
     rebuild(vault, fresh)
@@ -327,7 +327,7 @@ def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
     by_date = json.loads(env("ls", "--source", "docs", "--at", first_time, str(src / "a"), "--json").stdout)
     assert by_date["snapshot"] == snaps[0]["id"]
     found = json.loads(env("find", "f.txt", "--json").stdout)
-    assert len(found) == 2 and [len(f["snapshots"]) for f in found] == [1, 1]
+    assert len(found) == 2 and [f["snapshot_count"] for f in found] == [1, 1]
     out = tmp_path / "out"
     env("restore", "files", snaps[0]["id"][:10], str(src / "a" / "b" / "f.txt"), "--vault", str(vault),
         "--target", str(out))
@@ -341,3 +341,39 @@ def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
     rebuilt = json.loads(env("catalog", "rebuild", "--vault", str(vault), "--json").stdout)
     assert rebuilt["snapshots"] == 2
     assert json.loads(env("find", "f.txt", "--json").stdout) == found
+
+
+def test_listing_cache_speeds_up_but_is_never_trusted_blindly(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With the local listing cache, without it, and with a tampered one, the snapshots list the same entries."""
+    src, vault, catalog, policy, _tmp = setup
+    from orchestrator.cbt.listing_cache import default_dir
+    from orchestrator.vault.tree import iter_tree
+
+    def listing(sid: str) -> list[dict]:
+        item = vault.read_snapshot(sid).items[0]
+        return list(iter_tree(item, vault.read_chunk))
+
+    first = run_policy(policy, vault, catalog).sources[0]
+    cache_files = os.listdir(default_dir())
+    assert len(cache_files) == 1
+    (src / "docs" / "report.txt").write_text("edited\n")
+    with_cache = run_policy(policy, vault, catalog).sources[0]
+    assert with_cache.files_read == 1
+    # tamper with the cache: claim the edited file is still the old one
+    path = os.path.join(default_dir(), os.listdir(default_dir())[0])
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    (src / "docs" / "report.txt").write_text("edited twice\n")
+    tampered = run_policy(policy, vault, catalog).sources[0]
+    assert tampered.files_read == 1 and tampered.status == "ok"  # fell back to the vault's listing
+    for f in os.listdir(default_dir()):
+        os.unlink(os.path.join(default_dir(), f))
+    no_cache = run_policy(policy, vault, catalog).sources[0]
+    assert no_cache.files_read == 0
+    assert listing(no_cache.snapshot) == listing(tampered.snapshot)
+    assert len(listing(first.snapshot)) == len(listing(no_cache.snapshot))
+    restored = Path(_tmp) / "r"
+    restore_files(vault, vault.read_snapshot(tampered.snapshot), [str(src / "docs" / "report.txt")], str(restored),
+                  "never", False, None)
+    assert (restored / "docs" / "report.txt").read_text() == "edited twice\n"

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from orchestrator.backup.session import BackupSession
-from orchestrator.catalog.db import Catalog, EntryRow, entry_rows
+from orchestrator.catalog.db import Catalog, EntryRow, display_path, entry_rows
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.image import capture_image
+from orchestrator.cbt.listing_cache import ListingCache
+from orchestrator.cbt.listing_cache import default_dir as listing_cache_dir
 from orchestrator.cbt.stream import capture_stream
-from orchestrator.cbt.tree import capture_tree
+from orchestrator.cbt.tree import TreeCapture, capture_tree
 from orchestrator.errors import DobaasError
 from orchestrator.plugin import registry
 from orchestrator.plugin.streams import ByteStream, ImageStream, TreeStream
@@ -93,7 +95,8 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
                 progress: Callable[[int], None] | None) -> None:
     plugin = registry.load(cfg.plugin)
     name = f"{policy.client}/{cfg.name}"
-    rows: list[EntryRow] = []
+    captures = []
+    cache = ListingCache(listing_cache_dir(), vault.cipher.master.mac_key)
     with BackupSession(vault, name) as s:
         checkpoint = s.parent.meta.get("checkpoint") if s.parent else None
         with plugin.capture(cfg, checkpoint) as cap:
@@ -104,8 +107,9 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
                 parent_item = s.parent_item(stream.name)
                 if isinstance(stream, TreeStream):
                     tc = capture_tree(s.writer, stream.source, stream.name, vault.config.chunker, parent_item,
-                                      progress=progress)
+                                      progress=progress, cache=cache, cache_slot=cache.slot(name, stream.name))
                     items.append(tc.item)
+                    captures.append(tc)
                     st = tc.stats
                     res.files += st.files
                     res.files_read += st.files_read
@@ -135,9 +139,23 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
         res.status = "partial"
     if catalog is not None:
         try:
-            for item in snap.items:
-                if item["type"] == "tree":
-                    rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
-            catalog.record_snapshot(snap, vault.backend.location, rows)
+            record_in_catalog(catalog, vault, snap, captures)
         except Exception as e:  # the snapshot is safe in the vault; the catalog can be rebuilt from it
             res.warnings.append(f"catalog not updated ({e}); run 'dobaas catalog rebuild'")
+
+
+def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture]) -> None:  # type: ignore[no-untyped-def]
+    """Record from the capture's changes when the catalog holds the parent snapshot (no re-reading of 100,000
+    unchanged entries), else from the full listing in the vault."""
+    trees = [i for i in snap.items if i["type"] == "tree"]
+    delta_ok = (snap.parent is not None and catalog.latest_of_source(snap) == snap.parent
+                and len(captures) == len(trees) and all(c.relative_to_parent for c in captures))
+    if delta_ok:
+        changed = [r for c in captures for r in entry_rows(c.item, c.changed)]
+        deleted = [display_path(c.item.get("root", c.item["name"]), p)[0] for c in captures for p in c.deleted]
+        catalog.record_delta(snap, vault.backend.location, changed, deleted)
+        return
+    rows: list[EntryRow] = []
+    for item in trees:
+        rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
+    catalog.record_snapshot(snap, vault.backend.location, rows)

@@ -17,6 +17,8 @@ from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
 HEAD = "0001"  # latest migration; the fast path skips importing alembic when the database is current
+#: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
+OPEN = 2**31 - 1
 
 
 def default_url() -> str:
@@ -119,22 +121,14 @@ class Catalog:
                 return
             prev = conn.execute(select(func.max(snapshots.c.seq)).where(snapshots.c.source_id == src)).scalar()
             seq = (prev or 0) + 1
-            conn.execute(insert(snapshots).values(
-                id=snap.id, source_id=src, seq=seq, name=snap.name, time=_utc(snap.time), vault=vault,
-                hostname=snap.hostname, stats=json.dumps(snap.stats),
-                items=json.dumps([{k: i.get(k) for k in ("name", "type", "root", "size", "entries")}
-                                  for i in snap.items]),
-            ))
+            self._insert_snapshot(conn, snap, src, seq, vault)
             live: dict[str, tuple[int, tuple]] = {}
             if prev:
                 q = select(entries.c.id, entries.c.path, entries.c.type, entries.c.size, entries.c.mtime_ns,
                            entries.c.mode, entries.c.owner, entries.c.grp).where(
-                    and_(entries.c.source_id == src, entries.c.last_seq == prev))
+                    and_(entries.c.source_id == src, entries.c.last_seq == OPEN))
                 for rid, path, *sig in conn.execute(q):
                     live[path] = (rid, tuple(sig))
-                # every live version is carried forward at once; the few that changed are closed again below
-                conn.execute(update(entries).where(and_(entries.c.source_id == src, entries.c.last_seq == prev))
-                             .values(last_seq=seq))
             new_rows = []
             for r in rows:
                 old = live.pop(r.path, None)
@@ -142,14 +136,50 @@ class Catalog:
                     continue
                 if old is not None:
                     live[r.path] = old  # changed: its old version ends at prev
-                new_rows.append({"source_id": src, "item": r.item, "path": r.path, "parent": r.parent,
-                                 "name": r.name, "type": r.type, "size": r.size, "mtime_ns": r.mtime_ns,
-                                 "mode": r.mode, "owner": r.owner, "grp": r.grp, "first_seq": seq, "last_seq": seq})
+                new_rows.append(_row(src, r, seq))
             ended = [rid for rid, _sig in live.values()]
             for i in range(0, len(ended), 500):
                 conn.execute(update(entries).where(entries.c.id.in_(ended[i : i + 500])).values(last_seq=prev))
             for i in range(0, len(new_rows), 5000):
                 conn.execute(insert(entries), new_rows[i : i + 5000])
+
+    def latest_of_source(self, snap: Snapshot) -> str | None:
+        """Id of the newest recorded snapshot of ``snap``'s source (to know whether a delta applies)."""
+        client, source = snapshot_source(snap)
+        q = (select(snapshots.c.id).join(sources, sources.c.id == snapshots.c.source_id)
+             .join(clients, clients.c.id == sources.c.client_id)
+             .where(and_(clients.c.name == client, sources.c.name == source))
+             .order_by(snapshots.c.seq.desc()).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def record_delta(self, snap: Snapshot, vault: str, changed: Iterable[EntryRow], deleted: list[str]) -> None:
+        """Add a snapshot whose parent is the newest recorded snapshot of its source, from its changes only:
+        every live version is carried forward in one statement, then changed and deleted paths are closed."""
+        client, source = snapshot_source(snap)
+        changed = list(changed)
+        with self.engine.begin() as conn:
+            src = self._source_id(conn, client, source, snap.meta.get("plugin", ""))
+            prev = conn.execute(select(func.max(snapshots.c.seq)).where(snapshots.c.source_id == src)).scalar()
+            if not prev:
+                raise ValueError("record_delta needs the parent snapshot in the catalog")
+            seq = prev + 1
+            self._insert_snapshot(conn, snap, src, seq, vault)
+            closing = [r.path for r in changed] + deleted  # their open versions end with the parent
+            for i in range(0, len(closing), 500):
+                conn.execute(update(entries).where(and_(entries.c.source_id == src, entries.c.last_seq == OPEN,
+                                                        entries.c.path.in_(closing[i : i + 500])))
+                             .values(last_seq=prev))
+            rows = [_row(src, r, seq) for r in changed]
+            for i in range(0, len(rows), 5000):
+                conn.execute(insert(entries), rows[i : i + 5000])
+
+    def _insert_snapshot(self, conn, snap: Snapshot, src: int, seq: int, vault: str) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(insert(snapshots).values(
+            id=snap.id, source_id=src, seq=seq, name=snap.name, time=_utc(snap.time), vault=vault,
+            hostname=snap.hostname, stats=json.dumps(snap.stats),
+            items=json.dumps([{k: i.get(k) for k in ("name", "type", "root", "size", "entries")} for i in snap.items]),
+        ))
 
     def forget_missing(self, present: set[str]) -> int:
         """Drop catalog snapshots that the vault no longer has (after prune). Entry versions stay until no
@@ -225,7 +255,8 @@ class Catalog:
         return rows
 
     def find(self, pattern: str, source: str | None = None, since: datetime | None = None) -> list[dict]:
-        """Every version of every matching file, with the snapshots (and times) that hold it."""
+        """Every version of every matching file: how many snapshots hold it, the first and the last (restore
+        from any snapshot between them gives this version)."""
         like_col = entries.c.path if "/" in pattern else entries.c.name
         q = (select(entries.c.path, entries.c.type, entries.c.size, entries.c.mtime_ns, entries.c.first_seq,
                     entries.c.last_seq, entries.c.source_id, sources.c.name.label("source"))
@@ -249,8 +280,9 @@ class Catalog:
                         if r["first_seq"] <= seq <= r["last_seq"] and t >= since_iso]
                 if held:
                     out.append({"path": r["path"], "type": r["type"], "size": r["size"], "mtime_ns": r["mtime_ns"],
-                                "source": r["source"], "snapshots": [s for s, _ in held],
-                                "first_time": held[0][1], "last_time": held[-1][1]})
+                                "source": r["source"], "snapshot_count": len(held),
+                                "first_snapshot": held[0][0], "first_time": held[0][1],
+                                "last_snapshot": held[-1][0], "last_time": held[-1][1]})
         out.sort(key=lambda x: (x["path"], x["first_time"]))
         return out
 
@@ -283,6 +315,12 @@ def _snap_dict(r) -> dict:  # type: ignore[no-untyped-def]
     d["items"] = json.loads(d["items"])
     d["stats"] = json.loads(d["stats"])
     return d
+
+
+def _row(src: int, r: EntryRow, seq: int) -> dict:
+    return {"source_id": src, "item": r.item, "path": r.path, "parent": r.parent, "name": r.name, "type": r.type,
+            "size": r.size, "mtime_ns": r.mtime_ns, "mode": r.mode, "owner": r.owner, "grp": r.grp,
+            "first_seq": seq, "last_seq": OPEN}
 
 
 def _glob_to_like(pattern: str) -> str:

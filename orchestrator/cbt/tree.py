@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -19,14 +20,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator.cbt.chunker import Chunker
+from orchestrator.cbt.listing_cache import ListingCache, Record
 from orchestrator.plugin.streams import TreeSource
-from orchestrator.vault.tree import TreeWriter, iter_tree
+from orchestrator.vault.tree import TreeWriter, iter_tree, iter_tree_lines
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1024  # entries waiting for their file read, at most
-SIGNATURE = ("s", "mt", "ct", "i")  # unchanged size, mtime, ctime and inode: content is referenced, not re-read
+WHOLE_READ = 16 * 1024 * 1024  # files up to this size are read at once and cut in memory
 
 
 @dataclass
@@ -45,12 +47,40 @@ class TreeStats:
 class TreeCapture:
     item: dict
     stats: TreeStats
+    #: entries that are new or differ from the parent snapshot's (all entries when there is no parent)
+    changed: list[dict] = field(default_factory=list)
+    #: paths the parent had and this capture does not
+    deleted: list[str] = field(default_factory=list)
+    #: whether ``changed``/``deleted`` are relative to a parent item (else ``changed`` is everything)
+    relative_to_parent: bool = False
 
 
-def _parent_files(parent_item: dict | None, read_meta: Callable[[bytes], bytes]) -> dict[str, dict]:
+def _reusable(e: dict) -> bool:
+    """May the parent's entry be reused as is? Not when it carries an error or a changed-while-read mark, nor
+    a file without content."""
+    return "e" not in e and "w" not in e and (e["t"] != "f" or "c" in e)
+
+
+def _record(e: dict, line: bytes, sigfn: Callable[[dict], tuple] | None) -> Record:
+    return (e["p"], sigfn(e) if sigfn and _reusable(e) else None, line, e["t"], e.get("s", 0), e.get("n", 1),
+            e.get("dv", 0), e.get("i", 0))
+
+
+def _parent_records(parent_item: dict | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
+                    cache: ListingCache | None, slot: str) -> dict[str, Record] | None:
     if parent_item is None or parent_item.get("type") != "tree":
-        return {}
-    return {e["p"]: e for e in iter_tree(parent_item, read_meta) if e["t"] == "f" and "c" in e and "w" not in e}
+        return None
+    records = cache.load(parent_item, slot) if cache else None
+    if records is None:
+        sigfn = getattr(source, "signature", None)
+        records = [_record(e, line, sigfn) for e, line in iter_tree_lines(parent_item, read_meta)]
+    return {r[0]: r for r in records}
+
+
+def _same_file(old: dict, new: dict) -> bool:
+    """The parent's entry describes this file exactly (same metadata; the parent also has content ``c``, and
+    no ``w``/``e`` mark, which would force a new read)."""
+    return len(old) == len(new) + 1 and "c" in old and old.items() >= new.items()
 
 
 def capture_tree(
@@ -61,17 +91,25 @@ def capture_tree(
     parent_item: dict | None = None,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
+    cache: ListingCache | None = None,
+    cache_slot: str = "",
 ) -> TreeCapture:
-    previous = _parent_files(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"))
+    """Capture a tree. Unchanged entries (same type, mode, owner, size, mtime, ctime, inode, links) keep their
+    content references and their serialized listing line without being read or even parsed; only new or
+    changed files are read. With a ``cache``, the parent listing comes in compact form from local disk."""
+    previous = _parent_records(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
+                               source, cache, cache_slot)
     stats = TreeStats()
+    cap = TreeCapture({}, stats, relative_to_parent=previous is not None)
+    previous = previous or {}
+    sigfn = getattr(source, "signature", None)
     tree = TreeWriter(writer.store_meta)
+    records: list[Record] = []
     local = threading.local()
     seen_inodes: dict[tuple[int, int], str] = {}
+    min_cut = chunker_cfg["min"]
 
     def read(entry: dict) -> dict:
-        chunker = getattr(local, "chunker", None)
-        if chunker is None:
-            chunker = local.chunker = Chunker.from_config(chunker_cfg)
         try:
             f = source.open(entry)
         except OSError as e:
@@ -79,8 +117,17 @@ def capture_tree(
         refs, total = [], 0
         try:
             with f:
-                for piece in chunker.cut_stream(f):
-                    refs.append([writer.store(bytes(piece)).hex(), len(piece)])
+                if entry["s"] <= WHOLE_READ:
+                    data = f.read(WHOLE_READ + 1)
+                    if len(data) <= WHOLE_READ:  # cut in memory: no stream buffer to set up per file
+                        pieces = [data] if len(data) <= min_cut else _chunker(local, chunker_cfg).cut_buf(data)
+                    else:  # grew since the walk: fall back to streaming the rest
+                        pieces = _stream_rest(data, f, _chunker(local, chunker_cfg))
+                else:
+                    pieces = _chunker(local, chunker_cfg).cut_stream(f)
+                for piece in pieces:
+                    refs.append([writer.store(bytes(piece) if isinstance(piece, memoryview) else piece).hex(),
+                                 len(piece)])
                     total += len(piece)
         except OSError as e:
             return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
@@ -94,9 +141,9 @@ def capture_tree(
             progress(total)
         return out
 
-    pending: collections.deque[tuple[dict, Future[dict] | None]] = collections.deque()
+    pending: collections.deque[tuple[dict, Future[dict] | None, bytes | None, Record | None]] = collections.deque()
 
-    def emit(entry: dict, fut: Future[dict] | None) -> None:
+    def emit(entry: dict, fut: Future[dict] | None, line: bytes | None, rec: Record | None) -> None:
         if fut is not None:
             result = fut.result()
             entry.update(result)
@@ -107,40 +154,71 @@ def capture_tree(
                 stats.bytes_read += result["s"]
             if "w" in result:
                 stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
+        elif "e" in entry:
+            stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
         if entry["t"] == "f":
             stats.bytes_total += entry.get("s", 0)
-        if "e" in entry and fut is None:
-            stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
         stats.entries += 1
-        tree.add(entry)
+        if line is None:
+            cap.changed.append(entry)
+        line = tree.add(entry, line)
+        records.append(rec if rec is not None else _record(entry, line, sigfn))
+
+    def drain() -> None:
+        """Emit, in walk order, every entry whose read is done (or all but MAX_PENDING of them)."""
+        while pending:
+            head = pending[0][1]
+            if head is not None and len(pending) <= MAX_PENDING and not head.done():
+                return
+            emit(*pending.popleft())
+
+    def signature_of(path: str) -> tuple | None:
+        rec = previous.get(path)
+        return rec[1] if rec is not None else None
 
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
-        for entry in source.walk():
-            fut = None
+        for entry in source.walk(signature_of if previous else None):
+            if isinstance(entry, str):  # exactly as in the parent: reuse its entry, content and listing line
+                rec = previous.pop(entry)
+                _path, _sig, line, kind, size, nlink, dev, ino = rec
+                if kind == "f":
+                    stats.files += 1
+                    stats.files_unchanged += 1
+                    if nlink > 1:  # later names of this inode are hard links to it
+                        seen_inodes.setdefault((dev, ino), entry)
+                pending.append(({"p": entry, "t": kind, "s": size}, None, line, rec))
+                drain()
+                continue
+            fut, line = None, None
+            old_rec = previous.pop(entry["p"], None)
+            old = json.loads(old_rec[2]) if old_rec is not None else None
             if entry["t"] == "f" and "e" not in entry:
                 stats.files += 1
                 key = (entry.get("dv", 0), entry.get("i", 0))
                 if entry.get("n", 1) > 1 and key in seen_inodes:
                     entry = {**entry, "t": "h", "l": seen_inodes[key]}
+                    if old == entry:
+                        line = old_rec[2]  # type: ignore[index]
                 else:
                     if entry.get("n", 1) > 1:
                         seen_inodes[key] = entry["p"]
-                    old = previous.get(entry["p"])
-                    if old is not None and all(old.get(k) == entry.get(k) for k in SIGNATURE):
-                        entry["c"] = old["c"]
+                    if old is not None and _same_file(old, entry):
+                        entry, line = old, old_rec[2]  # type: ignore[index]
                         stats.files_unchanged += 1
                     elif workers:
                         fut = pool.submit(read, entry)
                     else:
                         fut = Future()
                         fut.set_result(read(entry))
-            pending.append((entry, fut))
-            while pending and (len(pending) > MAX_PENDING or pending[0][1] is None or pending[0][1].done()):
-                emit(*pending.popleft())
+            elif old is not None and old == entry:
+                line = old_rec[2]  # type: ignore[index]
+            pending.append((entry, fut, line, None))
+            drain()
         while pending:
             emit(*pending.popleft())
-    item = {
+    cap.deleted = list(previous)
+    cap.item = {
         "name": item_name,
         "type": "tree",
         "root": source.root,
@@ -149,7 +227,38 @@ def capture_tree(
         "map": tree.finish(),
         "errors": len(stats.errors),
     }
-    return TreeCapture(item, stats)
+    if cache is not None:
+        cache.store(cap.item, cache_slot, records)
+    return cap
+
+
+def _chunker(local: threading.local, cfg: dict) -> Chunker:
+    c = getattr(local, "chunker", None)
+    if c is None:
+        c = local.chunker = Chunker.from_config(cfg)
+    return c
+
+
+def _stream_rest(head: bytes, f, chunker: Chunker):  # type: ignore[no-untyped-def]
+    """Chunk ``head`` followed by the rest of ``f`` as one stream."""
+    import io
+
+    class Joined(io.RawIOBase):
+        def __init__(self) -> None:
+            self.head = memoryview(head)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+            if self.head:
+                n = min(len(b), len(self.head))
+                b[:n] = self.head[:n]
+                self.head = self.head[n:]
+                return n
+            return f.readinto(b)
+
+    return chunker.cut_stream(Joined())
 
 
 # ---- restore --------------------------------------------------------------------------------------------------

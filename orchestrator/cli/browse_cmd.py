@@ -73,10 +73,10 @@ def find_cmd(pattern: str, source: str | None, since: str | None, catalog_url: s
         emit_json(rows)
         return
     for r in rows:
-        n = len(r["snapshots"])
+        n = r["snapshot_count"]
         click.echo(f"{r['path']}  {human_bytes(r['size'])}  modified {_fmt_time(r['mtime_ns'])}  in {n} snapshot(s) "
                    f"from {local_time(r['first_time'])} to {local_time(r['last_time'])} "
-                   f"(latest {r['snapshots'][-1][:12]})")
+                   f"(latest {r['last_snapshot'][:12]})")
     if not rows:
         click.echo("no match")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -16,8 +16,13 @@ class TreeSource(Protocol):
     #: where the tree comes from, shown to users and recorded with the snapshot ("/srv/docs", "smb://h/share")
     root: str
 
-    def walk(self) -> Iterator[dict]:
-        """Entries in path order, parents before children, in the vault's tree-entry form (without ``c``)."""
+    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+        """Entries in path order, parents before children, in the vault's tree-entry form (without ``c``).
+
+        A source with a ``signature(entry) -> tuple`` method gets ``previous(path)``: the signature of the
+        parent snapshot's entry for that path (None when it has none or it must not be reused). When the live
+        object has the same signature, the source may yield just the path; the core then reuses the parent's
+        entry, content and listing line without reading or parsing anything."""
 
     def open(self, entry: dict) -> BinaryIO:
         """Open a regular file for reading (raise OSError when it cannot be read)."""

@@ -36,8 +36,11 @@ class TreeWriter:
         self._size = 0
         self.count = 0
 
-    def add(self, entry: dict) -> None:
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    def add(self, entry: dict, line: bytes | None = None) -> bytes:
+        """Add an entry; ``line`` is its serialized form when already known (unchanged since the parent).
+        Returns the line."""
+        if line is None:
+            line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         self._buf.append(line)
         self._size += len(line)
         self.count += 1
@@ -45,6 +48,7 @@ class TreeWriter:
             self._size >= PIECE_MIN and blake3.blake3(entry["p"].encode()).digest()[0] & BOUNDARY_MASK == 0
         ):
             self._cut()
+        return line
 
     def _cut(self) -> None:
         if self._buf:
@@ -56,15 +60,26 @@ class TreeWriter:
         return self.pieces
 
 
-def iter_tree(item: dict, read_meta: ReadMeta) -> Iterator[dict]:
-    """Every entry of a tree item, in path order."""
+def iter_tree_lines(item: dict, read_meta: ReadMeta) -> Iterator[tuple[dict, bytes]]:
+    """Every entry of a tree item with its serialized line, in path order. Each piece is decoded with one
+    json.loads call (JSON strings never hold a raw newline, so lines join into an array safely)."""
     for hexid in item["map"]:
         piece = read_meta(bytes.fromhex(hexid))
-        for n, line in enumerate(piece.splitlines()):
-            try:
-                yield json.loads(line)
-            except ValueError:
-                raise IntegrityError(f"item {item['name']}: tree piece {hexid[:12]} line {n + 1} is not JSON") from None
+        lines = piece.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        try:
+            entries = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            raise IntegrityError(f"item {item['name']}: tree piece {hexid[:12]} is not valid JSON lines") from None
+        for entry, line in zip(entries, lines, strict=True):
+            yield entry, line + b"\n"
+
+
+def iter_tree(item: dict, read_meta: ReadMeta) -> Iterator[dict]:
+    """Every entry of a tree item, in path order."""
+    for entry, _line in iter_tree_lines(item, read_meta):
+        yield entry
 
 
 def tree_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str]]:

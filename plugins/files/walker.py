@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import fnmatch
 import grp
+import operator
 import os
 import pwd
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import BinaryIO
 
@@ -43,6 +44,26 @@ def stat_entry(rel: str, st: os.stat_result) -> dict:
     return e
 
 
+_name = operator.attrgetter("name")
+
+
+def stat_signature(st: os.stat_result) -> tuple:
+    """What must be equal for an entry to be exactly as the parent snapshot recorded it. ctime changes with any
+    content, owner, mode, link or xattr change and cannot be set by users, so with size, mtime and inode it is
+    the classic (restic, borg) basis for not re-reading a file."""
+    t = _TYPES.get(stat.S_IFMT(st.st_mode), "f")
+    if t == "f":
+        return (t, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_size,
+                st.st_ino, st.st_nlink)
+    return (t, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def entry_signature(e: dict) -> tuple:
+    if e["t"] == "f":
+        return ("f", e.get("m"), e.get("u"), e.get("g"), e.get("mt"), e.get("ct"), e.get("s"), e.get("i"), e.get("n"))
+    return (e["t"], e.get("m"), e.get("u"), e.get("g"), e.get("mt"), e.get("ct"))
+
+
 def read_xattrs(path: str) -> dict[str, str]:
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -71,57 +92,67 @@ class LocalTree:
     def _excluded(self, name: str, rel: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat) for pat in self.exclude)
 
-    def walk(self) -> Iterator[dict]:
+    #: the signature this source compares to decide that an entry is unchanged (see stat_signature)
+    signature = staticmethod(lambda e: entry_signature(e))
+
+    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
         try:
             st = os.lstat(self.path)
         except OSError as e:
             raise OSError(e.errno, f"{self.path}: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{self.path} is not a directory")
-        yield from self._dir("", self.path, stat_entry("", st), st.st_dev)
+        yield from self._dir("", self.path, self._entry("", self.path, st, previous), st.st_dev, previous)
+
+    @staticmethod
+    def _entry(rel: str, path: str, st: os.stat_result, previous: Callable[[str], tuple | None] | None) -> dict | str:
+        """The entry for ``rel``, or just ``rel`` when the parent snapshot has it exactly like this."""
+        if previous is not None:
+            old = previous(rel)
+            if old is not None and old == stat_signature(st):
+                return rel
+        e = stat_entry(rel, st)
+        if e["t"] == "l":
+            try:
+                e["l"] = os.readlink(path)
+            except OSError as err:
+                e["e"] = f"link cannot be read: {err.strerror}"
+        x = read_xattrs(path)
+        if x:
+            e["x"] = x
+        return e
 
     @staticmethod
     def _list(path: str) -> tuple[list[os.DirEntry], str | None]:
         try:
             with os.scandir(path) as it:
-                return sorted(it, key=lambda d: d.name), None
+                return sorted(it, key=_name), None
         except OSError as e:
             return [], f"directory cannot be listed: {e.strerror}"
 
-    def _dir(self, rel: str, path: str, entry: dict, dev: int) -> Iterator[dict]:
+    def _dir(self, rel: str, path: str, entry: dict | str, dev: int,
+             previous: Callable[[str], tuple | None] | None) -> Iterator[dict | str]:
         """Yield a directory's entry (with an error if it cannot be listed), then its contents."""
         items, error = self._list(path)
         if error:
-            entry["e"] = error
-        x = read_xattrs(path)
-        if x:
-            entry["x"] = x
+            if isinstance(entry, str):
+                entry = self._entry(rel, path, os.lstat(path), None)
+            entry["e"] = error  # type: ignore[index]
         yield entry
         for d in items:
             child_rel = f"{rel}/{d.name}" if rel else d.name
-            if self._excluded(d.name, child_rel):
+            if self.exclude and self._excluded(d.name, child_rel):
                 continue
             try:
                 st = d.stat(follow_symlinks=False)
             except OSError as err:
                 yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
                 continue
-            e = stat_entry(child_rel, st)
-            if e["t"] == "d":
-                if self.one_file_system and st.st_dev != dev:
-                    yield e
-                else:
-                    yield from self._dir(child_rel, d.path, e, dev)
-                continue
-            if e["t"] == "l":
-                try:
-                    e["l"] = os.readlink(d.path)
-                except OSError as err:
-                    e["e"] = f"link cannot be read: {err.strerror}"
-            x = read_xattrs(d.path)
-            if x:
-                e["x"] = x
-            yield e
+            e = self._entry(child_rel, d.path, st, previous)
+            if stat.S_ISDIR(st.st_mode) and not (self.one_file_system and st.st_dev != dev):
+                yield from self._dir(child_rel, d.path, e, dev, previous)
+            else:
+                yield e
 
     def open(self, entry: dict) -> BinaryIO:
         path = os.path.join(self.path, entry["p"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -121,7 +121,8 @@ class SmbTree:
 
         return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in self.exclude)
 
-    def walk(self) -> Iterator[dict]:
+    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+        """Always full entries: over SMB the listing already carries what the core compares."""
         st = smbclient.stat(self.unc(""), **self._kw())
         yield {"p": "", "t": "d", "m": 0o755, "mt": st.st_mtime_ns // 1000 * 1000, "a": st.st_file_attributes}
         yield from self._walk("")

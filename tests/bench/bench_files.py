@@ -1,0 +1,153 @@
+"""File-tree benchmark: 100,000 files (mixed sizes, about 1.2 GiB), full then incremental after changing 1% of
+the files, dobaas against restic in the same run; then `ls` of a 10,000-entry directory and `find` across 30
+snapshots. Run by `make bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from tests.bench.bench_image import PASS, du, run, run_rss
+
+MiB = 2**20
+
+
+def make_tree(root: str, nfiles: int, seed: int = 1) -> int:
+    """nfiles files: one directory of 10% of them (the ls test), the rest 100 per directory. Returns bytes."""
+    rng = random.Random(seed)
+    words = b"invoice client payment report quarter budget meeting contract delivery order total ".split()
+    text = b" ".join(rng.choice(words) + b"%d" % rng.randrange(10**6) for _ in range(1_000_000))
+    total = 0
+    big_dir = os.path.join(root, "big-directory")
+    os.makedirs(big_dir)
+    for i in range(nfiles):
+        if i < nfiles // 10:
+            d = big_dir
+        else:
+            d = os.path.join(root, f"dept{(i // 10000):02d}", f"folder{(i // 100) % 100:02d}")
+            if i % 100 == 0 or not os.path.isdir(d):
+                os.makedirs(d, exist_ok=True)
+        r = rng.random()
+        size = rng.randrange(256, 8192) if r < 0.90 else rng.randrange(16384, 131072) if r < 0.99 else \
+            rng.randrange(262144, MiB)
+        if rng.random() < 0.5:
+            data = rng.randbytes(size)
+        else:
+            start = rng.randrange(0, len(text) - size)
+            data = text[start : start + size]
+        with open(os.path.join(d, f"file{i:06d}.{'xlsx' if i % 7 == 0 else 'txt'}"), "wb") as f:
+            f.write(data)
+        total += size
+    return total
+
+
+def modify(root: str, fraction: float, seed: int) -> int:
+    rng = random.Random(seed)
+    files = [os.path.join(dp, f) for dp, _d, fs in os.walk(root) for f in fs]
+    files.sort()
+    chosen = rng.sample(files, max(1, int(len(files) * fraction)))
+    for p in chosen:
+        with open(p, "ab") as f:
+            f.write(rng.randbytes(100))
+    return len(chosen)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=".bench-files")
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--snapshots", type=int, default=30)
+    args = ap.parse_args()
+    work = os.path.abspath(args.dir)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    dobaas = os.path.join(os.path.dirname(sys.executable), "dobaas")
+    restic = shutil.which("restic")
+    if not restic:
+        raise SystemExit("restic is not installed (make bench installs it)")
+    tree = os.path.join(work, "tree")
+    t0 = time.monotonic()
+    nbytes = make_tree(tree, args.files)
+    print(f"# file-tree benchmark: {args.files} files, {nbytes / MiB:.0f} MiB, generated in "
+          f"{time.monotonic() - t0:.1f} s")
+    vault = os.path.join(work, "vault")
+    env = {"DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": os.path.join(work, "catalog.db")}
+    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
+            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache")}
+    policy = os.path.join(work, "policy.yaml")
+    with open(policy, "w") as f:
+        f.write(f"policy: bench\nclient: bench\nvault: {vault}\nsources:\n"
+                f"  - name: tree\n    plugin: files\n    paths: [{tree}]\n")
+    run([dobaas, "vault", "init", vault], env)
+    run([restic, "init"], renv)
+    res: dict[str, dict[str, float]] = {"dobaas": {}, "restic": {}}
+
+    def both(tag: str) -> None:
+        before = du(vault)
+        wall, rss, out = run_rss([dobaas, "run", policy, "--json"], env)
+        assert json.loads(out)["exit_code"] == 0, out
+        res["dobaas"][tag] = wall
+        res["dobaas"][tag + " growth"] = du(vault) - before
+        res["dobaas"][tag + " rss"] = rss / 1024
+        before = du(renv["RESTIC_REPOSITORY"])
+        wall, rss, _ = run_rss([restic, "backup", "--quiet", tree], renv)
+        res["restic"][tag] = wall
+        res["restic"][tag + " growth"] = du(renv["RESTIC_REPOSITORY"]) - before
+        res["restic"][tag + " rss"] = rss / 1024
+
+    both("full")
+    changed = modify(tree, 0.01, seed=2)
+    both("incr 1%")
+    print(f"{'step':10} {'dobaas s':>9} {'restic s':>9} {'speed x':>8} {'dobaas +MiB':>12} {'restic +MiB':>12} "
+          f"{'d RSS':>6} {'r RSS':>6}")
+    for tag in ("full", "incr 1%"):
+        d, r = res["dobaas"], res["restic"]
+        print(f"{tag:10} {d[tag]:9.2f} {r[tag]:9.2f} {r[tag] / d[tag]:8.1f} {d[tag + ' growth'] / MiB:12.1f} "
+              f"{r[tag + ' growth'] / MiB:12.1f} {d[tag + ' rss']:6.0f} {r[tag + ' rss']:6.0f}")
+    print(f"({changed} files modified for the incremental)")
+
+    for i in range(args.snapshots - 2):  # more days, 0.2% of the files each (the contract's daily budget)
+        modify(tree, 0.002, seed=100 + i)
+        run([dobaas, "run", policy], env)
+    snaps = json.loads(run([dobaas, "snapshots", "--vault", vault, "--json"], env)[2])
+    latest = snaps[-1]["id"]
+    big = os.path.join(tree, "big-directory")
+
+    from orchestrator.catalog.db import Catalog
+
+    cat = Catalog(f"sqlite:///{env['DOBAAS_CATALOG']}")
+    snap = cat.snapshot(latest)
+    t = time.perf_counter()
+    n = len(cat.ls(snap, big))
+    ls_query = time.perf_counter() - t
+    t = time.perf_counter()
+    found = cat.find("*.xlsx")
+    find_query = time.perf_counter() - t
+    ls_cli = min(run_rss([dobaas, "ls", latest, big, "--json"], env)[0] for _ in range(3))
+    find_cli = min(run_rss([dobaas, "find", "*.xlsx", "--json"], env)[0] for _ in range(3))
+    print(f"ls of a {n}-entry directory: {ls_query:.3f} s in the catalog, {ls_cli:.2f} s as a command")
+    print(f"find '*.xlsx' over {len(snaps)} snapshots ({len(found)} file versions): {find_query:.3f} s in the "
+          f"catalog, {find_cli:.2f} s as a command")
+    print()
+    ok = True
+    speed = res["restic"]["incr 1%"] / res["dobaas"]["incr 1%"]
+    for label, met in ((f"incremental >= 3x faster than restic: {speed:.2f}x", speed >= 3),
+                       (f"ls of a 10,000-entry directory <= 0.2 s: {ls_query:.3f} s (query), {ls_cli:.2f} s (command)",
+                        ls_query <= 0.2),
+                       (f"find over {len(snaps)} snapshots <= 1 s: {find_query:.3f} s (query), {find_cli:.2f} s "
+                        "(command)", find_query <= 1.0)):
+        ok &= met
+        print(f"{'MET ' if met else 'MISS'} {label}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
