@@ -37,6 +37,7 @@ test: install compile
 bench: install compile
 	@$(APT) $(BENCH_PKGS)
 	$(BIN)/python tests/bench/bench_image.py
+	$(BIN)/python tests/bench/bench_files.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .ruff_cache .hypothesis

@@ -321,10 +321,8 @@ def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
     assert len(snaps) == 2 and snaps[0]["source"] == "docs" and snaps[0]["client"] == "acme"
     ls = json.loads(env("ls", snaps[0]["id"][:10], str(src / "a" / "b"), "--json").stdout)
     assert [e["name"] for e in ls["entries"]] == ["f.txt"] and ls["entries"][0]["size"] == 2
-    from datetime import datetime
-
-    first_time = datetime.fromisoformat(snaps[0]["time"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    by_date = json.loads(env("ls", "--source", "docs", "--at", first_time, str(src / "a"), "--json").stdout)
+    # an exact timestamp selects exactly; "HH:MM" would include every snapshot of that minute
+    by_date = json.loads(env("ls", "--source", "docs", "--at", snaps[0]["time"], str(src / "a"), "--json").stdout)
     assert by_date["snapshot"] == snaps[0]["id"]
     found = json.loads(env("find", "f.txt", "--json").stdout)
     assert len(found) == 2 and [f["snapshot_count"] for f in found] == [1, 1]
@@ -377,3 +375,10 @@ def test_listing_cache_speeds_up_but_is_never_trusted_blindly(setup, monkeypatch
     restore_files(vault, vault.read_snapshot(tampered.snapshot), [str(src / "docs" / "report.txt")], str(restored),
                   "never", False, None)
     assert (restored / "docs" / "report.txt").read_text() == "edited twice\n"
+
+
+def test_example_policies_are_valid(cli: Cli) -> None:
+    examples = sorted(Path(__file__).resolve().parent.parent.joinpath("policies").glob("*.yaml"))
+    assert examples
+    for f in examples:
+        assert "OK" in cli("policy", "check", str(f), passphrase=None).stdout

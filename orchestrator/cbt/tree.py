@@ -172,23 +172,27 @@ def capture_tree(
                 return
             emit(*pending.popleft())
 
-    def signature_of(path: str) -> tuple | None:
-        rec = previous.get(path)
-        return rec[1] if rec is not None else None
-
+    signatures = {path: rec[1] for path, rec in previous.items() if rec[1] is not None}
+    prev_pop, add_line, add_record = previous.pop, tree.add_line, records.append
+    unchanged_entries = unchanged_files = unchanged_bytes = 0
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
-        for entry in source.walk(signature_of if previous else None):
-            if isinstance(entry, str):  # exactly as in the parent: reuse its entry, content and listing line
-                rec = previous.pop(entry)
-                _path, _sig, line, kind, size, nlink, dev, ino = rec
+        for entry in source.walk(signatures.get if signatures else None):
+            if type(entry) is str:  # exactly as in the parent: reuse its entry, content and listing line
+                rec = prev_pop(entry)
+                kind = rec[3]
                 if kind == "f":
-                    stats.files += 1
-                    stats.files_unchanged += 1
-                    if nlink > 1:  # later names of this inode are hard links to it
-                        seen_inodes.setdefault((dev, ino), entry)
-                pending.append(({"p": entry, "t": kind, "s": size}, None, line, rec))
-                drain()
+                    unchanged_files += 1
+                    if rec[5] > 1:  # later names of this inode are hard links to it
+                        seen_inodes.setdefault((rec[6], rec[7]), entry)
+                if pending:  # keep listing order behind reads still in flight; emit() counts it
+                    pending.append(({"p": entry, "t": kind, "s": rec[4]}, None, rec[2], rec))
+                    drain()
+                else:
+                    add_line(entry, rec[2])
+                    add_record(rec)
+                    unchanged_entries += 1
+                    unchanged_bytes += rec[4] if kind == "f" else 0
                 continue
             fut, line = None, None
             old_rec = previous.pop(entry["p"], None)
@@ -217,6 +221,10 @@ def capture_tree(
             drain()
         while pending:
             emit(*pending.popleft())
+    stats.entries += unchanged_entries
+    stats.files += unchanged_files
+    stats.files_unchanged += unchanged_files
+    stats.bytes_total += unchanged_bytes
     cap.deleted = list(previous)
     cap.item = {
         "name": item_name,

@@ -1,6 +1,7 @@
 """Tree items: a directory tree with full metadata, stored as meta chunks of JSON lines (one entry per line,
-sorted by path). Piece boundaries are chosen by a hash of the entry path, so inserting a file changes only the
-piece around it and the rest of the listing deduplicates against the previous snapshot.
+sorted by path). Piece boundaries are chosen by a hash of the entry path (CRC-32: a piece ends after an entry whose path
+hashes to 0 in its low 5 bits, once the piece holds 16 KiB; at 256 KiB at the latest), so inserting a file
+changes only the piece around it and the rest of the listing deduplicates against the previous snapshot.
 
 Entry fields (short keys keep the listing small): ``p`` path relative to the source root ('' for the root),
 ``t`` type (f file, d directory, l symlink, h hard link to ``l``, c/b char/block device, p fifo, s socket),
@@ -13,9 +14,8 @@ Entry fields (short keys keep the listing small): ``p`` path relative to the sou
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterator
-
-import blake3
 
 from orchestrator.errors import IntegrityError
 
@@ -41,14 +41,18 @@ class TreeWriter:
         Returns the line."""
         if line is None:
             line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        self.add_line(entry["p"], line)
+        return line
+
+    def add_line(self, path: str, line: bytes) -> None:
+        """Add an already serialized entry (the hot path for unchanged entries)."""
         self._buf.append(line)
         self._size += len(line)
         self.count += 1
         if self._size >= PIECE_MAX or (
-            self._size >= PIECE_MIN and blake3.blake3(entry["p"].encode()).digest()[0] & BOUNDARY_MASK == 0
+            self._size >= PIECE_MIN and zlib.crc32(path.encode()) & BOUNDARY_MASK == 0
         ):
             self._cut()
-        return line
 
     def _cut(self) -> None:
         if self._buf:

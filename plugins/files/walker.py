@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import grp
-import operator
 import os
 import pwd
 import stat
@@ -42,9 +41,6 @@ def stat_entry(rel: str, st: os.stat_result) -> dict:
     elif e["t"] in "cb":
         e["rd"] = st.st_rdev
     return e
-
-
-_name = operator.attrgetter("name")
 
 
 def stat_signature(st: os.stat_result) -> tuple:
@@ -96,13 +92,56 @@ class LocalTree:
     signature = staticmethod(lambda e: entry_signature(e))
 
     def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+        """Depth-first in name order with an explicit stack (one generator level: this runs per entry)."""
         try:
             st = os.lstat(self.path)
         except OSError as e:
             raise OSError(e.errno, f"{self.path}: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{self.path} is not a directory")
-        yield from self._dir("", self.path, self._entry("", self.path, st, previous), st.st_dev, previous)
+        root_dev = st.st_dev
+        names, error = self._list(self.path)
+        entry = self._entry("", self.path, st, previous)
+        if error:
+            entry = self._with_error(entry, "", self.path, st, error)
+        yield entry
+        stack = [("", self.path, iter(names))]
+        exclude, one_fs, lstat, is_dir = self.exclude, self.one_file_system, os.lstat, stat.S_ISDIR
+        while stack:
+            rel, path, it = stack[-1]
+            name = next(it, None)
+            if name is None:
+                stack.pop()
+                continue
+            child_rel = f"{rel}/{name}" if rel else name
+            if exclude and self._excluded(name, child_rel):
+                continue
+            child = f"{path}/{name}"
+            try:
+                st = lstat(child)
+            except OSError as err:
+                yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
+                continue
+            if previous is not None:
+                old = previous(child_rel)
+                e = child_rel if old is not None and old == stat_signature(st) else None
+            else:
+                e = None
+            if e is None:
+                e = self._entry(child_rel, child, st, None)
+            if is_dir(st.st_mode) and not (one_fs and st.st_dev != root_dev):
+                names, error = self._list(child)
+                if error:
+                    e = self._with_error(e, child_rel, child, st, error)
+                yield e
+                stack.append((child_rel, child, iter(names)))
+            else:
+                yield e
+
+    def _with_error(self, e: dict | str, rel: str, path: str, st: os.stat_result, error: str) -> dict:
+        full = self._entry(rel, path, st, None) if isinstance(e, str) else e
+        full["e"] = error  # type: ignore[index]
+        return full  # type: ignore[return-value]
 
     @staticmethod
     def _entry(rel: str, path: str, st: os.stat_result, previous: Callable[[str], tuple | None] | None) -> dict | str:
@@ -123,36 +162,13 @@ class LocalTree:
         return e
 
     @staticmethod
-    def _list(path: str) -> tuple[list[os.DirEntry], str | None]:
+    def _list(path: str) -> tuple[list[str], str | None]:
         try:
-            with os.scandir(path) as it:
-                return sorted(it, key=_name), None
+            names = os.listdir(path)
         except OSError as e:
             return [], f"directory cannot be listed: {e.strerror}"
-
-    def _dir(self, rel: str, path: str, entry: dict | str, dev: int,
-             previous: Callable[[str], tuple | None] | None) -> Iterator[dict | str]:
-        """Yield a directory's entry (with an error if it cannot be listed), then its contents."""
-        items, error = self._list(path)
-        if error:
-            if isinstance(entry, str):
-                entry = self._entry(rel, path, os.lstat(path), None)
-            entry["e"] = error  # type: ignore[index]
-        yield entry
-        for d in items:
-            child_rel = f"{rel}/{d.name}" if rel else d.name
-            if self.exclude and self._excluded(d.name, child_rel):
-                continue
-            try:
-                st = d.stat(follow_symlinks=False)
-            except OSError as err:
-                yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
-                continue
-            e = self._entry(child_rel, d.path, st, previous)
-            if stat.S_ISDIR(st.st_mode) and not (self.one_file_system and st.st_dev != dev):
-                yield from self._dir(child_rel, d.path, e, dev, previous)
-            else:
-                yield e
+        names.sort()
+        return names, None
 
     def open(self, entry: dict) -> BinaryIO:
         path = os.path.join(self.path, entry["p"])
