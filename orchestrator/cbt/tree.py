@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing_cache import ListingCache, Record
 from orchestrator.plugin.streams import TreeSource
-from orchestrator.vault.tree import TreeWriter, iter_tree, iter_tree_lines
+from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_lines
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -141,61 +141,44 @@ def capture_tree(
             progress(total)
         return out
 
-    pending: collections.deque[tuple[dict, Future[dict] | None, bytes | None, Record | None]] = collections.deque()
+    # Lines of the listing in walk order; a file being read has None until its read completes. The listing is
+    # cut into pieces at the end, so unchanged entries never wait behind a read in flight.
+    slots: list[bytes | None] = []
+    reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
 
-    def emit(entry: dict, fut: Future[dict] | None, line: bytes | None, rec: Record | None) -> None:
-        if fut is not None:
-            result = fut.result()
-            entry.update(result)
-            if "e" in result:
-                stats.errors.append(f"{source.root}/{entry['p']}: {result['e']}")
-            else:
-                stats.files_read += 1
-                stats.bytes_read += result["s"]
-            if "w" in result:
-                stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
-        elif "e" in entry:
-            stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
-        if entry["t"] == "f":
-            stats.bytes_total += entry.get("s", 0)
-        stats.entries += 1
-        if line is None:
-            cap.changed.append(entry)
-        line = tree.add(entry, line)
-        records.append(rec if rec is not None else _record(entry, line, sigfn))
-
-    def drain() -> None:
-        """Emit, in walk order, every entry whose read is done (or all but MAX_PENDING of them)."""
-        while pending:
-            head = pending[0][1]
-            if head is not None and len(pending) <= MAX_PENDING and not head.done():
-                return
-            emit(*pending.popleft())
+    def finish_read(idx: int, entry: dict, fut: Future[dict]) -> None:
+        result = fut.result()
+        entry.update(result)
+        if "e" in result:
+            stats.errors.append(f"{source.root}/{entry['p']}: {result['e']}")
+        else:
+            stats.files_read += 1
+            stats.bytes_read += result["s"]
+        if "w" in result:
+            stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
+        stats.bytes_total += entry.get("s", 0)
+        cap.changed.append(entry)
+        line = slots[idx] = encode_entry(entry)
+        records[idx] = _record(entry, line, sigfn)
 
     signatures = {path: rec[1] for path, rec in previous.items() if rec[1] is not None}
-    prev_pop, add_line, add_record = previous.pop, tree.add_line, records.append
-    unchanged_entries = unchanged_files = unchanged_bytes = 0
+    prev_pop = previous.pop
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
         for entry in source.walk(signatures.get if signatures else None):
             if type(entry) is str:  # exactly as in the parent: reuse its entry, content and listing line
                 rec = prev_pop(entry)
-                kind = rec[3]
-                if kind == "f":
-                    unchanged_files += 1
+                if rec[3] == "f":
+                    stats.files += 1
+                    stats.files_unchanged += 1
+                    stats.bytes_total += rec[4]
                     if rec[5] > 1:  # later names of this inode are hard links to it
                         seen_inodes.setdefault((rec[6], rec[7]), entry)
-                if pending:  # keep listing order behind reads still in flight; emit() counts it
-                    pending.append(({"p": entry, "t": kind, "s": rec[4]}, None, rec[2], rec))
-                    drain()
-                else:
-                    add_line(entry, rec[2])
-                    add_record(rec)
-                    unchanged_entries += 1
-                    unchanged_bytes += rec[4] if kind == "f" else 0
+                slots.append(rec[2])
+                records.append(rec)
                 continue
             fut, line = None, None
-            old_rec = previous.pop(entry["p"], None)
+            old_rec = prev_pop(entry["p"], None)
             old = json.loads(old_rec[2]) if old_rec is not None else None
             if entry["t"] == "f" and "e" not in entry:
                 stats.files += 1
@@ -210,6 +193,7 @@ def capture_tree(
                     if old is not None and _same_file(old, entry):
                         entry, line = old, old_rec[2]  # type: ignore[index]
                         stats.files_unchanged += 1
+                        stats.bytes_total += entry.get("s", 0)
                     elif workers:
                         fut = pool.submit(read, entry)
                     else:
@@ -217,14 +201,25 @@ def capture_tree(
                         fut.set_result(read(entry))
             elif old is not None and old == entry:
                 line = old_rec[2]  # type: ignore[index]
-            pending.append((entry, fut, line, None))
-            drain()
-        while pending:
-            emit(*pending.popleft())
-    stats.entries += unchanged_entries
-    stats.files += unchanged_files
-    stats.files_unchanged += unchanged_files
-    stats.bytes_total += unchanged_bytes
+            if fut is not None:
+                slots.append(None)
+                records.append(None)  # type: ignore[arg-type]
+                reads.append((len(slots) - 1, entry, fut))
+                while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
+                    finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
+                continue
+            if "e" in entry:
+                stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
+            if line is None:
+                cap.changed.append(entry)
+                line = encode_entry(entry)
+            slots.append(line)
+            records.append(_record(entry, line, sigfn))
+        while reads:
+            finish_read(*reads.popleft())
+    stats.entries = len(slots)
+    for rec, line in zip(records, slots, strict=True):
+        tree.add_line(rec[0], line)  # type: ignore[arg-type]
     cap.deleted = list(previous)
     cap.item = {
         "name": item_name,

@@ -26,6 +26,11 @@ BOUNDARY_MASK = 0x1F  # about one boundary every 32 entries once PIECE_MIN is re
 ReadMeta = Callable[[bytes], bytes]
 
 
+def encode_entry(entry: dict) -> bytes:
+    """One listing line."""
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
 class TreeWriter:
     """Accumulates entry lines and cuts pieces at content-defined entry boundaries."""
 
@@ -40,7 +45,7 @@ class TreeWriter:
         """Add an entry; ``line`` is its serialized form when already known (unchanged since the parent).
         Returns the line."""
         if line is None:
-            line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            line = encode_entry(entry)
         self.add_line(entry["p"], line)
         return line
 
