@@ -335,9 +335,15 @@ def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
     assert_one_line_error(refused, 2, "--in-place")
     audit = json.loads(env("catalog", "restores", "--json").stdout)
     assert len(audit) == 1 and audit[0]["status"] == "ok"
+    pr = json.loads(env("prune", "--vault", str(vault), "--keep-last", "1", "--json").stdout)
+    assert pr["removed"] == [snaps[0]["id"]]
+    gone = env("ls", snaps[0]["id"][:10], "--json", check=False)
+    assert_one_line_error(gone, 5, "no snapshot")  # the catalog forgot it with the vault
+    found = json.loads(env("find", "f.txt", "--json").stdout)
+    assert [f["snapshot_count"] for f in found] == [1] and found[0]["last_snapshot"] == snaps[1]["id"]
     (tmp_path / "cat.db").unlink()
     rebuilt = json.loads(env("catalog", "rebuild", "--vault", str(vault), "--json").stdout)
-    assert rebuilt["snapshots"] == 2
+    assert rebuilt["snapshots"] == 1
     assert json.loads(env("find", "f.txt", "--json").stdout) == found
 
 

@@ -71,6 +71,8 @@ def _parent_records(parent_item: dict | None, read_meta: Callable[[bytes], bytes
     if parent_item is None or parent_item.get("type") != "tree":
         return None
     records = cache.load(parent_item, slot) if cache else None
+    log.info("%s: previous listing from %s", parent_item.get("root", parent_item["name"]),
+             "the local cache" if records is not None else "the vault")
     if records is None:
         sigfn = getattr(source, "signature", None)
         records = [_record(e, line, sigfn) for e, line in iter_tree_lines(parent_item, read_meta)]
