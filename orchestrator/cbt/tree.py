@@ -278,6 +278,15 @@ class TreeRestoreReport:
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def merge(self, other: TreeRestoreReport, root: str) -> None:
+        """Add another item's figures, naming its entries by ``root``."""
+        self.files += other.files
+        self.dirs += other.dirs
+        self.links += other.links
+        self.bytes += other.bytes
+        self.skipped += [f"{root}/{s}" if s else root for s in other.skipped]
+        self.errors += [f"{root}/{e}" for e in other.errors]
+
 
 def _selected(path: str, selection: list[str] | None) -> bool:
     if not selection:

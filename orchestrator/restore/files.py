@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from orchestrator.catalog.db import Catalog
 from orchestrator.cbt.tree import TreeRestoreReport, restore_tree
@@ -14,17 +14,11 @@ from orchestrator.vault.snapshot import Snapshot
 OVERWRITE_MODES = ("never", "always", "if-newer")
 
 
-@dataclass
-class FilesRestoreResult:
+@dataclass(kw_only=True)
+class FilesRestoreResult(TreeRestoreReport):
     snapshot: str
     target: str
-    status: str
-    files: int = 0
-    dirs: int = 0
-    links: int = 0
-    bytes: int = 0
-    skipped: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    status: str = "ok"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -74,7 +68,8 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
                                       or real_target.startswith(os.path.realpath(root) + "/")):
                 raise UsageError(f"{target} is inside the original location {root}: use --in-place to restore "
                                  "over the original files, or choose another --target")
-    res = FilesRestoreResult(snap.id, "(original location)" if in_place else os.path.abspath(target or ""), "ok")
+    where = "(original location)" if in_place else os.path.abspath(target or "")
+    res = FilesRestoreResult(snapshot=snap.id, target=where)
     read_meta = lambda cid: vault.read_chunk(cid, "listing")  # noqa: E731
     for name, rels in selection.items():
         item = items[name]
@@ -86,13 +81,8 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         else:
             dest = os.path.join(target, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 \
                 else target  # type: ignore[arg-type]
-        rep: TreeRestoreReport = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)
-        res.files += rep.files
-        res.dirs += rep.dirs
-        res.links += rep.links
-        res.bytes += rep.bytes
-        res.skipped += [f"{root}/{s}" if s else root for s in rep.skipped]
-        res.errors += [f"{root}/{e}" for e in rep.errors]
+        rep = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)
+        res.merge(rep, root)
         if rep.files + rep.dirs + rep.links == 0 and not rep.skipped and not rep.errors:
             raise NotFound(f"nothing in snapshot {snap.id[:12]} matches {', '.join(rels)} under {root}")
     res.status = "failed" if res.errors and not (res.files or res.dirs) else ("partial" if res.errors else "ok")

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.bench.bench_image import PASS, du, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
 
 MiB = 2**20
 
@@ -60,18 +60,11 @@ def modify(root: str, fraction: float, seed: int) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default=".bench-files")
-    ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--snapshots", type=int, default=30)
-    args = ap.parse_args()
-    work = os.path.abspath(args.dir)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    dobaas = os.path.join(os.path.dirname(sys.executable), "dobaas")
-    restic = shutil.which("restic")
-    if not restic:
-        raise SystemExit("restic is not installed (make bench installs it)")
+    def add_args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--files", type=int, default=100_000)
+        ap.add_argument("--snapshots", type=int, default=30)
+
+    args, work, dobaas, restic = bench_setup(".bench-files", add_args)
     tree = os.path.join(work, "tree")
     t0 = time.monotonic()
     nbytes = make_tree(tree, args.files)

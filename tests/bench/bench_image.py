@@ -48,6 +48,22 @@ def run_rss(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return wall, ru.ru_maxrss, out.decode()
 
 
+def bench_setup(default_dir: str, add_args) -> tuple[argparse.Namespace, str, str, str]:  # type: ignore[no-untyped-def]
+    """Common start of every benchmark: arguments, a fresh work directory, and both tools located."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=default_dir)
+    add_args(ap)
+    args = ap.parse_args()
+    work = os.path.abspath(args.dir)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    dobaas = os.path.join(os.path.dirname(sys.executable), "dobaas")
+    restic = shutil.which("restic")
+    if not restic:
+        raise SystemExit("restic is not installed (make bench installs it)")
+    return args, work, dobaas, restic
+
+
 def du(path: str) -> int:
     total = 0
     for dirpath, _d, files in os.walk(path):
@@ -74,18 +90,11 @@ def warm(path: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default=".bench")
-    ap.add_argument("--size", type=int, default=2048, help="image size in MiB")
-    ap.add_argument("--sweep", default="65536,131072,262144,1048576", help="block sizes to compare (incremental)")
-    args = ap.parse_args()
-    work = os.path.abspath(args.dir)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    dobaas = os.path.join(os.path.dirname(sys.executable), "dobaas")
-    restic = shutil.which("restic")
-    if not restic:
-        raise SystemExit("restic is not installed (make bench installs it)")
+    def add_args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--size", type=int, default=2048, help="image size in MiB")
+        ap.add_argument("--sweep", default="65536,131072,262144,1048576", help="block sizes to compare")
+
+    args, work, dobaas, restic = bench_setup(".bench", add_args)
     env = {"DOBAAS_PASSPHRASE": PASS}
     renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
             "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
