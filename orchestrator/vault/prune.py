@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 from orchestrator.errors import IntegrityError, VaultBusy
 from orchestrator.vault.backend import ObjectMissing
@@ -25,17 +26,54 @@ log = logging.getLogger(__name__)
 REPACK_THRESHOLD = 0.25  # rewrite a pack when more than this share of its bytes is unreferenced
 
 
-def select_keep_last(snapshots: list[Snapshot], keep_last: int) -> tuple[list[Snapshot], list[Snapshot]]:
-    """Keep the ``keep_last`` newest snapshots of each name; return (keep, remove)."""
+GFS_RULES = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+
+def _bucket(rule: str, when: datetime) -> tuple:
+    local = when.astimezone()
+    if rule == "keep_hourly":
+        return (local.year, local.month, local.day, local.hour)
+    if rule == "keep_daily":
+        return (local.year, local.month, local.day)
+    if rule == "keep_weekly":
+        return local.isocalendar()[:2]
+    if rule == "keep_monthly":
+        return (local.year, local.month)
+    return (local.year,)
+
+
+def select_retention(snapshots: list[Snapshot], retention: dict) -> tuple[list[Snapshot], list[Snapshot], dict]:
+    """Grandfather-father-son retention, per snapshot name, as restic and borg users expect: ``keep_last``
+    newest snapshots, plus the newest snapshot of each of the last N hours / days / ISO weeks / months / years
+    that have snapshots (local time). A snapshot is kept when any rule keeps it. No rule at all keeps
+    everything: retention never deletes a whole history by omission. Returns (keep, remove, reasons by id)."""
+    rules = {k: v for k, v in retention.items() if v}
     groups: dict[str, list[Snapshot]] = defaultdict(list)
     for s in snapshots:
         groups[s.name].append(s)
-    keep, remove = [], []
+    keep, remove, reasons = [], [], {}
     for group in groups.values():
         group.sort(key=lambda s: (s.time, s.id), reverse=True)
-        keep += group[:keep_last]
-        remove += group[keep_last:]
-    return keep, remove
+        if not rules:
+            keep += group
+            continue
+        why: dict[str, list[str]] = defaultdict(list)
+        for s in group[: rules.get("keep_last", 0)]:
+            why[s.id].append("last")
+        for rule in GFS_RULES:
+            n = rules.get(rule, 0)
+            seen: set[tuple] = set()
+            for s in group:
+                if len(seen) >= n:
+                    break
+                b = _bucket(rule, s.datetime)
+                if b not in seen:
+                    seen.add(b)
+                    why[s.id].append(rule.removeprefix("keep_"))
+        for s in group:
+            (keep if s.id in why else remove).append(s)
+        reasons.update({k: v for k, v in why.items()})
+    return keep, remove, reasons
 
 
 def forget(vault: Vault, snaps: list[Snapshot]) -> None:
@@ -58,8 +96,10 @@ class GcReport:
     bytes_freed: int = 0
 
 
-def referenced_chunks(vault: Vault) -> set[bytes]:
+def referenced_chunks(vault: Vault, ignore: set[str] = frozenset()) -> set[bytes]:  # type: ignore[assignment]
+    """Every chunk some snapshot references (snapshots in ``ignore`` excepted: a dry run's removals)."""
     snaps, broken = vault.list_snapshots()
+    snaps = [s for s in snaps if s.id not in ignore]
     if broken:
         raise IntegrityError(
             f"snapshot {broken[0][0][:12]} has a damaged manifest; garbage collection would be unsafe ({broken[0][1]})"
@@ -72,7 +112,7 @@ def referenced_chunks(vault: Vault) -> set[bytes]:
     return refs
 
 
-def collect_garbage(vault: Vault, dry_run: bool = False) -> GcReport:
+def collect_garbage(vault: Vault, dry_run: bool = False, ignore: set[str] = frozenset()) -> GcReport:  # type: ignore[assignment]
     rep = GcReport()
     try:
         lock = vault.lock("exclusive", "garbage collection", wait=0)
@@ -80,15 +120,15 @@ def collect_garbage(vault: Vault, dry_run: bool = False) -> GcReport:
         rep.deferred_reason = str(e)
         return rep
     try:
-        _collect(vault, rep, dry_run)
+        _collect(vault, rep, dry_run, ignore)
     finally:
         lock.release()
     return rep
 
 
-def _collect(vault: Vault, rep: GcReport, dry_run: bool) -> None:
+def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> None:
     index = vault.load_index(refresh=True)
-    refs = referenced_chunks(vault)
+    refs = referenced_chunks(vault, ignore)
     sizes = vault.pack_names()
     packs = index.by_pack()
     dead_packs, repack = [], []
@@ -171,6 +211,7 @@ def _repack(vault: Vault, work: list[tuple[str, list[PackEntry]]]) -> list[tuple
 class PruneReport:
     kept: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # why each kept snapshot is kept
     gc: GcReport = field(default_factory=GcReport)
     dry_run: bool = False
 
@@ -178,11 +219,16 @@ class PruneReport:
         return asdict(self)
 
 
-def prune(vault: Vault, keep_last: int, dry_run: bool = False) -> PruneReport:
+def prune(vault: Vault, keep_last: int | None = None, dry_run: bool = False, retention: dict | None = None,
+          names: set[str] | None = None) -> PruneReport:
+    """Apply ``keep_last`` (or a full ``retention``) to the snapshots (of ``names`` only, when given), then
+    collect garbage."""
     snaps, _broken = vault.list_snapshots()
-    keep, remove = select_keep_last(snaps, keep_last)
-    rep = PruneReport([s.id for s in keep], [s.id for s in remove], dry_run=dry_run)
+    if names is not None:
+        snaps = [s for s in snaps if s.name in names]
+    keep, remove, why = select_retention(snaps, retention if retention is not None else {"keep_last": keep_last})
+    rep = PruneReport([s.id for s in keep], [s.id for s in remove], why, dry_run=dry_run)
     if not dry_run:
         forget(vault, remove)
-    rep.gc = collect_garbage(vault, dry_run)
+    rep.gc = collect_garbage(vault, dry_run, set(rep.removed) if dry_run else set())
     return rep
