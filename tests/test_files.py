@@ -388,3 +388,18 @@ def test_example_policies_are_valid(cli: Cli) -> None:
     assert examples
     for f in examples:
         assert "OK" in cli("policy", "check", str(f), passphrase=None).stdout
+
+
+def test_path_dropped_from_policy_leaves_the_catalog(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, _policy, _tmp = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    two = load_policy(str(write_policy(tmp_path, Path(vault.backend.location), [
+        {"name": "documents", "plugin": "files", "paths": [str(src), str(other)], "exclude": ["*.tmp"]}])))
+    run_policy(two, vault, catalog)
+    one = load_policy(str(write_policy(tmp_path, Path(vault.backend.location), [
+        {"name": "documents", "plugin": "files", "paths": [str(src)], "exclude": ["*.tmp"]}])))
+    sid = run_policy(one, vault, catalog).sources[0].snapshot
+    assert [r["path"] for r in catalog.ls(catalog.snapshot(sid), None)] == [str(src)]
+    assert catalog.find("keep.txt")[0]["last_snapshot"] != sid

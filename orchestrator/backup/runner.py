@@ -139,16 +139,19 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
         res.status = "partial"
     if catalog is not None:
         try:
-            record_in_catalog(catalog, vault, snap, captures)
+            parent_trees = {i["name"] for i in s.parent.items if i["type"] == "tree"} if s.parent else set()
+            record_in_catalog(catalog, vault, snap, captures, parent_trees)
         except Exception as e:  # the snapshot is safe in the vault; the catalog can be rebuilt from it
             res.warnings.append(f"catalog not updated ({e}); run 'dobaas catalog rebuild'")
 
 
-def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture]) -> None:  # type: ignore[no-untyped-def]
-    """Record from the capture's changes when the catalog holds the parent snapshot (no re-reading of 100,000
-    unchanged entries), else from the full listing in the vault."""
+def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture],  # type: ignore[no-untyped-def]
+                      parent_trees: set[str]) -> None:
+    """Record from the capture's changes when the catalog holds the parent snapshot and the parent had the same
+    tree items (no re-reading of 100,000 unchanged entries), else from the full listing in the vault."""
     trees = [i for i in snap.items if i["type"] == "tree"]
     delta_ok = (snap.parent is not None and catalog.latest_of_source(snap) == snap.parent
+                and parent_trees == {i["name"] for i in trees}
                 and len(captures) == len(trees) and all(c.relative_to_parent for c in captures))
     if delta_ok:
         changed = [r for c in captures for r in entry_rows(c.item, c.changed)]
