@@ -403,3 +403,25 @@ def test_path_dropped_from_policy_leaves_the_catalog(setup, tmp_path: Path) -> N
     sid = run_policy(one, vault, catalog).sources[0].snapshot
     assert [r["path"] for r in catalog.ls(catalog.snapshot(sid), None)] == [str(src)]
     assert catalog.find("keep.txt")[0]["last_snapshot"] != sid
+
+
+def test_verify_names_the_damaged_file(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, _tmp = setup
+    sid = run_policy(policy, vault, catalog).sources[0].snapshot
+    from orchestrator.vault.pack import pack_path
+    from orchestrator.vault.tree import iter_tree
+
+    item = vault.read_snapshot(sid).items[0]
+    entry = next(e for e in iter_tree(item, vault.read_chunk) if e["p"] == "data.bin")
+    cid = bytes.fromhex(entry["c"][0][0])
+    loc = vault.load_index().get(cid)
+    path = f"{vault.backend.location}/{pack_path(loc.pack)}"
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(loc.offset + 50)
+        byte = f.read(1)
+        f.seek(loc.offset + 50)
+        f.write(bytes([byte[0] ^ 1]))
+    rep = verify_vault(Vault.open(LocalBackend(vault.backend.location), PASS))
+    hits = [d for d in rep.damage if d.snapshot == sid]
+    assert [(d.item, d.path, d.offset) for d in hits] == [(str(src), "data.bin", 0)]

@@ -30,6 +30,8 @@ def verify_cmd(vault_path: str, metadata_only: bool, as_json: bool) -> int:
             where = f"snapshot {d.snapshot[:12]} ({d.name})" if d.snapshot else "vault"
             if d.item:
                 where += f" item {d.item}"
+            if d.path is not None:
+                where += f" file {d.path or '(root)'}"
             if d.offset is not None:
                 where += f" offset {d.offset} length {d.length}"
             click.echo(f"DAMAGED: {where}: {d.reason}")

@@ -13,7 +13,7 @@ from orchestrator.vault.crypto import content_hash
 from orchestrator.vault.index import Index, decode_index
 from orchestrator.vault.pack import PackEntry, pack_path
 from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import item_meta_ids, item_refs
+from orchestrator.vault.snapshot import item_meta_ids, item_refs_located
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Damage:
     offset: int | None
     length: int | None
     reason: str
+    path: str | None = None  # the file, for tree items (offset and length are then within that file)
 
 
 @dataclass
@@ -126,16 +127,17 @@ def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int],
                     if cid not in index:
                         raise IntegrityError(f"block map chunk {cid.hex()[:12]} is missing")
                 run: Damage | None = None
-                for offset, length, cid in item_refs(item, read_meta):
+                for offset, length, cid, path in item_refs_located(item, read_meta):
                     reason = bad.get(cid) or (None if cid in index else f"chunk {cid.hex()[:12]} is missing")
                     if reason is None:
                         run = None
                         continue
                     found += 1
-                    if run and run.reason == reason and run.offset + run.length == offset:  # type: ignore[operator]
+                    if (run and run.reason == reason and run.path == path
+                            and run.offset + run.length == offset):  # type: ignore[operator]
                         run.length += length  # type: ignore[operator]
                     else:
-                        run = Damage(snap.id, snap.name, item["name"], offset, length, reason)
+                        run = Damage(snap.id, snap.name, item["name"], offset, length, reason, path)
                         rep.damage.append(run)
             except IntegrityError as e:
                 found += 1
