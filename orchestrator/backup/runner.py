@@ -159,6 +159,10 @@ def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeC
         catalog.record_delta(snap, vault.backend.location, changed, deleted)
         return
     rows: list[EntryRow] = []
-    for item in trees:
-        rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
+    if len(captures) == len(trees) and not any(c.relative_to_parent for c in captures):
+        for c in captures:  # full captures: every entry is in ``changed`` already
+            rows.extend(entry_rows(c.item, c.changed))
+    else:
+        for item in trees:
+            rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
     catalog.record_snapshot(snap, vault.backend.location, rows)
