@@ -19,10 +19,6 @@ class UsageError(DobaasError):
     exit_code = 2
 
 
-class DamageFound(DobaasError):
-    exit_code = 3
-
-
 class WrongPassphrase(DobaasError):
     exit_code = 4
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.cbt.extents import blocks_touched, load_extents_file, merge_extents, parse_extents
+from orchestrator.cbt.extents import blocks_touched, load_extents_file, parse_extents
 from orchestrator.errors import BadInput
 
 pytestmark = pytest.mark.cbt
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.cbt
 def test_blocks_touched_matches_brute_force(extents: list[tuple[int, int]], bs: int) -> None:
     expected = sorted({b for off, n in extents if n for b in range(off // bs, (off + n - 1) // bs + 1)})
     assert blocks_touched(extents, bs) == expected
-
-
-@given(st.lists(st.tuples(st.integers(0, 10**5), st.integers(1, 10**4))))
-def test_merge_extents_covers_same_bytes(extents: list[tuple[int, int]]) -> None:
-    merged = merge_extents(extents)
-    covered = {b for off, n in extents for b in range(off, off + n)}
-    assert {b for off, n in merged for b in range(off, off + n)} == covered
-    assert all(merged[i][0] + merged[i][1] < merged[i + 1][0] for i in range(len(merged) - 1))
 
 
 @pytest.mark.parametrize(

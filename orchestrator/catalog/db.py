@@ -108,10 +108,6 @@ class Catalog:
                 insert(sources).values(client_id=cid, name=source, plugin=plugin)).inserted_primary_key[0]
         return sid
 
-    def has_snapshot(self, sid: str) -> bool:
-        with self.engine.connect() as conn:
-            return conn.execute(select(snapshots.c.id).where(snapshots.c.id == sid)).first() is not None
-
     def record_snapshot(self, snap: Snapshot, vault: str, rows: Iterable[EntryRow]) -> None:
         """Add a snapshot and its file entries. Snapshots of a source must be recorded oldest first."""
         client, source = snapshot_source(snap)

@@ -57,13 +57,3 @@ def blocks_touched(extents: Iterable[Extent], block_size: int) -> list[int]:
             last = end
     return out
 
-
-def merge_extents(extents: Iterable[Extent]) -> list[Extent]:
-    """Sort and coalesce overlapping or touching extents."""
-    out: list[list[int]] = []
-    for off, length in sorted(extents):
-        if out and off <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], off + length - out[-1][0])
-        else:
-            out.append([off, length])
-    return [(o, n) for o, n in out]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import asdict
 
 from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
@@ -182,6 +181,3 @@ class Vault:
         self.backend.put(f"snapshots/{sid}", sealed)
         snap.id = sid
         return len(sealed)
-
-    def new_id(self) -> str:
-        return secrets.token_hex(16)
