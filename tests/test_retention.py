@@ -13,7 +13,7 @@ from orchestrator.vault.prune import select_retention
 from orchestrator.vault.snapshot import Snapshot
 from tests.conftest import Cli
 
-pytestmark = pytest.mark.vault
+pytestmark = [pytest.mark.vault, pytest.mark.scheduler]
 
 
 @pytest.fixture(autouse=True)

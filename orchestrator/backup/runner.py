@@ -5,9 +5,11 @@ a catalog failure is a warning, and ``catalog rebuild`` repairs it)."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 from orchestrator.backup.session import BackupSession
 from orchestrator.catalog.db import Catalog, EntryRow, display_path, entry_rows
@@ -70,13 +72,15 @@ ProgressFactory = Callable[[str], Callable[[int], None] | None]
 
 
 def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: ProgressFactory | None = None,
-               only: list[str] | None = None) -> RunReport:
+               only: list[str] | None = None, trigger: str = "manual") -> RunReport:
     report = RunReport(policy.policy, policy.client, [])
+    run_id = secrets.token_hex(8)
     for cfg in policy.source_configs:
         if only and cfg.name not in only:
             continue
         res = SourceResult(cfg.name, cfg.plugin)
         report.sources.append(res)
+        started = datetime.now(UTC).isoformat()
         t0 = time.monotonic()
         try:
             _run_source(policy, vault, catalog, cfg, res, progress(cfg.name) if progress else None)
@@ -86,6 +90,15 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
                                                                                       e.filename else "")]
         res.seconds = round(time.monotonic() - t0, 3)
+        if catalog is not None:
+            try:
+                catalog.record_job(run_id=run_id, policy=policy.policy, client=policy.client, source=cfg.name,
+                                   plugin=cfg.plugin, trigger=trigger, status=res.status, started=started,
+                                   ended=datetime.now(UTC).isoformat(), snapshot_id=res.snapshot,
+                                   bytes_read=res.bytes_read, bytes_stored=res.bytes_stored, files=res.files,
+                                   warnings=res.warnings[:1000], errors=res.errors[:1000])
+            except Exception as e:  # history is best effort; the snapshot itself is safe in the vault
+                res.warnings.append(f"job history not recorded ({e})")
         level = logging.ERROR if res.status == "failed" else logging.INFO
         log.log(level, "policy %s source %s: %s %s", policy.policy, cfg.name, res.status, "; ".join(res.errors))
     return report

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, inspect, select, text, update
 
-from orchestrator.catalog.schema import clients, entries, restores, snapshots, sources
+from orchestrator.catalog.schema import clients, entries, jobs, restores, snapshots, sources
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
-HEAD = "0001"  # latest migration; the fast path skips importing alembic when the database is current
+HEAD = "0002"  # latest migration; the fast path skips importing alembic when the database is current
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
 OPEN = 2**31 - 1
 
@@ -282,6 +282,44 @@ class Catalog:
         out.sort(key=lambda x: (x["path"], x["first_time"]))
         return out
 
+    # ---- job history ----------------------------------------------------------------------------------------
+    def record_job(self, **row: object) -> None:
+        row = dict(row)
+        row["warnings"] = json.dumps(row.get("warnings", []))
+        row["errors"] = json.dumps(row.get("errors", []))
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs).values(**row))
+
+    def jobs(self, policy: str | None = None, source: str | None = None, limit: int = 100) -> list[dict]:
+        """The latest jobs, newest first."""
+        q = select(jobs).order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(limit)
+        if policy:
+            q = q.where(jobs.c.policy == policy)
+        if source:
+            q = q.where(jobs.c.source == source)
+        with self.engine.connect() as conn:
+            return [_job_dict(r) for r in conn.execute(q).mappings()]
+
+    def status(self, now: datetime | None = None) -> list[dict]:
+        """Per source: its last job, its last success and how old that success is."""
+        now = now or datetime.now(UTC)
+        with self.engine.connect() as conn:
+            keys = conn.execute(select(jobs.c.client, jobs.c.source).distinct()).all()
+            out = []
+            for client, source in sorted(keys):
+                base = select(jobs).where(and_(jobs.c.client == client, jobs.c.source == source))
+                last = conn.execute(base.order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
+                ok = conn.execute(base.where(jobs.c.status.in_(("ok", "partial")))
+                                  .order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
+                age = (now - datetime.fromisoformat(ok["ended"])).total_seconds() if ok else None
+                out.append({"client": client, "source": source, "policy": last["policy"],
+                            "last_status": last["status"], "last_run": last["started"],
+                            "last_errors": json.loads(last["errors"]), "last_warnings": json.loads(last["warnings"]),
+                            "last_success": ok["ended"] if ok else None,
+                            "last_snapshot": ok["snapshot_id"] if ok else None,
+                            "success_age_hours": round(age / 3600, 2) if age is not None else None})
+            return out
+
     def record_restore(self, snapshot_id: str, paths: list[str], target: str, overwrite: str, status: str,
                        files: int, nbytes: int, detail: dict) -> None:
         with self.engine.begin() as conn:
@@ -317,6 +355,13 @@ def _row(src: int, r: EntryRow, seq: int) -> dict:
     return {"source_id": src, "item": r.item, "path": r.path, "parent": r.parent, "name": r.name, "type": r.type,
             "size": r.size, "mtime_ns": r.mtime_ns, "mode": r.mode, "owner": r.owner, "grp": r.grp,
             "first_seq": seq, "last_seq": OPEN}
+
+
+def _job_dict(r) -> dict:  # type: ignore[no-untyped-def]
+    d = dict(r)
+    d["warnings"] = json.loads(d["warnings"])
+    d["errors"] = json.loads(d["errors"])
+    return d
 
 
 def _glob_to_like(pattern: str) -> str:

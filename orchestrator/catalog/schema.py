@@ -58,6 +58,28 @@ entries = Table(
     Index("ix_entries_live", "source_id", "last_seq"),
 )
 
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", String(32), nullable=False),  # the sources of one `dobaas run` share it
+    Column("policy", String(200), nullable=False),
+    Column("client", String(200), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("plugin", String(100), nullable=False),
+    Column("trigger", String(20), nullable=False),  # manual | schedule
+    Column("status", String(20), nullable=False),  # ok | partial | failed
+    Column("started", String(40), nullable=False),
+    Column("ended", String(40), nullable=False),
+    Column("snapshot_id", String(64), nullable=True),
+    Column("bytes_read", BigInteger, nullable=False),
+    Column("bytes_stored", BigInteger, nullable=False),
+    Column("files", Integer, nullable=False),
+    Column("warnings", Text, nullable=False),  # JSON list
+    Column("errors", Text, nullable=False),  # JSON list
+    Index("ix_jobs_source_started", "client", "source", "started"),
+    Index("ix_jobs_policy_started", "policy", "started"),
+)
+
 restores = Table(
     "restores", metadata,
     Column("id", Integer, primary_key=True),

@@ -14,6 +14,7 @@ from orchestrator.cli import (
     browse_cmd,
     catalog_cmd,
     demo_cmd,
+    jobs_cmd,
     policy_cmd,
     prune_cmd,
     restore_cmd,
@@ -40,7 +41,7 @@ def cli(verbose: int, log_file: str | None) -> None:
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, demo_cmd):
+               catalog_cmd, jobs_cmd, demo_cmd):
     module.register(cli)
 
 

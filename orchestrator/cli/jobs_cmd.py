@@ -1,0 +1,50 @@
+"""``dobaas jobs`` and ``dobaas status``: what ran, how it went, and how old each source's last success is."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import catalog_option, emit_json, human_bytes, json_option, local_time, open_catalog
+
+
+@click.command("jobs")
+@click.option("--policy", help="Only this policy.")
+@click.option("--source", help="Only this source.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@catalog_option
+@json_option
+def jobs_cmd(policy: str | None, source: str | None, limit: int, catalog_url: str | None, as_json: bool) -> None:
+    """Job history, newest first: every source of every run, with its status, figures and errors."""
+    rows = open_catalog(catalog_url).jobs(policy, source, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{local_time(r['started'])}  {r['status']:7}  {r['policy']}/{r['client']}/{r['source']:16} "
+                   f"read {human_bytes(r['bytes_read']):>10}  added {human_bytes(r['bytes_stored']):>10}  "
+                   f"{(r['snapshot_id'] or '-')[:12]}")
+        for e in r["errors"][:5]:
+            click.echo(f"    error: {e}")
+
+
+@click.command("status")
+@catalog_option
+@json_option
+def status_cmd(catalog_url: str | None, as_json: bool) -> int:
+    """Per source: the last run, the last success and its age. Exit 1 when a source's last run failed."""
+    rows = open_catalog(catalog_url).status()
+    if as_json:
+        emit_json(rows)
+    else:
+        for r in rows:
+            age = f"{r['success_age_hours']:.1f} h ago" if r["success_age_hours"] is not None else "never"
+            click.echo(f"{r['client']}/{r['source']:20} last run {r['last_status']:7} at {local_time(r['last_run'])}; "
+                       f"last success {age}")
+            for e in r["last_errors"][:3]:
+                click.echo(f"    error: {e}")
+    return 1 if any(r["last_status"] == "failed" for r in rows) else 0
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(jobs_cmd)
+    cli.add_command(status_cmd)

@@ -1,0 +1,62 @@
+"""Job history and status in the catalog, and upgrading an existing catalog through its migrations."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from orchestrator.catalog.db import Catalog
+from tests.conftest import Cli
+
+pytestmark = pytest.mark.scheduler
+
+
+def test_jobs_and_status(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    vault = tmp_path / "vault"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"policy: nightly\nclient: acme\nvault: {vault}\nsources:\n"
+                      f"  - {{name: docs, plugin: files, paths: [{src}]}}\n"
+                      f"  - {{name: gone, plugin: files, paths: [{tmp_path / 'missing'}]}}\n")
+    cli("vault", "init", str(vault), "--kdf-cost", "12")
+    for _ in range(2):
+        assert cli("run", str(policy), check=False).returncode == 1  # one source fails, the other still runs
+    jobs = json.loads(cli("jobs", "--json").stdout)
+    assert [(j["source"], j["status"]) for j in jobs] == [("gone", "failed"), ("docs", "ok")] * 2
+    assert jobs[0]["run_id"] == jobs[1]["run_id"] != jobs[2]["run_id"]
+    assert "missing" in jobs[0]["errors"][0] and jobs[1]["snapshot_id"] and jobs[1]["files"] == 1
+    assert len(json.loads(cli("jobs", "--source", "docs", "--json").stdout)) == 2
+    st = cli("status", "--json", check=False)
+    assert st.returncode == 1
+    by_source = {r["source"]: r for r in json.loads(st.stdout)}
+    assert by_source["docs"]["last_status"] == "ok" and 0 <= by_source["docs"]["success_age_hours"] < 1
+    assert by_source["gone"]["last_success"] is None and by_source["gone"]["last_status"] == "failed"
+    human = cli("status", check=False).stdout
+    assert "acme/docs" in human and "never" in human
+
+
+def test_existing_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "..", "orchestrator",
+                                                        "catalog", "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")  # a catalog written by the first release
+        conn.execute(text("insert into clients (name) values ('acme')"))
+    assert "jobs" not in inspect(engine).get_table_names()
+    cat = Catalog(url)
+    assert "jobs" in inspect(cat.engine).get_table_names()
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("select name from clients")).scalar() == "acme"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
