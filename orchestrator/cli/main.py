@@ -13,6 +13,7 @@ from orchestrator.cli import (
     backup_cmd,
     browse_cmd,
     catalog_cmd,
+    daemon_cmd,
     demo_cmd,
     jobs_cmd,
     policy_cmd,
@@ -31,17 +32,36 @@ log = logging.getLogger("dobaas")
 @click.version_option(__version__, prog_name="dobaas")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also append logs to this file.")
-def cli(verbose: int, log_file: str | None) -> None:
+@click.option("--log-json", is_flag=True, help="Logs as JSON lines (for the daemon and log collectors).")
+def cli(verbose: int, log_file: str | None, log_json: bool) -> None:
     """Do'BaaS: consistent, encrypted, deduplicated backups into a vault."""
     level = logging.WARNING - 10 * min(verbose, 2)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt: logging.Formatter = JsonLines() if log_json else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in handlers:
+        h.setFormatter(fmt)
+    logging.basicConfig(level=level, handlers=handlers)
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
+        doc = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, demo_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd):
     module.register(cli)
 
 

@@ -54,7 +54,9 @@ class Policy(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: str | None) -> str | None:
-        if v is not None and len(v.split()) != 5:
+        from croniter import croniter
+
+        if v is not None and (len(v.split()) != 5 or not croniter.is_valid(v)):
             raise ValueError("a schedule is a cron expression with 5 fields, e.g. '0 22 * * *'")
         return v
 

@@ -1,0 +1,79 @@
+"""``dobaas daemon``: run the policies of a directory on their schedules until stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from orchestrator.cli.common import catalog_option
+
+log = logging.getLogger("dobaas.daemon")
+
+
+@click.command("daemon")
+@click.option("--policies", "directory", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Directory of policy files (*.yaml).")
+@click.option("--catch-up/--no-catch-up", default=True, show_default=True,
+              help="Run once at start a policy whose scheduled run was missed while the daemon was down.")
+@click.option("--run-now", is_flag=True, help="Run every policy once at start, then follow the schedules.")
+@catalog_option
+def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str | None) -> None:
+    """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
+    in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
+    from orchestrator.backup.runner import run_policy
+    from orchestrator.catalog.db import Catalog, to_url
+    from orchestrator.cli.common import read_passphrase
+    from orchestrator.errors import UsageError
+    from orchestrator.policy.model import Policy
+    from orchestrator.scheduler.daemon import Scheduler
+    from orchestrator.vault.backend.local import open_local
+    from orchestrator.vault.prune import prune
+    from orchestrator.vault.repository import Vault
+
+    if not ("DOBAAS_PASSPHRASE" in os.environ or "DOBAAS_PASSPHRASE_FILE" in os.environ):
+        log.info("no DOBAAS_PASSPHRASE(_FILE): each policy must name passphrase_env or passphrase_file")
+
+    def catalog_for(policy: Policy) -> Catalog:
+        return Catalog(to_url(policy.catalog) if policy.catalog else (to_url(catalog_url) if catalog_url else None))
+
+    def run_one(policy: Policy, trigger: str) -> None:
+        try:
+            passphrase = policy.passphrase() or read_passphrase()
+        except UsageError:
+            raise UsageError(f"policy {policy.policy}: no passphrase (passphrase_env/_file or "
+                             "DOBAAS_PASSPHRASE)") from None
+        vault = Vault.open(open_local(policy.vault), passphrase)
+        catalog = catalog_for(policy)
+        report = run_policy(policy, vault, catalog, None, None, trigger)
+        for s in report.sources:
+            log.log(logging.ERROR if s.status == "failed" else logging.INFO,
+                    "policy %s source %s: %s, snapshot %s, read %d bytes, stored %d bytes, %d error(s)",
+                    policy.policy, s.source, s.status, s.snapshot, s.bytes_read, s.bytes_stored, len(s.errors))
+        rules = policy.retention.model_dump(exclude_none=True)
+        if rules and all(s.status != "failed" for s in report.sources):
+            names = {f"{policy.client}/{c.name}" for c in policy.source_configs}
+            rep = prune(vault, None, False, rules, names)
+            if rep.removed:
+                catalog.forget_missing(set(vault.snapshot_ids()))
+            log.info("policy %s retention: kept %d, removed %d, space reclaim %s", policy.policy, len(rep.kept),
+                     len(rep.removed), "done" if rep.gc.ran else f"deferred ({rep.gc.deferred_reason})")
+
+    def last_run(policy_name: str):  # type: ignore[no-untyped-def]
+        from datetime import datetime
+
+        try:
+            jobs = Catalog(to_url(catalog_url) if catalog_url else None).jobs(policy=policy_name, limit=1)
+        except Exception:
+            return None
+        return datetime.fromisoformat(jobs[0]["started"]) if jobs else None
+
+    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now)
+    sched.install_signals()
+    log.info("daemon started on %s", os.path.abspath(directory))
+    sched.serve()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(daemon_cmd)

@@ -1,0 +1,1 @@
+"""The scheduler daemon: policies run on their cron schedules, for years, without anyone typing a command."""
