@@ -43,6 +43,7 @@ class SourceResult:
     consistency: str = ""
     bytes_read: int = 0
     bytes_stored: int = 0
+    bytes_new: int = 0  # plaintext bytes of chunks the vault did not have: the change volume
     files: int = 0
     files_read: int = 0
     files_unchanged: int = 0
@@ -146,6 +147,7 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
                     "checkpoint": cap.checkpoint, "consistency": cap.consistency, **cap.meta}
             snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
         res.bytes_stored = s.writer.stats.bytes_written
+        res.bytes_new = s.writer.stats.raw_bytes_new
     res.snapshot = snap.id
     res.mode = "incremental" if snap.parent else "full"
     if res.errors:

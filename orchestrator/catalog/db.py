@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, inspect, select, text, update
 
-from orchestrator.catalog.schema import clients, entries, jobs, restores, snapshots, sources
+from orchestrator.catalog.schema import alert_state, clients, entries, jobs, restores, snapshots, sources
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
-HEAD = "0002"  # latest migration; the fast path skips importing alembic when the database is current
+HEAD = "0003"  # latest migration; the fast path skips importing alembic when the database is current
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
 OPEN = 2**31 - 1
 
@@ -312,13 +312,36 @@ class Catalog:
                 ok = conn.execute(base.where(jobs.c.status.in_(("ok", "partial")))
                                   .order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
                 age = (now - datetime.fromisoformat(ok["ended"])).total_seconds() if ok else None
+                first = conn.execute(select(func.min(jobs.c.started)).where(
+                    and_(jobs.c.client == client, jobs.c.source == source))).scalar()
                 out.append({"client": client, "source": source, "policy": last["policy"],
-                            "last_status": last["status"], "last_run": last["started"],
+                            "last_status": last["status"], "last_run": last["started"], "first_run": first,
                             "last_errors": json.loads(last["errors"]), "last_warnings": json.loads(last["warnings"]),
                             "last_success": ok["ended"] if ok else None,
                             "last_snapshot": ok["snapshot_id"] if ok else None,
                             "success_age_hours": round(age / 3600, 2) if age is not None else None})
             return out
+
+    # ---- alert deduplication ----------------------------------------------------------------------------------
+    def alert_transition(self, key: str, active: bool, message: str) -> bool:
+        """Record a condition's state; True when it has just become active (the one moment to send)."""
+        now = datetime.now(UTC).isoformat()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(alert_state.c.active).where(alert_state.c.key == key)).first()
+            if row is None:
+                if active:
+                    conn.execute(insert(alert_state).values(key=key, active=True, since=now, message=message))
+                return active
+            if bool(row[0]) == active:
+                return False
+            conn.execute(update(alert_state).where(alert_state.c.key == key)
+                         .values(active=active, since=now, message=message))
+            return active
+
+    def first_snapshot_size(self, client: str, source: str) -> int | None:
+        """The saved volume of a source's first recorded snapshot (the contract's reference for change rates)."""
+        snaps = self.snapshots(source=source, client=client)
+        return sum(i.get("size") or 0 for i in snaps[0]["items"]) if snaps else None
 
     def record_restore(self, snapshot_id: str, paths: list[str], target: str, overwrite: str, status: str,
                        files: int, nbytes: int, detail: dict) -> None:

@@ -4,7 +4,19 @@ a row says "this path had these attributes from snapshot ``first_seq`` to ``last
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -78,6 +90,14 @@ jobs = Table(
     Column("errors", Text, nullable=False),  # JSON list
     Index("ix_jobs_source_started", "client", "source", "started"),
     Index("ix_jobs_policy_started", "policy", "started"),
+)
+
+alert_state = Table(
+    "alert_state", metadata,
+    Column("key", String(400), primary_key=True),  # e.g. acme/documents/failed
+    Column("active", Boolean, nullable=False),
+    Column("since", String(40), nullable=False),
+    Column("message", Text, nullable=False),
 )
 
 restores = Table(

@@ -6,7 +6,6 @@ import contextlib
 import getpass
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from orchestrator.errors import BadInput, UsageError
+from orchestrator.units import parse_size  # noqa: F401  (re-exported for the commands)
 from orchestrator.vault.backend.local import open_local
 from orchestrator.vault.repository import Vault
 
@@ -85,20 +85,6 @@ def emit_json(obj: Any) -> None:
         click.echo(json.dumps(obj, indent=2, default=str))
     else:
         click.echo(json.dumps(obj, default=str, separators=(",", ":")))
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*(?:/s)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
-def parse_size(text: str, what: str) -> int:
-    """'64KiB', '20MiB/s', '1.5G', '4096' -> bytes."""
-    m = _SIZE.match(text)
-    unit = (m.group(2) or "").lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise BadInput(f"{what}: cannot read size {text!r} (examples: 4096, 64KiB, 20MiB/s)")
-    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def human_bytes(n: float) -> str:

@@ -22,6 +22,7 @@ log = logging.getLogger("dobaas.daemon")
 def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str | None) -> None:
     """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
     in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
+    from orchestrator.alerts.notify import after_run, deliver, stale
     from orchestrator.backup.runner import run_policy
     from orchestrator.catalog.db import Catalog, to_url
     from orchestrator.cli.common import read_passphrase
@@ -47,6 +48,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
         vault = Vault.open(open_local(policy.vault), passphrase)
         catalog = catalog_for(policy)
         report = run_policy(policy, vault, catalog, None, None, trigger)
+        deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values())))
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,
                     "policy %s source %s: %s, snapshot %s, read %d bytes, stored %d bytes, %d error(s)",
@@ -69,7 +71,15 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
             return None
         return datetime.fromisoformat(jobs[0]["started"]) if jobs else None
 
-    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now)
+    def tick(policies: list[Policy]) -> None:
+        for p in policies:
+            try:
+                catalog = catalog_for(p)
+                deliver(p, catalog, stale(p, catalog))
+            except Exception as e:
+                log.error("alert check for policy %s failed: %s", p.policy, e)
+
+    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now, on_tick=tick)
     sched.install_signals()
     log.info("daemon started on %s", os.path.abspath(directory))
     sched.serve()

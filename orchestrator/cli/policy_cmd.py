@@ -70,6 +70,10 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
+    from orchestrator.alerts.notify import after_run, deliver, stale
+
+    deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values()))
+            + stale(policy, catalog))
     if as_json:
         emit_json(report.to_json())
         return report.exit_code

@@ -27,6 +27,25 @@ class Retention(BaseModel):
     keep_yearly: int | None = Field(default=None, ge=0)
 
 
+class EmailAlerts(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    to: list[str] = Field(min_length=1)
+    sender: str = Field(alias="from")
+    smtp: str = "localhost:25"  # host:port
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+class Alerts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    webhook: str | None = None  # JSON POST
+    email: EmailAlerts | None = None
+    no_success_hours: float | None = Field(default=None, gt=0)
+    change_rate_limit: float = Field(default=0.002, gt=0)  # of the initially saved volume, per run (daily)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(pattern=NAME)
@@ -37,6 +56,8 @@ class Policy(BaseModel):
     passphrase_env: str | None = None
     passphrase_file: str | None = None
     catalog: str | None = None
+    alerts: Alerts | None = None
+    quota: str | None = None  # the subscribed volume, e.g. 500GiB
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     # filled after validation: the plugin-specific model of each source
@@ -50,6 +71,18 @@ class Policy(BaseModel):
             raise ValueError("only local vault paths are supported so far (sftp:// and s3:// come with the "
                              "remote vault backends)")
         return v.removeprefix("file://")
+
+    @field_validator("quota")
+    @classmethod
+    def _quota(cls, v: str | None) -> str | None:
+        if v is not None:
+            from orchestrator.units import parse_size
+
+            try:
+                parse_size(v, "quota")
+            except Exception as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("schedule")
     @classmethod

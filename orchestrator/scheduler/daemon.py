@@ -28,6 +28,7 @@ from orchestrator.scheduler.clock import Clock, RealClock
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Policy, str], object]
+CHECK_EVERY = 3600.0  # the daemon wakes at least hourly for its periodic checks
 LastRun = Callable[[str], datetime | None]
 
 
@@ -50,6 +51,8 @@ class Scheduler:
     last_run: LastRun = lambda _name: None
     catch_up: bool = True
     run_now: bool = False
+    #: called once per loop with the loaded policies (the daemon's periodic checks: sources without success)
+    on_tick: Callable[[list[Policy]], None] | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
@@ -108,11 +111,13 @@ class Scheduler:
                 entry.next_run = croniter(entry.policy.schedule, self.clock.now()).get_next(datetime)
         if self.stopping:
             return False
+        if self.on_tick:
+            self.on_tick([e.policy for e in self.entries.values()])
+        wait = CHECK_EVERY
         if self.entries:
             until = min(e.next_run for e in self.entries.values())
-            self.clock.wait((until - self.clock.now()).total_seconds(), self.wake)
-        else:
-            self.clock.wait(3600, self.wake)
+            wait = min(wait, (until - self.clock.now()).total_seconds())
+        self.clock.wait(wait, self.wake)
         self.wake.clear()
         return not self.stopping
 
