@@ -43,8 +43,8 @@ def test_schedules_over_three_days(tmp_path: Path) -> None:
     start = datetime(2026, 11, 26, 12, 0).astimezone()
     clock = FakeClock(start)
     ran: list[tuple[str, str]] = []
-    s = Scheduler(str(tmp_path), lambda p, trig: ran.append((p.policy, f"{clock.now():%d %H:%M}")), clock=clock,
-                  catch_up=False)
+    s = Scheduler(str(tmp_path), lambda p, trig, only: ran.append((p.policy, f"{clock.now():%d %H:%M}")),
+                  clock=clock, catch_up=False)
     s.load(first=True)
     assert sorted(s.entries) == ["nightly", "sixhourly"]
     while clock.now() < start + timedelta(days=3):
@@ -60,7 +60,7 @@ def test_catch_up_and_reload(tmp_path: Path) -> None:
     for catch_up, expected in ((True, ["26 12:00"]), (False, [])):
         clock = FakeClock(now)
         ran: list[str] = []
-        s = Scheduler(str(tmp_path), lambda p, t: ran.append(f"{clock.now():%d %H:%M}"), clock=clock,  # noqa: B023
+        s = Scheduler(str(tmp_path), lambda p, t, o: ran.append(f"{clock.now():%d %H:%M}"), clock=clock,  # noqa: B023
                       last_run=lambda _n: now - timedelta(days=2), catch_up=catch_up)
         s.load(first=True)
         s.step()
@@ -129,3 +129,25 @@ def test_daemon_runs_policies_and_stops_cleanly_mid_run(tmp_path: Path, cli: Cli
     res = json.loads(cli("run", str(pol / "c-big.yaml"), "--json").stdout)["sources"][0]
     assert res["status"] == "ok"
     assert res["bytes_stored"] < 390 * 2**20  # the next run reuses what the aborted one stored
+
+
+def test_failed_sources_are_retried_with_backoff(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    p = policy_file(tmp_path, "nightly", "0 22 * * *", ["/x"])
+    p.write_text(p.read_text().replace("sources:", "retry: {attempts: 2, delay_minutes: 10}\nsources:"))
+    start = datetime(2026, 11, 26, 21, 0).astimezone()
+    clock = FakeClock(start)
+    calls: list[tuple[str, str, object]] = []
+
+    def runner(pol, trigger, only):  # type: ignore[no-untyped-def]
+        calls.append((f"{clock.now():%d %H:%M}", trigger, only))
+        failing = len(calls) <= 3  # the first run and both retries fail; the next night succeeds
+        return SimpleNamespace(sources=[SimpleNamespace(source="nightly-src", status="failed" if failing else "ok")])
+
+    s = Scheduler(str(tmp_path), runner, clock=clock, catch_up=False)
+    s.load(first=True)
+    while clock.now() < start + timedelta(days=1, hours=2):
+        s.step()
+    assert calls == [("26 22:00", "schedule", None), ("26 22:10", "retry", ["nightly-src"]),
+                     ("26 22:40", "retry", ["nightly-src"]), ("27 22:00", "schedule", None)]

@@ -39,7 +39,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
     def catalog_for(policy: Policy) -> Catalog:
         return Catalog(to_url(policy.catalog) if policy.catalog else (to_url(catalog_url) if catalog_url else None))
 
-    def run_one(policy: Policy, trigger: str) -> None:
+    def run_one(policy: Policy, trigger: str, only: list[str] | None):  # type: ignore[no-untyped-def]
         try:
             passphrase = policy.passphrase() or read_passphrase()
         except UsageError:
@@ -47,7 +47,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
                              "DOBAAS_PASSPHRASE)") from None
         vault = Vault.open(open_local(policy.vault), passphrase)
         catalog = catalog_for(policy)
-        report = run_policy(policy, vault, catalog, None, None, trigger)
+        report = run_policy(policy, vault, catalog, None, only, trigger)
         deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values())))
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,
@@ -61,6 +61,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
                 catalog.forget_missing(set(vault.snapshot_ids()))
             log.info("policy %s retention: kept %d, removed %d, space reclaim %s", policy.policy, len(rep.kept),
                      len(rep.removed), "done" if rep.gc.ran else f"deferred ({rep.gc.deferred_reason})")
+        return report
 
     def last_run(policy_name: str):  # type: ignore[no-untyped-def]
         from datetime import datetime

@@ -46,6 +46,12 @@ class Alerts(BaseModel):
     change_rate_limit: float = Field(default=0.002, gt=0)  # of the initially saved volume, per run (daily)
 
 
+class Retry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(default=3, ge=0, le=20)
+    delay_minutes: float = Field(default=5, gt=0)  # first delay; each next one is three times longer
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(pattern=NAME)
@@ -57,6 +63,7 @@ class Policy(BaseModel):
     passphrase_file: str | None = None
     catalog: str | None = None
     alerts: Alerts | None = None
+    retry: Retry = Retry()
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     sources: list[dict[str, Any]] = Field(min_length=1)
 

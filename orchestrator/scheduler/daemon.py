@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from croniter import croniter
 
@@ -27,7 +27,7 @@ from orchestrator.scheduler.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[Policy, str], object]
+Runner = Callable[[Policy, str, list[str] | None], object]
 CHECK_EVERY = 3600.0  # the daemon wakes at least hourly for its periodic checks
 LastRun = Callable[[str], datetime | None]
 
@@ -41,6 +41,12 @@ class StopRequested(BaseException):
 class Entry:
     policy: Policy
     next_run: datetime
+    retry_at: datetime | None = None  # a retry of the sources that failed, with backoff
+    retry_sources: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+    def due(self) -> datetime:
+        return min(self.next_run, self.retry_at) if self.retry_at else self.next_run
 
 
 @dataclass
@@ -99,27 +105,50 @@ class Scheduler:
             self.reload_requested = False
             self.load()
         now = self.clock.now()
-        for name, entry in sorted(self.entries.items(), key=lambda kv: kv[1].next_run):
+        for name, entry in sorted(self.entries.items(), key=lambda kv: kv[1].due()):
             if self.stopping:
                 return False
             if entry.next_run <= now:
                 log.info("running policy %s (due %s)", name, entry.next_run)
-                try:
-                    self.runner(entry.policy, "schedule")
-                except DobaasError as e:
-                    log.error("policy %s failed: %s", name, e)
+                entry.attempts, entry.retry_at, entry.retry_sources = 0, None, []
+                self._run(entry, "schedule", None)
                 entry.next_run = croniter(entry.policy.schedule, self.clock.now()).get_next(datetime)
+            elif entry.retry_at is not None and entry.retry_at <= now:
+                log.info("retrying policy %s sources %s (attempt %d)", name, ", ".join(entry.retry_sources),
+                         entry.attempts)
+                self._run(entry, "retry", entry.retry_sources)
         if self.stopping:
             return False
         if self.on_tick:
             self.on_tick([e.policy for e in self.entries.values()])
         wait = CHECK_EVERY
         if self.entries:
-            until = min(e.next_run for e in self.entries.values())
+            until = min(e.due() for e in self.entries.values())
             wait = min(wait, (until - self.clock.now()).total_seconds())
         self.clock.wait(wait, self.wake)
         self.wake.clear()
         return not self.stopping
+
+    def _run(self, entry: Entry, trigger: str, only: list[str] | None) -> None:
+        failed: list[str] = []
+        try:
+            report = self.runner(entry.policy, trigger, only)
+            failed = [s.source for s in getattr(report, "sources", []) if s.status == "failed"]
+        except DobaasError as e:  # the whole policy could not run (vault missing, passphrase…)
+            log.error("policy %s failed: %s", entry.policy.policy, e)
+            failed = only or [c.name for c in entry.policy.source_configs]
+        retry = entry.policy.retry
+        if failed and entry.attempts < retry.attempts:
+            delay = retry.delay_minutes * 60 * 3**entry.attempts
+            entry.attempts += 1
+            entry.retry_at = self.clock.now() + timedelta(seconds=delay)
+            entry.retry_sources = failed
+            log.info("policy %s: %s will be retried at %s", entry.policy.policy, ", ".join(failed), entry.retry_at)
+        else:
+            if failed:
+                log.error("policy %s: %s still failing after %d retries", entry.policy.policy, ", ".join(failed),
+                          entry.attempts)
+            entry.retry_at, entry.retry_sources = None, []
 
     def install_signals(self) -> None:
         def on_term(_sig: int, _frame: object) -> None:
