@@ -43,3 +43,8 @@ class IntegrityError(DobaasError):
     """Stored data failed authentication or its hash: the vault holds damaged bytes."""
 
     exit_code = 3
+
+
+class WindowClosed(BaseException):
+    """The backup window ended: the run in progress stops at once (BaseException, so no source's error
+    handling swallows it); nothing partial is published and the next run resumes."""

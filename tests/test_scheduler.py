@@ -151,3 +151,71 @@ def test_failed_sources_are_retried_with_backoff(tmp_path: Path) -> None:
         s.step()
     assert calls == [("26 22:00", "schedule", None), ("26 22:10", "retry", ["nightly-src"]),
                      ("26 22:40", "retry", ["nightly-src"]), ("27 22:00", "schedule", None)]
+
+
+def test_window_arithmetic() -> None:
+    from orchestrator.scheduler.window import parse_window, window_state
+
+    at = lambda h, m: datetime(2026, 11, 26, h, m).astimezone()  # noqa: E731
+    assert window_state("22:00-06:00", at(23, 0))[:2] == (True, at(6, 0) + timedelta(days=1))
+    assert window_state("22:00-06:00", at(3, 0))[:2] == (True, at(6, 0))
+    inside, _end, nxt = window_state("22:00-06:00", at(12, 0))
+    assert not inside and nxt == at(22, 0)
+    assert window_state("01:00-02:00", at(3, 0))[2] == at(1, 0) + timedelta(days=1)
+    for bad in ("22-06", "25:00-01:00", "10:00-10:00"):
+        with pytest.raises(ValueError):
+            parse_window(bad)
+
+
+def test_run_outside_its_window_waits_for_it(tmp_path: Path) -> None:
+    p = policy_file(tmp_path, "nightly", "0 12 * * *", ["/x"])
+    p.write_text(p.read_text().replace("sources:", "window: '22:00-23:00'\nsources:"))
+    start = datetime(2026, 11, 26, 11, 0).astimezone()
+    clock = FakeClock(start)
+    ran: list[str] = []
+    s = Scheduler(str(tmp_path), lambda pol, t, o: ran.append(f"{clock.now():%d %H:%M}"), clock=clock,
+                  catch_up=False)
+    s.load(first=True)
+    while clock.now() < start + timedelta(hours=12):
+        s.step()
+    assert ran == ["26 22:00"]  # due at noon, outside 22:00-23:00: run when the window opens
+
+
+def test_window_end_stops_a_run_cleanly(tmp_path: Path, cli: Cli) -> None:
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    big = tmp_path / "many"  # 20,000 small files take several seconds: longer than the window
+    for d in range(20):
+        (big / f"d{d:02d}").mkdir(parents=True)
+        for i in range(1000):
+            (big / f"d{d:02d}" / f"f{i:04d}").write_bytes(os.urandom(2048))
+    vault = tmp_path / "v"
+    cli("vault", "init", str(vault), "--kdf-cost", "12", "--pack-size", "1MiB")
+    now = datetime.now().astimezone()
+    window = f"{now - timedelta(minutes=5):%H:%M:%S}-{now + timedelta(seconds=3):%H:%M:%S}"
+    p = policy_file(pol, "big", "0 3 * * *", [str(big)], str(vault))
+    p.write_text(p.read_text().replace("sources:", f"window: '{window}'\nsources:"))
+    env = {**os.environ, "DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": str(tmp_path / "cat.db")}
+    d = subprocess.Popen([DOBAAS, "--log-json", "-v", "daemon", "--policies", str(pol), "--run-now"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    def jobs() -> list[dict]:
+        r = subprocess.run([DOBAAS, "jobs", "--json"], env=env, capture_output=True, text=True)
+        return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else []
+
+    try:
+        deadline = time.monotonic() + 90
+        while not jobs() and time.monotonic() < deadline and d.poll() is None:
+            time.sleep(0.2)
+        running = d.poll() is None  # the daemon keeps running: only the run stopped
+    finally:
+        d.send_signal(signal.SIGTERM)
+        _out, err = d.communicate(timeout=60)
+    assert running and jobs(), err[-3000:]
+    job = jobs()[0]
+    assert job["status"] == "interrupted" and "window closed" in job["errors"][0], (job, err[-2000:])
+    assert json.loads(cli("snapshots", "--vault", str(vault), "--json").stdout) == []
+    assert json.loads(cli("verify", "--vault", str(vault), "--json").stdout)["ok"]
+    res = json.loads(cli("run", str(p), "--json").stdout)["sources"][0]  # `run` ignores windows
+    assert res["status"] == "ok" and res["files"] == 20000
+    assert res["bytes_stored"] < 0.9 * 20000 * 2048  # what the stopped run stored is reused

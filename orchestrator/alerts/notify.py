@@ -40,7 +40,9 @@ def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> li
         base = f"{policy.client}/{s.source}"
         out.append(Condition(f"{base}/failed", s.status == "failed",
                              f"backup of {base} FAILED: {'; '.join(s.errors[:3])}"))
-        if s.status != "failed":
+        out.append(Condition(f"{base}/interrupted", s.status == "interrupted",
+                             f"backup of {base} did not finish inside its window: {'; '.join(s.errors[:1])}"))
+        if s.status in ("ok", "partial"):
             problems = s.errors + s.warnings
             out.append(Condition(f"{base}/warnings", bool(problems),
                                  f"backup of {base} saved with {len(s.errors)} error(s) and {len(s.warnings)} "

@@ -19,7 +19,7 @@ from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.cbt.listing_cache import default_dir as listing_cache_dir
 from orchestrator.cbt.stream import capture_stream
 from orchestrator.cbt.tree import TreeCapture, capture_tree
-from orchestrator.errors import DobaasError
+from orchestrator.errors import DobaasError, WindowClosed
 from orchestrator.plugin import registry
 from orchestrator.plugin.streams import ByteStream, ImageStream, TreeStream
 from orchestrator.policy.model import Policy
@@ -37,7 +37,7 @@ EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 9
 class SourceResult:
     source: str
     plugin: str
-    status: str = "ok"  # ok | partial | failed
+    status: str = "ok"  # ok | partial | failed | interrupted (backup window closed)
     snapshot: str | None = None
     mode: str = ""
     consistency: str = ""
@@ -60,7 +60,7 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        if any(s.status == "failed" for s in self.sources):
+        if any(s.status in ("failed", "interrupted") for s in self.sources):
             return EXIT_FAILED
         return EXIT_PARTIAL if any(s.status == "partial" for s in self.sources) else EXIT_OK
 
@@ -83,8 +83,11 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         report.sources.append(res)
         started = datetime.now(UTC).isoformat()
         t0 = time.monotonic()
+        closed = None
         try:
             _run_source(policy, vault, catalog, cfg, res, progress(cfg.name) if progress else None)
+        except WindowClosed as e:
+            res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], e
         except DobaasError as e:
             res.status, res.errors = "failed", [*res.errors, str(e)]
         except OSError as e:
@@ -102,6 +105,8 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
                 res.warnings.append(f"job history not recorded ({e})")
         level = logging.ERROR if res.status == "failed" else logging.INFO
         log.log(level, "policy %s source %s: %s %s", policy.policy, cfg.name, res.status, "; ".join(res.errors))
+        if closed is not None:
+            break  # the window is over: the remaining sources wait for the next one
     return report
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 
 import click
 
@@ -29,6 +30,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
     from orchestrator.errors import UsageError
     from orchestrator.policy.model import Policy
     from orchestrator.scheduler.daemon import Scheduler
+    from orchestrator.scheduler.window import deadline, window_state
     from orchestrator.vault.backend.local import open_local
     from orchestrator.vault.prune import prune
     from orchestrator.vault.repository import Vault
@@ -47,7 +49,14 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
                              "DOBAAS_PASSPHRASE)") from None
         vault = Vault.open(open_local(policy.vault), passphrase)
         catalog = catalog_for(policy)
-        report = run_policy(policy, vault, catalog, None, only, trigger)
+        end = None
+        if policy.window:
+            inside, end, _next = window_state(policy.window, datetime.now().astimezone())
+            if not inside:
+                log.info("policy %s: outside its window %s, not run now", policy.policy, policy.window)
+                return None
+        with deadline(end, datetime.now().astimezone()):
+            report = run_policy(policy, vault, catalog, None, only, trigger)
         deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values())))
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,

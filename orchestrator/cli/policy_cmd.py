@@ -78,7 +78,7 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
         emit_json(report.to_json())
         return report.exit_code
     for s in report.sources:
-        mark = {"ok": "OK     ", "partial": "PARTIAL", "failed": "FAILED "}[s.status]
+        mark = {"ok": "OK     ", "partial": "PARTIAL", "failed": "FAILED ", "interrupted": "STOPPED"}[s.status]
         line = f"{mark} {s.source:20} "
         if s.snapshot:
             line += (f"snapshot {s.snapshot[:12]} ({s.mode}, {s.consistency}), read {human_bytes(s.bytes_read)}, "

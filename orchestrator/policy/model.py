@@ -64,6 +64,7 @@ class Policy(BaseModel):
     catalog: str | None = None
     alerts: Alerts | None = None
     retry: Retry = Retry()
+    window: str | None = None  # 'HH:MM-HH:MM', local time: runs start inside it and stop at its end
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     sources: list[dict[str, Any]] = Field(min_length=1)
 
@@ -78,6 +79,15 @@ class Policy(BaseModel):
             raise ValueError("only local vault paths are supported so far (sftp:// and s3:// come with the "
                              "remote vault backends)")
         return v.removeprefix("file://")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            from orchestrator.scheduler.window import parse_window
+
+            parse_window(v)
+        return v
 
     @field_validator("quota")
     @classmethod

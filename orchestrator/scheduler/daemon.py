@@ -24,6 +24,7 @@ from croniter import croniter
 from orchestrator.errors import DobaasError
 from orchestrator.policy.model import Policy, load_policy
 from orchestrator.scheduler.clock import Clock, RealClock
+from orchestrator.scheduler.window import window_state
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,13 @@ class Scheduler:
         for name, entry in sorted(self.entries.items(), key=lambda kv: kv[1].due()):
             if self.stopping:
                 return False
+            if entry.next_run <= now and entry.policy.window:
+                inside, _end, next_start = window_state(entry.policy.window, now)
+                if not inside:
+                    log.info("policy %s is due but outside its window %s: waiting until %s", name,
+                             entry.policy.window, next_start)
+                    entry.next_run = next_start
+                    continue
             if entry.next_run <= now:
                 log.info("running policy %s (due %s)", name, entry.next_run)
                 entry.attempts, entry.retry_at, entry.retry_sources = 0, None, []
