@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 APT := .ci/apt-install
 # Debian packages: building the venv, and what the test suite runs against (util-linux: mount for the disk-full test)
 BASE_PKGS := python3 python3-venv python3-dev gcc make util-linux
-TEST_PKGS := $(BASE_PKGS) samba acl
+TEST_PKGS := $(BASE_PKGS) samba acl postgresql
 BENCH_PKGS := $(BASE_PKGS) restic
 
 .PHONY: install compile demo test lint bench clean
