@@ -25,6 +25,18 @@ DOBAAS = str(Path(sys.executable).with_name("dobaas"))
 
 
 @pytest.fixture
+def utc_local(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Local time is UTC for this test (retention buckets and schedules are local-time days and hours)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
 def vault_path(tmp_path: Path) -> Path:
     return tmp_path / "vault"
 

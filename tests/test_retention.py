@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,16 +12,7 @@ from orchestrator.vault.prune import select_retention
 from orchestrator.vault.snapshot import Snapshot
 from tests.conftest import Cli
 
-pytestmark = [pytest.mark.vault, pytest.mark.scheduler]
-
-
-@pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "UTC")  # buckets are local-time days and months
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = [pytest.mark.vault, pytest.mark.scheduler, pytest.mark.usefixtures("utc_local")]
 
 
 def daily(name: str, first: str, last: str) -> list[Snapshot]:

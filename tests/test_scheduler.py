@@ -17,16 +17,7 @@ from orchestrator.scheduler.clock import FakeClock
 from orchestrator.scheduler.daemon import Scheduler
 from tests.conftest import DOBAAS, PASS, Cli
 
-pytestmark = pytest.mark.scheduler
-
-
-@pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = [pytest.mark.scheduler, pytest.mark.usefixtures("utc_local")]
 
 
 def policy_file(d: Path, name: str, schedule: str, paths: list[str], vault: str = "/tmp/unused") -> Path:

@@ -62,6 +62,12 @@ def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> li
     return out
 
 
+def notify_after_run(policy: Policy, report, catalog: Catalog, vault) -> list[str]:  # type: ignore[no-untyped-def]
+    """Everything to check after a run of ``policy``; the vault's stored volume is listed only for a quota."""
+    stored = sum(vault.pack_names().values()) if policy.quota else 0
+    return deliver(policy, catalog, after_run(policy, report, catalog, stored) + stale(policy, catalog))
+
+
 def stale(policy: Policy, catalog: Catalog, now: datetime | None = None) -> list[Condition]:
     if not policy.alerts or not policy.alerts.no_success_hours:
         return []

@@ -194,9 +194,7 @@ class Catalog:
 
     # ---- queries --------------------------------------------------------------------------------------------
     def snapshots(self, source: str | None = None, client: str | None = None) -> list[dict]:
-        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
-             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
-             .order_by(snapshots.c.time, snapshots.c.id))
+        q = _snapshot_query().order_by(snapshots.c.time, snapshots.c.id)
         if source:
             q = q.where(sources.c.name == source)
         if client:
@@ -206,9 +204,7 @@ class Catalog:
 
     def snapshot(self, prefix: str) -> dict:
         prefix = prefix.strip().lower()
-        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
-             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
-             .where(snapshots.c.id.like(prefix.replace("%", "") + "%")).limit(2))
+        q = _snapshot_query().where(snapshots.c.id.like(prefix.replace("%", "") + "%")).limit(2)
         with self.engine.connect() as conn:
             rows = list(conn.execute(q).mappings())
         if not rows:
@@ -220,9 +216,7 @@ class Catalog:
     def snapshot_at(self, source: str, when: datetime) -> dict:
         """The latest snapshot of ``source`` taken at or before ``when``."""
         at = when.astimezone(UTC).isoformat()
-        q = (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
-             .join(sources, sources.c.id == snapshots.c.source_id).join(clients, clients.c.id == sources.c.client_id)
-             .where(and_(sources.c.name == source, snapshots.c.time <= at))
+        q = (_snapshot_query().where(and_(sources.c.name == source, snapshots.c.time <= at))
              .order_by(snapshots.c.time.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
@@ -365,6 +359,13 @@ def snapshot_source(snap: Snapshot) -> tuple[str, str]:
 
 def _utc(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).isoformat()
+
+
+def _snapshot_query():  # type: ignore[no-untyped-def]
+    """Snapshots with the names of their source and client: what every snapshot lookup returns."""
+    return (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
+            .join(sources, sources.c.id == snapshots.c.source_id)
+            .join(clients, clients.c.id == sources.c.client_id))
 
 
 def _snap_dict(r) -> dict:  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ log = logging.getLogger("dobaas.daemon")
 def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str | None) -> None:
     """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
     in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
-    from orchestrator.alerts.notify import after_run, deliver, stale
+    from orchestrator.alerts.notify import deliver, notify_after_run, stale
     from orchestrator.backup.runner import run_policy
     from orchestrator.catalog.db import Catalog, to_url
     from orchestrator.cli.common import read_passphrase
@@ -57,7 +57,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
                 return None
         with deadline(end, datetime.now().astimezone()):
             report = run_policy(policy, vault, catalog, None, only, trigger)
-        deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values())))
+        notify_after_run(policy, report, catalog, vault)
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,
                     "policy %s source %s: %s, snapshot %s, read %d bytes, stored %d bytes, %d error(s)",

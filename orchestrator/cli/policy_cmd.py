@@ -70,10 +70,9 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
-    from orchestrator.alerts.notify import after_run, deliver, stale
+    from orchestrator.alerts.notify import notify_after_run
 
-    deliver(policy, catalog, after_run(policy, report, catalog, sum(vault.pack_names().values()))
-            + stale(policy, catalog))
+    notify_after_run(policy, report, catalog, vault)
     if as_json:
         emit_json(report.to_json())
         return report.exit_code
