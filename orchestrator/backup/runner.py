@@ -4,6 +4,7 @@ a catalog failure is a warning, and ``catalog rebuild`` repairs it)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -21,6 +22,7 @@ from orchestrator.cbt.stream import capture_stream
 from orchestrator.cbt.tree import TreeCapture, capture_tree
 from orchestrator.errors import DobaasError, WindowClosed
 from orchestrator.plugin import registry
+from orchestrator.plugin.base import CaptureContext
 from orchestrator.plugin.streams import ByteStream, ImageStream, TreeStream
 from orchestrator.policy.model import Policy
 from orchestrator.vault.repository import Vault
@@ -77,48 +79,76 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     report = RunReport(policy.policy, policy.client, [])
     run_id = secrets.token_hex(8)
     for cfg in policy.source_configs:
-        if only and cfg.name not in only:
+        if only and cfg.name not in only and not any(o.startswith(cfg.name + "/") for o in only):
             continue
-        res = SourceResult(cfg.name, cfg.plugin)
-        report.sources.append(res)
-        started = datetime.now(UTC).isoformat()
-        t0 = time.monotonic()
-        closed = None
         try:
-            _run_source(policy, vault, catalog, cfg, res, progress(cfg.name) if progress else None)
-        except WindowClosed as e:
-            res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], e
-        except DobaasError as e:
-            res.status, res.errors = "failed", [*res.errors, str(e)]
-        except OSError as e:
-            res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
-                                                                                      e.filename else "")]
-        res.seconds = round(time.monotonic() - t0, 3)
-        if catalog is not None:
+            units = registry.load(cfg.plugin).units(cfg)
+        except DobaasError as e:  # e.g. a VM named in the policy does not exist: the source fails, others run
+            res = SourceResult(cfg.name, cfg.plugin, status="failed", errors=[str(e)])
+            report.sources.append(res)
+            _record_job(catalog, run_id, policy, res, datetime.now(UTC).isoformat(), trigger)
+            log.error("policy %s source %s: failed %s", policy.policy, cfg.name, e)
+            continue
+        closed = None
+        for unit in units:
+            label = f"{cfg.name}/{unit}" if unit else cfg.name
+            if only and cfg.name not in only and label not in only:
+                continue
+            res = SourceResult(label, cfg.plugin)
+            report.sources.append(res)
+            started = datetime.now(UTC).isoformat()
+            t0 = time.monotonic()
             try:
-                catalog.record_job(run_id=run_id, policy=policy.policy, client=policy.client, source=cfg.name,
-                                   plugin=cfg.plugin, trigger=trigger, status=res.status, started=started,
-                                   ended=datetime.now(UTC).isoformat(), snapshot_id=res.snapshot,
-                                   bytes_read=res.bytes_read, bytes_stored=res.bytes_stored, files=res.files,
-                                   warnings=res.warnings[:1000], errors=res.errors[:1000])
-            except Exception as e:  # history is best effort; the snapshot itself is safe in the vault
-                res.warnings.append(f"job history not recorded ({e})")
-        level = logging.ERROR if res.status == "failed" else logging.INFO
-        log.log(level, "policy %s source %s: %s %s", policy.policy, cfg.name, res.status, "; ".join(res.errors))
+                _run_source(policy, vault, catalog, cfg, unit, res, progress(label) if progress else None)
+            except WindowClosed as e:
+                res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], e
+            except DobaasError as e:
+                res.status, res.errors = "failed", [*res.errors, str(e)]
+            except OSError as e:
+                res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
+                                                                                          e.filename else "")]
+            res.seconds = round(time.monotonic() - t0, 3)
+            _record_job(catalog, run_id, policy, res, started, trigger)
+            level = logging.ERROR if res.status == "failed" else logging.INFO
+            log.log(level, "policy %s source %s: %s %s", policy.policy, label, res.status, "; ".join(res.errors))
+            if closed is not None:
+                break
         if closed is not None:
             break  # the window is over: the remaining sources wait for the next one
     return report
 
 
-def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res: SourceResult,  # type: ignore[no-untyped-def]
-                progress: Callable[[int], None] | None) -> None:
+def _record_job(catalog: Catalog | None, run_id: str, policy: Policy, res: SourceResult, started: str,
+                trigger: str) -> None:
+    if catalog is None:
+        return
+    try:
+        catalog.record_job(run_id=run_id, policy=policy.policy, client=policy.client, source=res.source,
+                           plugin=res.plugin, trigger=trigger, status=res.status, started=started,
+                           ended=datetime.now(UTC).isoformat(), snapshot_id=res.snapshot,
+                           bytes_read=res.bytes_read, bytes_stored=res.bytes_stored, files=res.files,
+                           warnings=res.warnings[:1000], errors=res.errors[:1000])
+    except Exception as e:  # history is best effort; the snapshot itself is safe in the vault
+        res.warnings.append(f"job history not recorded ({e})")
+
+
+def snapshot_names(policy: Policy) -> Callable[[str], bool]:
+    """Whether a snapshot name belongs to one of the policy's sources (``client/source`` or, for sources made of
+    units such as VMs, ``client/source/unit``): what retention applies to."""
+    prefixes = [f"{policy.client}/{c.name}" for c in policy.source_configs]
+    return lambda name: any(name == p or name.startswith(p + "/") for p in prefixes)
+
+
+def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit: str,  # type: ignore[no-untyped-def]
+                res: SourceResult, progress: Callable[[int], None] | None) -> None:
     plugin = registry.load(cfg.plugin)
-    name = f"{policy.client}/{cfg.name}"
+    name = f"{policy.client}/{res.source}"
+    lineage = hashlib.blake2s(f"{vault.config.id}\0{name}".encode(), digest_size=6).hexdigest()
     captures = []
     cache = ListingCache(listing_cache_dir(), vault.cipher.master.mac_key)
     with BackupSession(vault, name) as s:
         checkpoint = s.parent.meta.get("checkpoint") if s.parent else None
-        with plugin.capture(cfg, checkpoint) as cap:
+        with plugin.capture(cfg, checkpoint, CaptureContext(unit, lineage)) as cap:
             res.consistency = cap.consistency
             res.warnings.extend(cap.warnings)
             items = []
@@ -148,7 +178,7 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, res:
                     items.append(sc.item)
                     res.bytes_read += sc.bytes_read
             s.warnings.extend(res.warnings)
-            meta = {"client": policy.client, "source": cfg.name, "plugin": cfg.plugin, "policy": policy.policy,
+            meta = {"client": policy.client, "source": res.source, "plugin": cfg.plugin, "policy": policy.policy,
                     "checkpoint": cap.checkpoint, "consistency": cap.consistency, **cap.meta}
             snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
         res.bytes_stored = s.writer.stats.bytes_written

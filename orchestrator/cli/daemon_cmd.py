@@ -24,7 +24,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
     """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
     in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
     from orchestrator.alerts.notify import deliver, notify_after_run, stale
-    from orchestrator.backup.runner import run_policy
+    from orchestrator.backup.runner import run_policy, snapshot_names
     from orchestrator.catalog.db import Catalog, to_url
     from orchestrator.cli.common import read_passphrase
     from orchestrator.errors import UsageError
@@ -64,7 +64,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
                     policy.policy, s.source, s.status, s.snapshot, s.bytes_read, s.bytes_stored, len(s.errors))
         rules = policy.retention.model_dump(exclude_none=True)
         if rules and all(s.status != "failed" for s in report.sources):
-            names = {f"{policy.client}/{c.name}" for c in policy.source_configs}
+            names = snapshot_names(policy)
             rep = prune(vault, None, False, rules, names)
             if rep.removed:
                 catalog.forget_missing(set(vault.snapshot_ids()))

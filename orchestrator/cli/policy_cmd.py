@@ -37,7 +37,7 @@ def check_cmd(file: str, discover: bool, as_json: bool) -> None:
 
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--source", "only", multiple=True, help="Run only this source (repeatable).")
+@click.option("--source", "only", multiple=True, help="Run only this source, or one unit as SOURCE/UNIT (repeatable).")
 @catalog_option
 @json_option
 def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: bool) -> int:
@@ -50,7 +50,7 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     from orchestrator.vault.repository import Vault
 
     policy = load_policy(file)
-    unknown = set(only) - {c.name for c in policy.source_configs}
+    unknown = {o for o in only if o.split("/", 1)[0] not in {c.name for c in policy.source_configs}}
     if unknown:
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
     vault = Vault.open(open_local(policy.vault), policy.passphrase() or read_passphrase())

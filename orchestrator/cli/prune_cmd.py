@@ -37,7 +37,9 @@ def prune_cmd(vault_path: str | None, keep_last: int | None, policy_file: str | 
 
         policy = load_policy(policy_file)
         retention = policy.retention.model_dump(exclude_none=True)
-        names = {f"{policy.client}/{c.name}" for c in policy.source_configs}
+        from orchestrator.backup.runner import snapshot_names
+
+        names = snapshot_names(policy)
         vault_path = vault_path or policy.vault
         if not retention:
             raise UsageError(f"{policy_file}: the policy has no retention rule; nothing would be pruned")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,17 @@ class SourceConfig(BaseModel):
     plugin: str
 
 
+@dataclass
+class CaptureContext:
+    """Where a capture goes, as far as a plugin may know it (never the vault itself)."""
+
+    #: which unit of the source (a VM of a kvm source); "" for sources that are one unit
+    unit: str = ""
+    #: stable token of (vault, snapshot name): plugins name their own hypervisor-side state with it
+    #: (checkpoints), so two policies backing up the same VM to two vaults never delete each other's
+    lineage: str = ""
+
+
 class SourcePlugin(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[SourceConfig]] = SourceConfig
@@ -38,9 +50,16 @@ class SourcePlugin(ABC):
         """Items this source would capture (paths, databases, VMs), for `dobaas policy check --discover`."""
         return []
 
+    def units(self, cfg: Any) -> list[str]:
+        """The independent things this source captures, each its own snapshot ``client/source/unit`` with its
+        own checkpoint chain (the VMs matched by a kvm source). ``[""]``: the source is one unit. Raise a
+        DobaasError when a named unit does not exist."""
+        return [""]
+
     @abstractmethod
-    def capture(self, cfg: Any, checkpoint: dict | None) -> AbstractContextManager[Capture]:
-        """Quiesce, snapshot and yield the capture; release on exit."""
+    def capture(self, cfg: Any, checkpoint: dict | None, ctx: CaptureContext) -> AbstractContextManager[Capture]:
+        """Quiesce, snapshot and yield the capture; release on exit (the exception, if any, tells whether the
+        snapshot was published)."""
 
     def restore(self, cfg: Any, snapshot_meta: dict, files: Iterator[tuple[dict, bytes | None]]) -> None:
         """Write restored entries back to the source itself (for in-place restores of remote sources)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -220,12 +221,12 @@ class PruneReport:
 
 
 def prune(vault: Vault, keep_last: int | None = None, dry_run: bool = False, retention: dict | None = None,
-          names: set[str] | None = None) -> PruneReport:
-    """Apply ``keep_last`` (or a full ``retention``) to the snapshots (of ``names`` only, when given), then
-    collect garbage."""
+          names: Callable[[str], bool] | None = None) -> PruneReport:
+    """Apply ``keep_last`` (or a full ``retention``) to the snapshots (only those whose name ``names`` accepts,
+    when given), then collect garbage."""
     snaps, _broken = vault.list_snapshots()
     if names is not None:
-        snaps = [s for s in snaps if s.name in names]
+        snaps = [s for s in snaps if names(s.name)]
     keep, remove, why = select_retention(snaps, retention if retention is not None else {"keep_last": keep_last})
     rep = PruneReport([s.id for s in keep], [s.id for s in remove], why, dry_run=dry_run)
     if not dry_run:

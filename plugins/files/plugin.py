@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from pydantic import Field, field_validator
 
-from orchestrator.plugin.base import SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
 from plugins.files.walker import LocalTree
 
@@ -40,6 +40,6 @@ class FilesPlugin(SourcePlugin):
         return list(cfg.paths)
 
     @contextmanager
-    def capture(self, cfg: FilesConfig, checkpoint: dict | None) -> Iterator[Capture]:
+    def capture(self, cfg: FilesConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
         streams = [TreeStream(p, LocalTree(p, cfg.exclude, cfg.one_file_system)) for p in cfg.paths]
         yield Capture(streams, consistency="file-level")

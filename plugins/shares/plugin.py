@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pydantic import Field, field_validator, model_validator
 
 from orchestrator.errors import BadInput
-from orchestrator.plugin.base import SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
 from plugins.shares.smbtree import SmbTree, parse_smb_url
 
@@ -58,7 +58,7 @@ class SharesPlugin(SourcePlugin):
         return [cfg.url]
 
     @contextmanager
-    def capture(self, cfg: SharesConfig, checkpoint: dict | None) -> Iterator[Capture]:
+    def capture(self, cfg: SharesConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
         tree = SmbTree(cfg.url, cfg.username, cfg.password(), cfg.exclude)
         tree.connect()
         try:

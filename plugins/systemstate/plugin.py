@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from pydantic import Field
 
-from orchestrator.plugin.base import SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
 from plugins.files.walker import LocalTree
 from plugins.systemstate.collect import collect, write_manifest
@@ -38,7 +38,7 @@ class SystemStatePlugin(SourcePlugin):
         return [p for p in [*cfg.trees, *cfg.extra_paths] if os.path.isdir(p)] + ["system-info"]
 
     @contextmanager
-    def capture(self, cfg: SystemStateConfig, checkpoint: dict | None) -> Iterator[Capture]:
+    def capture(self, cfg: SystemStateConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
         tmp = tempfile.mkdtemp(prefix="dobaas-systemstate-")
         try:
             trees = [p for p in [*cfg.trees, *cfg.extra_paths] if os.path.isdir(p)]
