@@ -106,6 +106,28 @@ def capture_image(
     return ImageCapture(item, stats, mode, warnings)
 
 
+def compare_image(vault: Vault, item: dict, path: str, what: str = "") -> list[int]:
+    """Re-read ``path`` and check every block against the item's block map (keyed hash, or zeros for holes):
+    the proof that a restored disk holds exactly the snapshot's content. Returns the offsets that differ."""
+    bmap = load_image_map(item, lambda cid: vault.read_chunk(cid, f"{what or item['name']} map"))
+    bs, size = item["block_size"], item["size"]
+    if os.path.getsize(path) != size and not stat.S_ISBLK(os.stat(path).st_mode):
+        return [min(os.path.getsize(path), size)]
+    bad: list[int] = []
+    buf = bytearray(bs)
+    view = memoryview(buf)
+    zeros = bytes(bs)
+    with open(path, "rb", buffering=0) as f:
+        for i in range(len(bmap) // ID_LEN):
+            n = f.readinto(view)  # type: ignore[attr-defined]
+            want = bytes(bmap[i * ID_LEN : (i + 1) * ID_LEN])
+            block = view[: min(bs, size - i * bs)]
+            ok = (block == zeros[: len(block)]) if want == ZERO_ID else vault.cipher.chunk_id(block) == want
+            if not ok or n < len(block):
+                bad.append(i * bs)
+    return bad
+
+
 class BackgroundFlusher:
     """Calls fdatasync in its own thread every FLUSH_EVERY bytes, so the restore's final fsync (durability
     before we say "restored") finds little left to write instead of the whole image."""

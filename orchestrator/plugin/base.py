@@ -61,6 +61,15 @@ class SourcePlugin(ABC):
         """Quiesce, snapshot and yield the capture; release on exit (the exception, if any, tells whether the
         snapshot was published)."""
 
+    def check_machine_restore(self, meta: dict, options: dict) -> None:
+        """Refuse a VM restore before any byte is written (name taken, files in the way, hypervisor down)."""
+        raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")
+
+    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: dict) -> dict:
+        """Make a new VM from a snapshot's saved configuration (``meta``) and its disks, which the core has
+        written as raw files ({item name: path}) and checked against the snapshot. Returns what to report."""
+        raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")
+
     def restore(self, cfg: Any, snapshot_meta: dict, files: Iterator[tuple[dict, bytes | None]]) -> None:
         """Write restored entries back to the source itself (for in-place restores of remote sources)."""
         raise NotImplementedError(f"plugin {self.name} restores to a local directory only")
