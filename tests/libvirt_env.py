@@ -124,14 +124,19 @@ class Domains:
         os.chmod(self.root, 0o755)  # QEMU (libvirt-qemu) must reach the images
         self.names: list[str] = []
 
-    def create(self, name: str, disks: dict[str, int], start: bool = True, fmt: str = "qcow2") -> Domain:
+    def create(self, name: str, disks: dict[str, int], start: bool = True, fmt: str = "qcow2",
+               content: dict[str, str] | None = None) -> Domain:
+        """A domain with one image per target (``disks``: sizes); ``content`` gives raw files to start from."""
         d = Domain(name, os.path.join(self.root, name))
         os.makedirs(d.dir)
         os.chmod(d.dir, 0o755)
         xml_disks = ""
         for target, size in sorted(disks.items()):
             path = os.path.join(d.dir, f"{target}.{fmt}")
-            subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, str(size)], check=True)
+            if content and target in content:
+                subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, content[target], path], check=True)
+            else:
+                subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, str(size)], check=True)
             d.disks[target] = path
             xml_disks += (f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
                           f"<source file='{path}'/><target dev='{target}' bus='virtio'/></disk>")

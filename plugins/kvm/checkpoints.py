@@ -6,6 +6,7 @@ do not pile up in the qcow2 images."""
 from __future__ import annotations
 
 import logging
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
@@ -58,5 +59,36 @@ def delete(dom: Any, names: list[str]) -> list[str]:
         try:
             dom.checkpointLookupByName(n).delete(0)
         except libvirt.libvirtError as e:
-            warnings.append(f"checkpoint {n} could not be deleted ({e.get_error_message()})")
+            w = _delete_without_lost_bitmaps(dom, n, e.get_error_message())
+            if w:
+                warnings.append(w)
     return warnings
+
+
+def _delete_without_lost_bitmaps(dom: Any, name: str, error: str) -> str | None:
+    """libvirt refuses to delete a checkpoint when one disk's bitmap is gone (the case a full capture recovers
+    from). Redefine it without that disk, then delete it, so the other disks' bitmaps are removed too."""
+    libvirt = libvirt_module()
+    for _ in range(16):
+        m = re.search(r"bitmap '[^']*' not found in backing chain of '([^']+)'", error)
+        if not m:
+            break
+        try:
+            cp = dom.checkpointLookupByName(name)
+            root = ET.fromstring(cp.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SECURE))
+            for d in root.findall("./disks/disk"):
+                if d.get("name") == m.group(1):
+                    d.set("checkpoint", "no")
+                    d.attrib.pop("bitmap", None)
+            cp.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+            dom.checkpointCreateXML(ET.tostring(root, encoding="unicode"),
+                                    libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE)
+            dom.checkpointLookupByName(name).delete(0)
+            return None
+        except libvirt.libvirtError as e:
+            error = e.get_error_message()
+    try:
+        dom.checkpointLookupByName(name).delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+    except libvirt.libvirtError:
+        pass
+    return f"checkpoint {name} could not be deleted cleanly ({error}); its metadata was removed"

@@ -30,6 +30,7 @@ class LiveJob:
     consistency: str = "crash-consistent"
     warnings: list[str] = field(default_factory=list)
     started: bool = False
+    consistency_note: str = ""
 
     @property
     def socket(self) -> str:
@@ -89,6 +90,8 @@ class LiveJob:
                     self._thaw()
         self.started = True
         self.consistency = "filesystem-consistent (guest agent freeze)" if frozen else "crash-consistent"
+        if self.consistency_note and not frozen:
+            self.consistency += f" ({self.consistency_note})"
 
     def _backup_xml(self, base: str | None) -> str:
         root = ET.Element("domainbackup", {"mode": "pull"})
@@ -106,6 +109,9 @@ class LiveJob:
 
     def _freeze(self) -> bool:
         libvirt = libvirt_module()
+        if "org.qemu.guest_agent.0" not in self.dom.XMLDesc(0):
+            self.consistency_note = "no guest agent channel configured"
+            return False
         try:
             self.dom.fsFreeze(None, 0)
             return True
