@@ -98,7 +98,11 @@ def test_daemon_runs_policies_and_stops_cleanly_mid_run(tmp_path: Path, cli: Cli
         return json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else []
 
     d = daemon()
-    _wait(lambda: len(jobs()) >= 2, 60, "both policies to run")
+    try:
+        _wait(lambda: len(jobs()) >= 2, 60, "both policies to run")
+    except AssertionError:
+        d.kill()
+        raise AssertionError(d.communicate()[1][-3000:]) from None
     d.send_signal(signal.SIGTERM)
     _out, err = d.communicate(timeout=30)
     assert d.returncode == 0, err
@@ -109,8 +113,10 @@ def test_daemon_runs_policies_and_stops_cleanly_mid_run(tmp_path: Path, cli: Cli
 
     policy_file(pol, "c-big", "0 3 * * *", [str(big)], str(vault_c))
     d = daemon()
-    _wait(lambda: (vault_c / "data").exists() and sum(1 for _ in (vault_c / "data").rglob("*")) > 4, 120,
-          "the big run to store packs")
+    def packs() -> list[Path]:
+        return [p for p in (vault_c / "data").rglob("*") if p.is_file()] if (vault_c / "data").exists() else []
+
+    _wait(lambda: len(packs()) >= 4, 120, "the big run to store packs")
     d.send_signal(signal.SIGTERM)
     _out, err = d.communicate(timeout=60)
     assert d.returncode == 0, err
@@ -119,9 +125,12 @@ def test_daemon_runs_policies_and_stops_cleanly_mid_run(tmp_path: Path, cli: Cli
     ver = json.loads(cli("verify", "--vault", str(vault_c), "--json").stdout)
     assert ver["ok"] and ver["chunks_checked"] > 1000  # the aborted run indexed the packs it finished
     assert not [j for j in jobs() if j["source"] == "c-big-src"]  # the aborted run left no job claiming success
+    aborted = sum(p.stat().st_size for p in packs())  # what the aborted run left
+    assert aborted >= 3 * 2**20
     res = json.loads(cli("run", str(pol / "c-big.yaml"), "--json").stdout)["sources"][0]
     assert res["status"] == "ok" and res["files"] == 20000
-    assert res["bytes_stored"] < 0.95 * 20000 * 2048  # the next run reuses what the aborted one stored
+    # the next run reuses what the aborted one stored instead of sending it again
+    assert res["bytes_stored"] < 1.05 * 20000 * 2048 - 0.8 * aborted
 
 
 def test_failed_sources_are_retried_with_backoff(tmp_path: Path) -> None:
