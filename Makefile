@@ -8,24 +8,26 @@ BASE_PKGS := python3 python3-venv python3-dev gcc make util-linux
 # the kvm plugin: libvirt + QEMU, libnbd's Python module, and what building libvirt-python needs
 KVM_PKGS := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils python3-libnbd \
 	libvirt-dev pkg-config
-TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(KVM_PKGS)
-BENCH_PKGS := $(BASE_PKGS) restic
+# the mysql plugin's tests: a real MariaDB server and its clients (mariadb-binlog for the archived logs)
+MYSQL_PKGS := mariadb-server mariadb-client mariadb-backup
+TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(KVM_PKGS) $(MYSQL_PKGS)
+BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS)
 
-.PHONY: install install-kvm compile demo test lint bench clean
+.PHONY: install install-plugins compile demo test lint bench clean
 
 install: $(BIN)/.installed
 
 # libvirt-python builds against Debian's libvirt; Debian's libnbd module (python3-libnbd, same Python ABI) is
 # linked into the virtualenv (the PyPI package named "nbd" is unrelated)
-install-kvm: $(BIN)/.installed-kvm
+install-plugins: $(BIN)/.installed-plugins
 
-$(BIN)/.installed-kvm: $(BIN)/.installed
-	@$(APT) $(BASE_PKGS) $(KVM_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm]' 2>&1 | grep -v "^WARNING: Location" || true
+$(BIN)/.installed-plugins: $(BIN)/.installed
+	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd" && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector" && touch $@
 
 $(BIN)/.installed: pyproject.toml
 	@$(APT) $(BASE_PKGS)
@@ -44,12 +46,12 @@ demo: install compile
 lint: install
 	$(BIN)/ruff check orchestrator plugins tests
 
-test: install install-kvm compile
+test: install install-plugins compile
 	@$(APT) $(TEST_PKGS)
 	$(BIN)/ruff check orchestrator plugins tests
 	$(BIN)/python -m pytest -q
 
-bench: install install-kvm compile
+bench: install install-plugins compile
 	@$(APT) $(BENCH_PKGS)
 	@# every benchmark runs; the target fails if any of them missed a target
 	@$(BIN)/python tests/bench/bench_image.py; a=$$?; $(BIN)/python tests/bench/bench_files.py; b=$$?; \

@@ -23,7 +23,7 @@ from orchestrator.cbt.tree import TreeCapture, capture_tree
 from orchestrator.errors import DobaasError, WindowClosed
 from orchestrator.plugin import registry
 from orchestrator.plugin.base import CaptureContext
-from orchestrator.plugin.streams import ByteStream, ImageStream, TreeStream
+from orchestrator.plugin.streams import ByteStream, CarriedItem, ImageStream, TreeStream
 from orchestrator.policy.model import Policy
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.tree import iter_tree
@@ -177,6 +177,11 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
                                         progress=progress)
                     items.append(sc.item)
                     res.bytes_read += sc.bytes_read
+                elif isinstance(stream, CarriedItem):
+                    carried = s.parent_item(stream.from_item)
+                    if carried is None:
+                        raise DobaasError(f"the previous snapshot has no item {stream.from_item} to carry")
+                    items.append({**carried, "name": stream.name})
             s.warnings.extend(res.warnings)
             meta = {"client": policy.client, "source": res.source, "plugin": cfg.plugin, "policy": policy.policy,
                     "checkpoint": cap.checkpoint, "consistency": cap.consistency, **cap.meta}

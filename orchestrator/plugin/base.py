@@ -12,14 +12,16 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.errors import BadInput
 from orchestrator.plugin.streams import Capture
 
 
@@ -29,6 +31,28 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     plugin: str
+
+
+class PasswordFields(BaseModel):
+    """``password_env`` / ``password_file`` for sources that log in somewhere (secrets are never inline)."""
+
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        """The secret, or None when neither field is set; a named variable or file that is missing is an error."""
+        who = f"source {getattr(self, 'name', '?')}"
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise BadInput(f"{who}: password_env names {self.password_env}, which is not set")
+            return os.environ[self.password_env]
+        if self.password_file:
+            try:
+                with open(self.password_file, encoding="utf-8") as f:
+                    return f.read().rstrip("\n")
+            except OSError as e:
+                raise BadInput(f"{who}: password_file {self.password_file}: {e.strerror}") from None
+        return None
 
 
 @dataclass
@@ -69,6 +93,12 @@ class SourcePlugin(ABC):
         """Make a new VM from a snapshot's saved configuration (``meta``) and its disks, which the core has
         written as raw files ({item name: path}) and checked against the snapshot. Returns what to report."""
         raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")
+
+    def restore_database(self, meta: dict, items: list[str], write_item: Callable[[str, BinaryIO], int],
+                         options: dict) -> dict:
+        """Restore a database snapshot into a server: ``write_item(name, out)`` streams a stored item (a dump, an
+        archived log) from the vault, authenticated, into ``out``. Returns what to report (verification too)."""
+        raise NotImplementedError(f"plugin {self.name} does not restore databases")
 
     def restore(self, cfg: Any, snapshot_meta: dict, files: Iterator[tuple[dict, bytes | None]]) -> None:
         """Write restored entries back to the source itself (for in-place restores of remote sources)."""

@@ -54,7 +54,38 @@ class ByteStream:
     reader: BinaryIO
 
 
-Stream = ImageStream | TreeStream | ByteStream
+@dataclass
+class CarriedItem:
+    """An item of the previous snapshot of the same source, referenced again under ``name`` (no data is read or
+    stored): lets a snapshot hold everything its restore needs, e.g. the previous dump that its archived logs
+    replay onto, so that no snapshot depends on another one that retention may delete."""
+
+    name: str
+    from_item: str
+
+
+class IterReader:
+    """``readinto`` over an iterator of byte strings: how a plugin that generates data (a dump written row by
+    row) hands it to the core as a ByteStream without staging it."""
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self._parts = parts
+        self._buf = b""
+        self._pos = 0
+
+    def readinto(self, b: memoryview) -> int:
+        while self._pos >= len(self._buf):
+            nxt = next(self._parts, None)
+            if nxt is None:
+                return 0
+            self._buf, self._pos = nxt, 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+Stream = ImageStream | TreeStream | ByteStream | CarriedItem
 
 
 @dataclass

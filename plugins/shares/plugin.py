@@ -7,23 +7,19 @@ derived from the read-only attribute and the Windows attributes are kept (``a``)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.errors import BadInput
-from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
 from plugins.shares.smbtree import SmbTree, parse_smb_url
 
 
-class SharesConfig(SourceConfig):
+class SharesConfig(SourceConfig, PasswordFields):
     url: str
     username: str
-    password_env: str | None = None
-    password_file: str | None = None
     exclude: list[str] = Field(default_factory=list)
 
     @field_validator("url")
@@ -38,17 +34,6 @@ class SharesConfig(SourceConfig):
             raise ValueError("give password_env or password_file (secrets are never written inline)")
         return self
 
-    def password(self) -> str:
-        if self.password_env:
-            if self.password_env not in os.environ:
-                raise BadInput(f"source {self.name}: password_env names {self.password_env}, which is not set")
-            return os.environ[self.password_env]
-        try:
-            with open(self.password_file, encoding="utf-8") as f:  # type: ignore[arg-type]
-                return f.read().rstrip("\n")
-        except OSError as e:
-            raise BadInput(f"source {self.name}: password_file {self.password_file}: {e.strerror}") from None
-
 
 class SharesPlugin(SourcePlugin):
     name = "shares"
@@ -59,7 +44,7 @@ class SharesPlugin(SourcePlugin):
 
     @contextmanager
     def capture(self, cfg: SharesConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
-        tree = SmbTree(cfg.url, cfg.username, cfg.password(), cfg.exclude)
+        tree = SmbTree(cfg.url, cfg.username, cfg.password() or "", cfg.exclude)
         tree.connect()
         try:
             yield Capture([TreeStream(tree.root, tree)], consistency="file-level (SMB)")

@@ -1,0 +1,1 @@
+"""MySQL/MariaDB: consistent logical dumps in one transaction, binary-log archiving, point-in-time restore."""

@@ -1,0 +1,51 @@
+"""Binary-log archiving: the logs written since the previous snapshot's position, fetched over the replication
+protocol (``mariadb-binlog --read-from-remote-server --raw``: works against a remote server) into a staging
+directory that holds one run's logs at most, then handed to the core one file at a time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from orchestrator.errors import DobaasError, StorageFull
+from plugins.mysql.connection import Endpoint
+
+
+@dataclass
+class Fetched:
+    dir: str
+    files: list[str]  # in order, oldest first
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fetch(ep: Endpoint, first: str, last: str, available: list[str], staging: str) -> Fetched:
+    """Fetch logs ``first`` .. ``last`` (names as in SHOW BINARY LOGS)."""
+    if first not in available:
+        raise DobaasError(f"binary log {first} (where the previous snapshot stopped) is no longer on the server "
+                          "(purged?): point-in-time restore before this snapshot is not possible; the next "
+                          "snapshots start a new chain")
+    wanted = available[available.index(first) : available.index(last) + 1]
+    os.makedirs(staging, exist_ok=True)
+    out = tempfile.mkdtemp(prefix="binlogs-", dir=staging)
+    cmd = ["mariadb-binlog", *ep.client_args(), "--read-from-remote-server", "--raw",
+           f"--result-file={out}/", *wanted]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ep.client_env()})
+    if p.returncode != 0:
+        shutil.rmtree(out, ignore_errors=True)
+        err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+        if "No space left" in err:
+            raise StorageFull(f"staging directory {staging} is full while fetching binary logs")
+        if "privilege" in err.lower() or "denied" in err.lower():
+            raise DobaasError(f"user {ep.user!r} cannot read binary logs (needs the REPLICATION SLAVE "
+                              f"privilege): {err}")
+        raise DobaasError(f"fetching binary logs {wanted[0]}..{wanted[-1]} failed: {err}")
+    missing = [f for f in wanted if not os.path.exists(os.path.join(out, f))]
+    if missing:
+        shutil.rmtree(out, ignore_errors=True)
+        raise DobaasError(f"binary logs {', '.join(missing)} were not received")
+    return Fetched(out, wanted)
