@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,24 @@ class MariaDB:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_mariadb(binlog: bool = True) -> MariaDB:
+@contextmanager
+def serve_datadir(data: str) -> Iterator[MariaDB]:
+    """A server on an existing data directory (a restored one), stopped afterwards."""
+    db = start_mariadb(binlog=False, data=data)
+    try:
+        yield db
+    finally:
+        db.stop()
+
+
+def start_mariadb(binlog: bool = True, data: str | None = None) -> MariaDB:
     assert shutil.which("mariadbd"), "MariaDB is missing: `make test` installs it (mariadb-server)"
     base = tempfile.mkdtemp(prefix="dobaas-mariadb-")
-    data = os.path.join(base, "data")
-    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-                    "--auth-root-authentication-method=normal", "--skip-test-db"], check=True, capture_output=True)
+    if data is None:
+        data = os.path.join(base, "data")
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"], check=True,
+                       capture_output=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -208,3 +208,50 @@ def test_failures_are_clear_and_leave_the_vault_usable(env, tmp_path: Path, monk
     finally:
         nolog.stop()
     assert os.listdir(tmp_path / "staging") == [] if (tmp_path / "staging").exists() else True
+
+
+def test_physical_full_and_incrementals_restore_the_data_at_backup_time(env, cli: Cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, policy, run, vault_dir = env
+    load_schema(db, "phys")
+    pol = policy([], mode="physical", datadir=f"{db.base}/data", full_every=3)
+
+    def state() -> str:
+        return db.sql("SELECT 'c', COUNT(*), SUM(total) FROM orders UNION ALL SELECT 'l', COUNT(*), SUM(amount) "
+                      "FROM order_lines UNION ALL SELECT 'e', COUNT(*), GROUP_CONCAT(label ORDER BY id) FROM "
+                      "events_log", "phys")
+
+    full = run(pol)
+    assert full.status == "ok" and full.mode == "full", full
+    db.sql("CALL add_order(1); SET @o = (SELECT MAX(id) FROM orders); INSERT INTO order_lines (order_id, amount) "
+           "VALUES (@o, 7); "
+           "INSERT INTO events_log (label) VALUES ('after-full')", "phys")
+    inc1 = run(pol)
+    db.sql("INSERT INTO events_log (label) VALUES ('after-inc1')", "phys")
+    at_inc2 = state()
+    inc2 = run(pol)
+    db.sql("INSERT INTO events_log (label) VALUES ('after-inc2')", "phys")  # not in the snapshot
+    assert inc1.status == inc2.status == "ok"
+    vault = Vault.open(LocalBackend(str(vault_dir)), PASS)
+    snap = vault.resolve(inc2.snapshot)
+    assert snap.meta["chain"] == ["physical/00-full.xbstream", "physical/01-incremental.xbstream",
+                                  "physical/02-incremental.xbstream"]
+    assert inc2.bytes_read < full.bytes_read / 2  # an incremental streams the changed pages only
+
+    target = tmp_path / "restored-datadir"
+    out = json.loads(cli("restore", "mysql", inc2.snapshot[:12], "--vault", str(vault_dir), "--target-datadir",
+                         str(target), "--json", timeout=300).stdout)
+    assert out["verified"].startswith("a server started") and out["rows"]["phys.events_log"] == 2
+    # the restored directory, served by its own server, holds exactly the data at the time of inc2
+    from tests.mariadb import serve_datadir
+
+    with serve_datadir(str(target)) as restored:
+        assert restored.sql("SELECT 'c', COUNT(*), SUM(total) FROM orders UNION ALL SELECT 'l', COUNT(*), "
+                            "SUM(amount) FROM order_lines UNION ALL SELECT 'e', COUNT(*), GROUP_CONCAT(label ORDER "
+                            "BY id) FROM events_log", "phys") == at_inc2
+    # the chain restarts with a full after full_every snapshots
+    restart = run(pol)
+    assert Vault.open(LocalBackend(str(vault_dir)), PASS).resolve(restart.snapshot).meta["chain"] == [
+        "physical/00-full.xbstream"]
+    p = cli("restore", "mysql", inc2.snapshot[:12], "--vault", str(vault_dir), "--target-datadir", str(target),
+            check=False)
+    assert p.returncode == 1 and "is not empty" in p.stderr

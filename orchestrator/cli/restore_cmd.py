@@ -125,11 +125,9 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
     from plugins.mysql.connection import Endpoint
     from plugins.mysql.restore import parse_position, parse_time
 
-    if target_datadir:
-        raise UsageError("--target-datadir restores physical (mariabackup) snapshots, which this version does not "
-                         "take yet; restore with --as-database")
-    if not as_database:
-        raise UsageError("give --as-database NEW (the restore never writes over an existing database)")
+    if not as_database and not target_datadir:
+        raise UsageError("give --as-database NEW (the restore never writes over an existing database), or "
+                         "--target-datadir DIR for a physical snapshot")
     if to_time and to_position:
         raise UsageError("give --to-time or --to-position, not both")
     if password_env and password_env not in os.environ:
@@ -137,12 +135,15 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
     options = {"endpoint": Endpoint(host, port, socket, user, os.environ[password_env] if password_env else None),
                "as_database": as_database, "database": database,
                "to_time": parse_time(to_time) if to_time else None, "to_time_text": to_time,
-               "to_position": parse_position(to_position) if to_position else None}
+               "to_position": parse_position(to_position) if to_position else None, "target_datadir": target_datadir}
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
     res = restore_database(vault, snap, "mysql", options)
     if as_json:
         emit_json(res)
+    elif target_datadir:
+        click.echo(f"restored {snap.id[:12]} ({snap.name}, {snap.time[:19]}) into {res['target_datadir']}: "
+                   f"{len(res['chain'])} backup(s) prepared, {res['tables']} table(s); {res['verified']}")
     else:
         click.echo(f"restored {res['database']} from {snap.id[:12]} ({snap.name}, {snap.time[:19]}) as "
                    f"{res['restored_as']} on {res['server']}, until {res['until']}: {res['tables']} table(s), "

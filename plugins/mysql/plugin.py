@@ -17,12 +17,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from orchestrator.errors import DobaasError, UsageError
+from orchestrator.errors import DobaasError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, IterReader
 from plugins.mysql import binlogs, restore
 from plugins.mysql.connection import Endpoint
 from plugins.mysql.dump import SnapshotDump
+from plugins.mysql.physical import PhysicalRun
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class MysqlConfig(SourceConfig, PasswordFields):
     binlogs: bool = True  # archive the binary logs for point-in-time restore
     users_and_grants: bool = False
     staging_dir: str = "/var/tmp/dobaas-mysql"  # binary logs of one run, at most
+    datadir: str | None = None  # physical mode: the server's data directory (default: asked from the server)
+    full_every: int = Field(default=7, ge=1, le=100)  # physical mode: a full backup after this many snapshots
 
     def endpoint(self) -> Endpoint:
         return Endpoint(self.host, self.port, self.socket, self.user, self.password())
@@ -59,9 +62,10 @@ class MysqlPlugin(SourcePlugin):
 
     @contextmanager
     def capture(self, cfg: MysqlConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
-        if cfg.mode == "physical":
-            raise UsageError("mode: physical (mariabackup) is not available in this version; use mode: logical")
         ep = cfg.endpoint()
+        if cfg.mode == "physical":
+            yield from self._physical(cfg, ep, checkpoint)
+            return
         warnings: list[str] = []
         with ExitStack() as stack:
             d = SnapshotDump(ep)
@@ -87,6 +91,30 @@ class MysqlPlugin(SourcePlugin):
                      "databases": dbs} if d.coords.file else None
             yield Capture(streams, token, "transaction-consistent (one consistent snapshot, no global lock)",
                           warnings, meta)
+
+    def _physical(self, cfg: MysqlConfig, ep: Endpoint, checkpoint: dict | None) -> Iterator[Capture]:
+        chain: list[str] = []
+        lsn = None
+        warnings: list[str] = []
+        if checkpoint and checkpoint.get("mode") == "physical" and checkpoint.get("to_lsn"):
+            if len(checkpoint.get("chain", [])) < cfg.full_every:
+                chain, lsn = list(checkpoint["chain"]), int(checkpoint["to_lsn"])
+        elif checkpoint:
+            warnings.append("the previous snapshot was not a physical backup: full backup")
+        name = f"physical/{len(chain):02d}-{'incremental' if chain else 'full'}.xbstream"
+        run = PhysicalRun(ep, cfg.datadir, cfg.staging_dir, lsn)
+        token: dict = {}
+        meta: dict = {"server": ep.describe(), "mode": "physical", "chain": [*chain, name]}
+
+        def stream() -> Iterator[bytes]:
+            yield from run.stream()
+            token.update(mode="physical", to_lsn=run.info["to_lsn"], chain=[*chain, name])
+            meta.update(lsn={"from": run.info["from_lsn"], "to": run.info["to_lsn"]}, binlog=run.info["binlog"])
+
+        streams: list = [CarriedItem(n, n) for n in chain]
+        streams.append(ByteStream(name, IterReader(stream())))
+        yield Capture(streams, token, "crash-consistent InnoDB files + redo (mariabackup BACKUP STAGE)", warnings,
+                      meta)
 
     @staticmethod
     def _dump_then_checksum(d: SnapshotDump, db: str) -> Iterator[bytes]:

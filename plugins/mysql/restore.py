@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import BinaryIO
 
 from orchestrator.errors import DobaasError, IntegrityError, UsageError
+from plugins.mysql import physical
 from plugins.mysql.connection import Endpoint, connect, connector, explain
 from plugins.mysql.dump import ident
+from plugins.mysql.verify_datadir import physical_check
 
 WriteItem = Callable[[str, BinaryIO], int]
 
@@ -35,6 +37,18 @@ def parse_position(text: str) -> tuple[str, int]:
 
 
 def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) -> dict:
+    if options.get("target_datadir"):
+        if meta.get("mode") != "physical":
+            raise UsageError("--target-datadir needs a physical (mariabackup) snapshot; this one is logical: "
+                             "restore it with --as-database")
+        if options.get("to_time") is not None or options.get("to_position") is not None:
+            raise UsageError("point-in-time restore replays logs into a running server: use a logical snapshot")
+        target = os.path.abspath(options["target_datadir"])
+        res = physical.restore_datadir(meta["chain"], write_item, target, options.get("staging") or
+                                       tempfile.gettempdir())
+        return {**res, "until": "snapshot instant", **physical_check(target)}
+    if meta.get("mode") == "physical":
+        raise UsageError("this is a physical snapshot: restore it with --target-datadir DIR")
     ep: Endpoint = options["endpoint"]
     dbs = meta.get("databases", [])
     orig = options.get("database") or (dbs[0] if len(dbs) == 1 else None)
