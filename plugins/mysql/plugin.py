@@ -127,9 +127,10 @@ class MysqlPlugin(SourcePlugin):
         assert d.coords is not None
         if not checkpoint or not checkpoint.get("binlog_file"):
             return []  # first snapshot of the chain: nothing to replay yet
-        available = [r[0] or "" for r in d.query("SHOW BINARY LOGS")]
+        sizes = {r[0] or "": int(r[1] or 0) for r in d.query("SHOW BINARY LOGS")}
         try:
-            fetched = binlogs.fetch(ep, checkpoint["binlog_file"], d.coords.file, available, cfg.staging_dir)
+            fetched = binlogs.fetch(ep, checkpoint["binlog_file"], d.coords.file, d.coords.pos, sizes,
+                                    cfg.staging_dir)
         except DobaasError as e:
             if "no longer on the server" in str(e):
                 warnings.append(str(e))
