@@ -55,7 +55,8 @@ bench: install install-plugins compile
 	@$(APT) $(BENCH_PKGS)
 	@# every benchmark runs; the target fails if any of them missed a target
 	@$(BIN)/python tests/bench/bench_image.py; a=$$?; $(BIN)/python tests/bench/bench_files.py; b=$$?; \
-	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; exit $$((a | b | c))
+	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; $(BIN)/python tests/bench/bench_mysql.py; d=$$?; \
+	  exit $$((a | b | c | d))
 
 clean:
-	rm -rf $(VENV) .bench .bench-files .bench-kvm .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .pytest_cache .ruff_cache .hypothesis

@@ -58,7 +58,7 @@ def explain(e: Exception, ep: Endpoint) -> DobaasError:
 def connect(ep: Endpoint, **kw: Any) -> Any:
     mc = connector()
     args: dict[str, Any] = {"user": ep.user, "password": ep.password or "", "connection_timeout": 10,
-                            "autocommit": False, "use_pure": True, **kw}
+                            "autocommit": False, **kw}
     if ep.socket:
         args["unix_socket"] = ep.socket
     else:

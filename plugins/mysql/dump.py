@@ -44,9 +44,18 @@ class SnapshotDump:
     #: {database: {table: {"rows": n, "checksum": c}}} read inside the snapshot
     tables: dict[str, dict[str, dict]] = field(default_factory=dict)
 
-    def open(self) -> None:
+    def open(self, rotate_binlog: bool = False) -> str | None:
+        """Start the snapshot. ``rotate_binlog``: FLUSH BINARY LOGS first, so the log this snapshot's position is
+        in starts about there and the next run archives little that this one already has. Returns a warning."""
+        warning = None
         self.conn = connect(self.ep)
         self.cur = self.conn.cursor(raw=True)
+        if rotate_binlog:
+            try:
+                self.cur.execute("FLUSH BINARY LOGS")
+            except connector().Error as e:
+                warning = (f"binary log not rotated ({getattr(e, 'msg', e)}; needs RELOAD): each run archives the "
+                           "current log from its beginning")
         self.sql("SET SESSION TIME_ZONE='+00:00'")
         self.sql("SET SESSION character_set_results = binary")  # column bytes as stored, whatever the charset
         self.sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -59,6 +68,7 @@ class SnapshotDump:
             self.coords = Coordinates(file, pos, gtid, now)
         else:
             self.coords = Coordinates("", 0, "", now)
+        return warning
 
     def close(self) -> None:
         if self.conn is not None:
@@ -145,26 +155,28 @@ class SnapshotDump:
                 + b"DELIMITER ;\n"
 
     def _rows(self, db: str, table: str) -> Iterator[bytes]:
+        """INSERT statements of about BATCH bytes; each row's literal is built by the server (C speed)."""
         cols = self.query("SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS WHERE "
                           "TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (db, table))
         cols = [c for c in cols if "GENERATED" not in (c[2] or "").upper()]
         if not cols:
             return
         names = ", ".join(ident(c[0] or "") for c in cols)
-        kinds = [(c[1] or "").lower() for c in cols]
+        row_expr = "CONCAT('(', " + ", ',', ".join(_literal_expr(ident(c[0] or ""), (c[1] or "").lower())
+                                                   for c in cols) + ", ')')"
         head = f"INSERT INTO {ident(table)} ({names}) VALUES\n".encode()
         cur = self.conn.cursor(raw=True, buffered=False)
         try:
-            cur.execute(f"SELECT {names} FROM {ident(db)}.{ident(table)}")
+            cur.execute(f"SELECT {row_expr} FROM {ident(db)}.{ident(table)}")
             batch: list[bytes] = []
             size = 0
-            for row in cur:
-                values = b"(" + b",".join(_literal(v, k) for v, k in zip(row, kinds, strict=True)) + b")"
-                batch.append(values)
-                size += len(values)
-                if size >= BATCH:
-                    yield head + b",\n".join(batch) + b";\n"
-                    batch, size = [], 0
+            while rows := cur.fetchmany(2000):
+                for (values,) in rows:
+                    batch.append(bytes(values))
+                    size += len(values)
+                    if size >= BATCH:
+                        yield head + b",\n".join(batch) + b";\n"
+                        batch, size = [], 0
             if batch:
                 yield head + b",\n".join(batch) + b";\n"
         except connector().Error as e:
@@ -179,18 +191,16 @@ def _text(v: Any) -> str | None:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes | bytearray) else str(v)
 
 
-def _literal(v: bytes | None, kind: str) -> bytes:
-    """A value as an SQL literal that survives any character set: numbers as text, dates quoted, the rest as
-    hexadecimal byte strings (exact bytes, no escaping to get wrong)."""
-    if v is None:
-        return b"NULL"
+def _literal_expr(col: str, kind: str) -> str:
+    """SQL that renders a column as a literal surviving any character set: numbers as text, dates quoted, the
+    rest as hexadecimal byte strings (exact bytes, nothing to escape)."""
     if kind in NUMERIC:
-        return bytes(v)
+        return f"IFNULL({col}, 'NULL')"
     if kind == "bit":
-        return str(int.from_bytes(v, "big")).encode()
+        return f"IFNULL(CAST({col} AS UNSIGNED), 'NULL')"
     if kind in TEMPORAL:
-        return b"'" + bytes(v) + b"'"
-    return b"X'" + bytes(v).hex().encode() + b"'" if v else b"''"
+        return f"IFNULL(QUOTE({col}), 'NULL')"
+    return f"IF({col} IS NULL, 'NULL', CONCAT('X''', HEX({col}), ''''))"
 
 
 def _portable(stmt: bytes, db: str) -> bytes:

@@ -70,8 +70,10 @@ class MysqlPlugin(SourcePlugin):
         with ExitStack() as stack:
             d = SnapshotDump(ep)
             stack.callback(d.close)
-            d.open()
+            rotated = d.open(rotate_binlog=cfg.binlogs)
             assert d.coords is not None
+            if rotated and d.coords.file:
+                warnings.append(rotated)
             dbs = d.databases(cfg.databases)
             version = d.query("SELECT VERSION()")[0][0]
             meta: dict = {"server": ep.describe(), "server_version": version, "databases": dbs,
