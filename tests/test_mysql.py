@@ -232,7 +232,7 @@ def test_failures_are_clear_and_leave_the_vault_usable(env, tmp_path: Path, monk
 def test_physical_full_and_incrementals_restore_the_data_at_backup_time(env, cli: Cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db, policy, run, vault_dir = env
     load_schema(db, "phys")
-    pol = policy([], mode="physical", datadir=f"{db.base}/data", full_every=3)
+    pol = policy([], mode="physical", full_every=3)  # datadir asked from the server
 
     def state() -> str:
         return db.sql("SELECT 'c', COUNT(*), SUM(total) FROM orders UNION ALL SELECT 'l', COUNT(*), SUM(amount) "

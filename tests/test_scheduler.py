@@ -34,7 +34,7 @@ def test_schedules_over_three_days(tmp_path: Path) -> None:
     start = datetime(2026, 11, 26, 12, 0).astimezone()
     clock = FakeClock(start)
     ran: list[tuple[str, str]] = []
-    s = Scheduler(str(tmp_path), lambda p, trig, only: ran.append((p.policy, f"{clock.now():%d %H:%M}")),
+    s = Scheduler(str(tmp_path), lambda p, trig, only, abort: ran.append((p.policy, f"{clock.now():%d %H:%M}")),
                   clock=clock, catch_up=False)
     s.load(first=True)
     assert sorted(s.entries) == ["nightly", "sixhourly"]
@@ -51,7 +51,7 @@ def test_catch_up_and_reload(tmp_path: Path) -> None:
     for catch_up, expected in ((True, ["26 12:00"]), (False, [])):
         clock = FakeClock(now)
         ran: list[str] = []
-        s = Scheduler(str(tmp_path), lambda p, t, o: ran.append(f"{clock.now():%d %H:%M}"), clock=clock,  # noqa: B023
+        s = Scheduler(str(tmp_path), lambda p, t, o, a: ran.append(f"{clock.now():%d %H:%M}"), clock=clock,  # noqa: B023
                       last_run=lambda _n: now - timedelta(days=2), catch_up=catch_up)
         s.load(first=True)
         s.step()
@@ -89,7 +89,8 @@ def test_daemon_runs_policies_and_stops_cleanly_mid_run(tmp_path: Path, cli: Cli
     env = {**os.environ, "DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": catalog}
 
     def daemon() -> subprocess.Popen[str]:
-        return subprocess.Popen([DOBAAS, "--log-json", "-v", "daemon", "--policies", str(pol), "--run-now"],
+        return subprocess.Popen([DOBAAS, "--log-json", "-v", "daemon", "--policies", str(pol), "--run-now",
+                                 "--max-concurrent", "2"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
 
@@ -142,7 +143,7 @@ def test_failed_sources_are_retried_with_backoff(tmp_path: Path) -> None:
     clock = FakeClock(start)
     calls: list[tuple[str, str, object]] = []
 
-    def runner(pol, trigger, only):  # type: ignore[no-untyped-def]
+    def runner(pol, trigger, only, abort):  # type: ignore[no-untyped-def]
         calls.append((f"{clock.now():%d %H:%M}", trigger, only))
         failing = len(calls) <= 3  # the first run and both retries fail; the next night succeeds
         return SimpleNamespace(sources=[SimpleNamespace(source="nightly-src", status="failed" if failing else "ok")])
@@ -221,3 +222,87 @@ def test_window_end_stops_a_run_cleanly(tmp_path: Path, cli: Cli) -> None:
     res = json.loads(cli("run", str(p), "--json").stdout)["sources"][0]  # `run` ignores windows
     assert res["status"] == "ok" and res["files"] == 20000
     assert res["bytes_stored"] < 0.9 * 20000 * 2048  # what the stopped run stored is reused
+
+
+def test_policies_run_concurrently_but_never_two_runs_of_a_source(tmp_path: Path) -> None:
+    import threading
+
+    policy_file(tmp_path, "alpha", "0 22 * * *", ["/a"])
+    policy_file(tmp_path, "beta", "0 22 * * *", ["/b"])
+    twin = policy_file(tmp_path, "gamma", "0 22 * * *", ["/c"])  # same client and source name as alpha
+    twin.write_text(twin.read_text().replace("gamma-src", "alpha-src"))
+    both = threading.Barrier(2, timeout=10)
+    active: dict[str, int] = {}
+    overlaps: list[str] = []
+    lock = threading.Lock()
+
+    ran: list[str] = []
+
+    def runner(pol, trigger, only, abort):  # type: ignore[no-untyped-def]
+        src = f"{pol.client}/{pol.source_configs[0].name}"
+        with lock:
+            ran.append(pol.policy)
+            active[src] = active.get(src, 0) + 1
+            if active[src] > 1:
+                overlaps.append(src)
+        try:
+            if pol.policy in ("alpha", "beta"):
+                both.wait()  # only passes if alpha and beta run at the same time
+        finally:
+            with lock:
+                active[src] -= 1
+
+    clock = FakeClock(datetime(2026, 11, 26, 21, 59).astimezone())
+    s = Scheduler(str(tmp_path), runner, clock=clock, catch_up=False, run_now=True, max_concurrent=3)
+    s.load(first=True)
+    deadline = time.monotonic() + 20
+    while (len(set(ran)) < 3 or s.running) and time.monotonic() < deadline:
+        s.step()
+        time.sleep(0.01)
+    assert set(ran) == {"alpha", "beta", "gamma"} and not s.running
+    assert not both.broken  # alpha and beta ran at the same time
+    assert overlaps == []  # but gamma never ran with alpha: it backs up the same source
+
+
+def test_sources_of_a_policy_run_concurrently_and_stop_on_abort(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    from contextlib import contextmanager
+
+    from orchestrator.backup.abort import AbortSignal
+    from orchestrator.backup.runner import run_policy
+    from orchestrator.plugin import registry
+    from orchestrator.plugin.base import SourcePlugin
+    from orchestrator.plugin.streams import ByteStream, Capture, IterReader
+    from orchestrator.policy.model import load_policy
+    from orchestrator.scheduler.daemon import StopRequested
+    from orchestrator.vault.backend.local import LocalBackend
+    from orchestrator.vault.repository import Vault
+
+    both = threading.Barrier(2, timeout=10)
+    abort = AbortSignal()
+
+    class Slow(SourcePlugin):
+        name = "files"
+
+        @contextmanager
+        def capture(self, cfg, checkpoint, ctx):  # type: ignore[no-untyped-def]
+            both.wait()  # both sources are capturing at the same time
+
+            def data():  # type: ignore[no-untyped-def]
+                for i in range(10_000):
+                    if i == 3:
+                        abort.fire(lambda: StopRequested("stop"))
+                    yield os.urandom(256 * 1024)
+
+            yield Capture([ByteStream("data", IterReader(data()))])
+
+    monkeypatch.setattr(registry, "load", lambda _name: Slow())
+    p = policy_file(tmp_path, "par", "0 22 * * *", ["/x"], str(tmp_path / "vault"))
+    p.write_text(p.read_text().replace("sources:", "concurrency: 2\nsources:")
+                 + "  - {name: second, plugin: files, paths: [/y]}\n")
+    Vault.create(LocalBackend(str(tmp_path / "vault")), PASS, kdf_cost=12)
+    vault = Vault.open(LocalBackend(str(tmp_path / "vault")), PASS)
+    with pytest.raises(StopRequested):
+        run_policy(load_policy(str(p)), vault, None, abort=abort)
+    assert not both.broken
+    assert vault.snapshot_ids() == []  # stopped mid-stream: nothing published

@@ -9,9 +9,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from orchestrator.backup.abort import AbortSignal
 from orchestrator.backup.session import BackupSession
 from orchestrator.catalog.db import Catalog, EntryRow, display_path, entry_rows
 from orchestrator.cbt.chunker import Chunker
@@ -75,9 +77,12 @@ ProgressFactory = Callable[[str], Callable[[int], None] | None]
 
 
 def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: ProgressFactory | None = None,
-               only: list[str] | None = None, trigger: str = "manual") -> RunReport:
+               only: list[str] | None = None, trigger: str = "manual", abort: AbortSignal | None = None) -> RunReport:
+    """Run the policy's sources (each unit of each source: its own snapshot), ``policy.concurrency`` at a time.
+    ``abort`` stops the run at the next chunk boundary (daemon stopping, window closing)."""
     report = RunReport(policy.policy, policy.client, [])
     run_id = secrets.token_hex(8)
+    tasks: list[tuple[object, str, SourceResult]] = []
     for cfg in policy.source_configs:
         if only and cfg.name not in only and not any(o.startswith(cfg.name + "/") for o in only):
             continue
@@ -89,32 +94,60 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             _record_job(catalog, run_id, policy, res, datetime.now(UTC).isoformat(), trigger)
             log.error("policy %s source %s: failed %s", policy.policy, cfg.name, e)
             continue
-        closed = None
         for unit in units:
             label = f"{cfg.name}/{unit}" if unit else cfg.name
-            if only and cfg.name not in only and label not in only:
-                continue
-            res = SourceResult(label, cfg.plugin)
+            if not only or cfg.name in only or label in only:
+                tasks.append((cfg, unit, SourceResult(label, cfg.plugin)))
+
+    def execute(cfg, unit: str, res: SourceResult) -> bool:  # type: ignore[no-untyped-def]
+        """Run one unit; True when the backup window closed during it."""
+        started = datetime.now(UTC).isoformat()
+        t0 = time.monotonic()
+        closed = False
+        try:
+            _run_source(policy, vault, catalog, cfg, unit, res, progress(res.source) if progress else None, abort)
+        except WindowClosed as e:
+            res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], True
+        except DobaasError as e:
+            res.status, res.errors = "failed", [*res.errors, str(e)]
+        except OSError as e:
+            res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
+                                                                                      e.filename else "")]
+        res.seconds = round(time.monotonic() - t0, 3)
+        _record_job(catalog, run_id, policy, res, started, trigger)
+        level = logging.ERROR if res.status == "failed" else logging.INFO
+        log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
+        return closed
+
+    if policy.concurrency <= 1 or len(tasks) <= 1:
+        for cfg, unit, res in tasks:
+            if abort is not None:
+                try:
+                    abort.check()
+                except WindowClosed:
+                    break  # closed between two sources: the rest wait for the next window
             report.sources.append(res)
-            started = datetime.now(UTC).isoformat()
-            t0 = time.monotonic()
-            try:
-                _run_source(policy, vault, catalog, cfg, unit, res, progress(label) if progress else None)
-            except WindowClosed as e:
-                res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], e
-            except DobaasError as e:
-                res.status, res.errors = "failed", [*res.errors, str(e)]
-            except OSError as e:
-                res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
-                                                                                          e.filename else "")]
-            res.seconds = round(time.monotonic() - t0, 3)
-            _record_job(catalog, run_id, policy, res, started, trigger)
-            level = logging.ERROR if res.status == "failed" else logging.INFO
-            log.log(level, "policy %s source %s: %s %s", policy.policy, label, res.status, "; ".join(res.errors))
-            if closed is not None:
-                break
-        if closed is not None:
-            break  # the window is over: the remaining sources wait for the next one
+            if execute(cfg, unit, res):
+                break  # the window is over: the remaining sources wait for the next one
+        return report
+    started: list[SourceResult] = []
+
+    def worker(cfg, unit: str, res: SourceResult) -> bool:  # type: ignore[no-untyped-def]
+        if abort is not None and abort.fired:
+            return False  # the run is stopping: this source waits for the next one
+        started.append(res)
+        return execute(cfg, unit, res)
+
+    with ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="source") as pool:
+        futures = [pool.submit(worker, *t) for t in tasks]
+        for f in futures:
+            f.result()  # a stop request raised in a worker ends the run here
+    report.sources.extend(r for _c, _u, r in tasks if r in started)
+    if abort is not None:
+        try:
+            abort.check()
+        except WindowClosed:
+            pass
     return report
 
 
@@ -140,13 +173,13 @@ def snapshot_names(policy: Policy) -> Callable[[str], bool]:
 
 
 def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit: str,  # type: ignore[no-untyped-def]
-                res: SourceResult, progress: Callable[[int], None] | None) -> None:
+                res: SourceResult, progress: Callable[[int], None] | None, abort: AbortSignal | None = None) -> None:
     plugin = registry.load(cfg.plugin)
     name = f"{policy.client}/{res.source}"
     lineage = hashlib.blake2s(f"{vault.config.id}\0{name}".encode(), digest_size=6).hexdigest()
     captures = []
     cache = ListingCache(listing_cache_dir(), vault.cipher.master.mac_key)
-    with BackupSession(vault, name) as s:
+    with BackupSession(vault, name, abort=abort) as s:
         checkpoint = s.parent.meta.get("checkpoint") if s.parent else None
         with plugin.capture(cfg, checkpoint, CaptureContext(unit, lineage)) as cap:
             res.consistency = cap.consistency

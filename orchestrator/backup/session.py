@@ -8,6 +8,7 @@ import socket
 import time
 from types import TracebackType
 
+from orchestrator.backup.abort import AbortSignal
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 from orchestrator.vault.writer import BackupWriter
@@ -18,8 +19,10 @@ DEFAULT_LOCK_WAIT = 300.0
 
 
 class BackupSession:
-    def __init__(self, vault: Vault, name: str, lock_wait: float = DEFAULT_LOCK_WAIT, uploaders: int = 2) -> None:
+    def __init__(self, vault: Vault, name: str, lock_wait: float = DEFAULT_LOCK_WAIT, uploaders: int = 2,
+                 abort: AbortSignal | None = None) -> None:
         self.vault = vault
+        self.abort = abort
         self.name = name
         self.lock_wait = lock_wait
         self.uploaders = uploaders
@@ -34,7 +37,8 @@ class BackupSession:
             index = self.vault.load_index(refresh=True)
             self.vault.adopt_unindexed_packs(index)
             self.parent = self.vault.latest(self.name)
-            self.writer = BackupWriter(self.vault, self.lock, self.uploaders)
+            self.writer = BackupWriter(self.vault, self.lock, self.uploaders,
+                                       self.abort.check if self.abort is not None else None)
         except BaseException:
             self.lock.release()
             raise

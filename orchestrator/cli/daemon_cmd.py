@@ -19,18 +19,21 @@ log = logging.getLogger("dobaas.daemon")
 @click.option("--catch-up/--no-catch-up", default=True, show_default=True,
               help="Run once at start a policy whose scheduled run was missed while the daemon was down.")
 @click.option("--run-now", is_flag=True, help="Run every policy once at start, then follow the schedules.")
+@click.option("--max-concurrent", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="Policies run at once (a policy's own sources: its `concurrency:` field).")
 @catalog_option
-def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str | None) -> None:
+def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: int, catalog_url: str | None) -> None:
     """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
     in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
     from orchestrator.alerts.notify import deliver, notify_after_run, stale
+    from orchestrator.backup.abort import AbortSignal
     from orchestrator.backup.runner import run_policy, snapshot_names
     from orchestrator.catalog.db import Catalog, to_url
     from orchestrator.cli.common import read_passphrase
-    from orchestrator.errors import UsageError
+    from orchestrator.errors import UsageError, WindowClosed
     from orchestrator.policy.model import Policy
     from orchestrator.scheduler.daemon import Scheduler
-    from orchestrator.scheduler.window import deadline, window_state
+    from orchestrator.scheduler.window import window_state
     from orchestrator.vault.backend.local import open_local
     from orchestrator.vault.prune import prune
     from orchestrator.vault.repository import Vault
@@ -41,7 +44,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
     def catalog_for(policy: Policy) -> Catalog:
         return Catalog(to_url(policy.catalog) if policy.catalog else (to_url(catalog_url) if catalog_url else None))
 
-    def run_one(policy: Policy, trigger: str, only: list[str] | None):  # type: ignore[no-untyped-def]
+    def run_one(policy: Policy, trigger: str, only: list[str] | None, abort: AbortSignal):  # type: ignore[no-untyped-def]
         try:
             passphrase = policy.passphrase() or read_passphrase()
         except UsageError:
@@ -55,8 +58,17 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
             if not inside:
                 log.info("policy %s: outside its window %s, not run now", policy.policy, policy.window)
                 return None
-        with deadline(end, datetime.now().astimezone()):
-            report = run_policy(policy, vault, catalog, None, only, trigger)
+        if end is not None:
+            at = end
+
+            def closed() -> WindowClosed:
+                return WindowClosed(f"the backup window closed at {at:%H:%M:%S}; the next run resumes from here")
+
+            abort.fire_at(end, datetime.now().astimezone(), closed)
+        try:
+            report = run_policy(policy, vault, catalog, None, only, trigger, abort)
+        finally:
+            abort.cancel()
         notify_after_run(policy, report, catalog, vault)
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,
@@ -89,7 +101,8 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, catalog_url: str |
             except Exception as e:
                 log.error("alert check for policy %s failed: %s", p.policy, e)
 
-    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now, on_tick=tick)
+    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now, on_tick=tick,
+                      max_concurrent=max_concurrent)
     sched.install_signals()
     log.info("daemon started on %s", os.path.abspath(directory))
     sched.serve()

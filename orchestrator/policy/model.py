@@ -66,6 +66,7 @@ class Policy(BaseModel):
     retry: Retry = Retry()
     window: str | None = None  # 'HH:MM-HH:MM', local time: runs start inside it and stop at its end
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
+    concurrency: int = Field(default=1, ge=1, le=16)  # sources (units) of this policy backed up at once
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     # filled after validation: the plugin-specific model of each source

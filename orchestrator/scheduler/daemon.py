@@ -3,9 +3,11 @@
 - Catch-up: a run missed while the daemon was down (a scheduled time between the policy's last job in the
   catalog and now) runs once at start; optional.
 - After a run in which every source saved a snapshot, the policy's retention is applied to its sources.
-- SIGHUP reloads the policies; SIGTERM stops: a run in progress is aborted (the vault publishes nothing
-  partial, and the next run reuses what was stored), then the daemon exits.
-- Policies run one at a time, so two runs of the same source never overlap.
+- SIGHUP reloads the policies; SIGTERM stops: runs in progress are aborted at their next chunk (the vault
+  publishes nothing partial, and the next run reuses what was stored), then the daemon exits.
+- Up to ``max_concurrent`` policies run at once (each in its own thread; one at a time in the main thread by
+  default). A policy never runs twice at once, and a policy waits while another one backing up one of the same
+  sources (same client and source name) runs, so two runs of a source never overlap.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import DobaasError
 from orchestrator.policy.model import Policy, load_policy
 from orchestrator.scheduler.clock import Clock, RealClock
@@ -28,7 +31,7 @@ from orchestrator.scheduler.window import window_state
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[Policy, str, list[str] | None], object]
+Runner = Callable[[Policy, str, list[str] | None, AbortSignal], object]
 CHECK_EVERY = 3600.0  # the daemon wakes at least hourly for its periodic checks
 LastRun = Callable[[str], datetime | None]
 
@@ -64,6 +67,10 @@ class Scheduler:
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
     reload_requested: bool = False
+    max_concurrent: int = 1
+    #: policy name -> (thread or None when run in the main thread, its abort signal)
+    running: dict[str, tuple[threading.Thread | None, AbortSignal]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self, first: bool = False) -> None:
         now = self.clock.now()
@@ -101,7 +108,9 @@ class Scheduler:
         return croniter(p.schedule, now).get_next(datetime)
 
     def step(self) -> bool:
-        """Run what is due, then wait for the next due time. Returns False once stopping."""
+        """Run what is due, then wait for the next due time (or a wake-up: a run ended, a signal). Returns False
+        once stopping."""
+        self.wake.clear()  # cleared before looking, so a wake-up while we look is not lost
         if self.reload_requested:
             self.reload_requested = False
             self.load()
@@ -116,31 +125,77 @@ class Scheduler:
                              entry.policy.window, next_start)
                     entry.next_run = next_start
                     continue
-            if entry.next_run <= now:
+            due_run = entry.next_run <= now
+            due_retry = not due_run and entry.retry_at is not None and entry.retry_at <= now
+            if not (due_run or due_retry) or not self._may_start(entry):
+                continue
+            if due_run:
                 log.info("running policy %s (due %s)", name, entry.next_run)
                 entry.attempts, entry.retry_at, entry.retry_sources = 0, None, []
-                self._run(entry, "schedule", None)
-                entry.next_run = croniter(entry.policy.schedule, self.clock.now()).get_next(datetime)
-            elif entry.retry_at is not None and entry.retry_at <= now:
+                entry.next_run = croniter(entry.policy.schedule, now).get_next(datetime)
+                self._start(entry, "schedule", None)
+            else:
                 log.info("retrying policy %s sources %s (attempt %d)", name, ", ".join(entry.retry_sources),
                          entry.attempts)
-                self._run(entry, "retry", entry.retry_sources)
+                entry.retry_at = None
+                self._start(entry, "retry", entry.retry_sources)
         if self.stopping:
             return False
         if self.on_tick:
             self.on_tick([e.policy for e in self.entries.values()])
         wait = CHECK_EVERY
-        if self.entries:
-            until = min(e.due() for e in self.entries.values())
-            wait = min(wait, (until - self.clock.now()).total_seconds())
+        now = self.clock.now()
+        # a due policy that could not start (slots full, a source busy) starts when a run ends: that wakes us
+        upcoming = [e.due() for e in self.entries.values() if e.due() > now]
+        if upcoming:
+            wait = min(wait, (min(upcoming) - now).total_seconds())
         self.clock.wait(wait, self.wake)
-        self.wake.clear()
         return not self.stopping
 
-    def _run(self, entry: Entry, trigger: str, only: list[str] | None) -> None:
+    def _sources(self, policy: Policy) -> set[str]:
+        return {f"{policy.client}/{c.name}" for c in policy.source_configs}
+
+    def _may_start(self, entry: Entry) -> bool:
+        """A free slot, the policy not running, and none of its sources in a running policy."""
+        with self._lock:
+            if entry.policy.policy in self.running or len(self.running) >= self.max_concurrent:
+                return False
+            mine = self._sources(entry.policy)
+            for other in self.running:
+                e = self.entries.get(other)
+                if e is not None and mine & self._sources(e.policy):
+                    log.info("policy %s waits: policy %s is backing up one of its sources", entry.policy.policy,
+                             other)
+                    return False
+        return True
+
+    def _start(self, entry: Entry, trigger: str, only: list[str] | None) -> None:
+        abort = AbortSignal()
+        if self.max_concurrent <= 1:  # in the main thread: the tests' fake clock sees the run complete
+            with self._lock:
+                self.running[entry.policy.policy] = (None, abort)
+            self._run(entry, trigger, only, abort)
+            return
+        t = threading.Thread(target=self._run, args=(entry, trigger, only, abort), daemon=True,
+                             name=f"policy-{entry.policy.policy}")
+        with self._lock:
+            self.running[entry.policy.policy] = (t, abort)
+        t.start()
+
+    def _run(self, entry: Entry, trigger: str, only: list[str] | None, abort: AbortSignal) -> None:
+        try:
+            self._run_once(entry, trigger, only, abort)
+        except StopRequested:
+            log.info("policy %s stopped before it finished; nothing partial was published", entry.policy.policy)
+        finally:
+            with self._lock:
+                self.running.pop(entry.policy.policy, None)
+            self.wake.set()
+
+    def _run_once(self, entry: Entry, trigger: str, only: list[str] | None, abort: AbortSignal) -> None:
         failed: list[str] = []
         try:
-            report = self.runner(entry.policy, trigger, only)
+            report = self.runner(entry.policy, trigger, only, abort)
             failed = [s.source for s in getattr(report, "sources", []) if s.status == "failed"]
         except DobaasError as e:  # the whole policy could not run (vault missing, passphrase…)
             log.error("policy %s failed: %s", entry.policy.policy, e)
@@ -161,10 +216,8 @@ class Scheduler:
     def install_signals(self) -> None:
         def on_term(_sig: int, _frame: object) -> None:
             if not self.stopping:
-                log.info("SIGTERM: stopping (a run in progress is aborted; nothing partial is published)")
-                self.stopping = True
-                self.wake.set()
-                raise StopRequested
+                log.info("SIGTERM: stopping (runs in progress are aborted; nothing partial is published)")
+                self.stop()
 
         def on_hup(_sig: int, _frame: object) -> None:
             log.info("SIGHUP: reloading policies")
@@ -174,11 +227,21 @@ class Scheduler:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def stop(self) -> None:
+        """Stop: every run in progress stops at its next chunk boundary."""
+        self.stopping = True
+        with self._lock:
+            aborts = [a for _t, a in self.running.values()]
+        for a in aborts:
+            a.fire(lambda: StopRequested("the daemon is stopping"))
+        self.wake.set()
+
     def serve(self) -> None:
         self.load(first=True)
-        try:
-            while self.step():
-                pass
-        except StopRequested:
+        while self.step():
             pass
+        with self._lock:
+            threads = [t for t, _a in self.running.values() if t is not None]
+        for t in threads:
+            t.join()
         log.info("daemon stopped")

@@ -1,14 +1,10 @@
-"""Backup windows ('22:00-06:00', local time, may wrap midnight) and the deadline that enforces them."""
+"""Backup windows ('22:00-06:00', local time, may wrap midnight). The daemon enforces a window's end by firing the
+run's AbortSignal (orchestrator/backup/abort.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-from collections.abc import Iterator
 from datetime import datetime, time, timedelta
-
-from orchestrator.errors import WindowClosed
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*-\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
@@ -42,22 +38,3 @@ def window_state(text: str, now: datetime) -> tuple[bool, datetime, datetime]:
         nxt += timedelta(days=1)
     e = datetime.combine(nxt.date(), end, now.tzinfo)
     return False, e if e > nxt else e + timedelta(days=1), nxt
-
-
-@contextlib.contextmanager
-def deadline(at: datetime | None, now: datetime) -> Iterator[None]:
-    """Raise WindowClosed in this (main) thread at ``at``; disarmed on exit, so it never fires elsewhere."""
-    if at is None:
-        yield
-        return
-
-    def fire(_sig: int, _frame: object) -> None:
-        raise WindowClosed(f"the backup window closed at {at:%H:%M:%S}; the next run resumes from here")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, max(0.001, (at - now).total_seconds()))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,8 +34,11 @@ class WriteStats:
 
 
 class BackupWriter:
-    def __init__(self, vault: Vault, lock: VaultLock, uploaders: int = 2) -> None:
+    def __init__(self, vault: Vault, lock: VaultLock, uploaders: int = 2,
+                 abort_check: Callable[[], None] | None = None) -> None:
         self.vault = vault
+        #: raises when the backup must stop (daemon stopping, window closed): checked at every chunk
+        self.abort_check = abort_check
         self.cipher = vault.cipher
         self.lock = lock
         self.index: Index = vault.load_index()
@@ -54,6 +58,8 @@ class BackupWriter:
     # ---- storing chunks ----------------------------------------------------------------------------------
     def store(self, data: bytes | memoryview, kind: int = KIND_DATA) -> bytes:
         """Return the chunk id of ``data``, storing it unless the vault (or this backup) already has it."""
+        if self.abort_check is not None:
+            self.abort_check()  # a stop request or a closed window: stop at this chunk boundary
         cid = self.cipher.chunk_id(data)
         with self._mutex:
             if cid in self.index.chunks or cid in self._claimed:

@@ -67,3 +67,15 @@ def connect(ep: Endpoint, **kw: Any) -> Any:
         return mc.connect(**args)
     except mc.Error as e:
         raise explain(e, ep) from None
+
+
+def server_variable(ep: Endpoint, name: str) -> str:
+    conn = connect(ep)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"SELECT @@{name}")
+        return str(cur.fetchall()[0][0])
+    except connector().Error as e:
+        raise explain(e, ep) from None
+    finally:
+        conn.close()

@@ -21,7 +21,7 @@ from orchestrator.errors import DobaasError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, IterReader
 from plugins.mysql import binlogs, restore
-from plugins.mysql.connection import Endpoint
+from plugins.mysql.connection import Endpoint, server_variable
 from plugins.mysql.dump import SnapshotDump
 from plugins.mysql.physical import PhysicalRun
 
@@ -104,7 +104,10 @@ class MysqlPlugin(SourcePlugin):
         elif checkpoint:
             warnings.append("the previous snapshot was not a physical backup: full backup")
         name = f"physical/{len(chain):02d}-{'incremental' if chain else 'full'}.xbstream"
-        run = PhysicalRun(ep, cfg.datadir, cfg.staging_dir, lsn)
+        datadir = cfg.datadir
+        if datadir is None:  # mariabackup reads the files itself: it must run where they are
+            datadir = server_variable(ep, "datadir")
+        run = PhysicalRun(ep, datadir, cfg.staging_dir, lsn)
         token: dict = {}
         meta: dict = {"server": ep.describe(), "mode": "physical", "chain": [*chain, name]}
 
