@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from datetime import datetime
 
 import click
@@ -41,8 +42,16 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
     if not ("DOBAAS_PASSPHRASE" in os.environ or "DOBAAS_PASSPHRASE_FILE" in os.environ):
         log.info("no DOBAAS_PASSPHRASE(_FILE): each policy must name passphrase_env or passphrase_file")
 
+    catalogs: dict[str | None, Catalog] = {}
+    catalogs_lock = threading.Lock()
+
     def catalog_for(policy: Policy) -> Catalog:
-        return Catalog(to_url(policy.catalog) if policy.catalog else (to_url(catalog_url) if catalog_url else None))
+        """One Catalog (engine, migrations done once) per URL, shared by the policies running at once."""
+        url = to_url(policy.catalog) if policy.catalog else (to_url(catalog_url) if catalog_url else None)
+        with catalogs_lock:
+            if url not in catalogs:
+                catalogs[url] = Catalog(url)
+            return catalogs[url]
 
     def run_one(policy: Policy, trigger: str, only: list[str] | None, abort: AbortSignal):  # type: ignore[no-untyped-def]
         try:
