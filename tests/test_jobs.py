@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,13 @@ def test_jobs_and_status(cli: Cli, tmp_path: Path) -> None:
     assert by_source["gone"]["last_success"] is None and by_source["gone"]["last_status"] == "failed"
     human = cli("status", check=False).stdout
     assert "acme/docs" in human and "never" in human
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "p.yaml").write_text(policy.read_text().replace("sources:", "schedule: '0 22 * * *'\nsources:"))
+    st = json.loads(cli("status", "--policies", str(pdir), "--json", check=False).stdout)
+    nxt = datetime.fromisoformat(st[0]["next_run"])
+    assert nxt > datetime.now(UTC) and nxt.astimezone().hour == 22 and nxt.astimezone().minute == 0
+    assert "next run" in cli("status", "--policies", str(pdir), check=False).stdout
 
 
 def test_existing_catalog_is_upgraded_in_place(tmp_path: Path) -> None:

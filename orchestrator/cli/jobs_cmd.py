@@ -28,20 +28,36 @@ def jobs_cmd(policy: str | None, source: str | None, limit: int, catalog_url: st
 
 
 @click.command("status")
+@click.option("--policies", "directory", type=click.Path(file_okay=False, exists=True), envvar="DOBAAS_POLICIES",
+              help="The daemon's policy directory: adds each source's next scheduled run.")
 @catalog_option
 @json_option
-def status_cmd(catalog_url: str | None, as_json: bool) -> int:
-    """Per source: the last run, the last success and its age. Exit 1 when a source's last run failed."""
+def status_cmd(directory: str | None, catalog_url: str | None, as_json: bool) -> int:
+    """Per source: the last run, the last success and its age, warnings, and (with --policies) the next run.
+    Exit 1 when a source's last run failed."""
     rows = open_catalog(catalog_url).status()
+    if directory:
+        from orchestrator.scheduler.daemon import next_runs
+
+        nxt = next_runs(directory)
+        for r in rows:
+            r["next_run"] = nxt.get(r["policy"])
     if as_json:
         emit_json(rows)
     else:
         for r in rows:
             age = f"{r['success_age_hours']:.1f} h ago" if r["success_age_hours"] is not None else "never"
-            click.echo(f"{r['client']}/{r['source']:20} last run {r['last_status']:7} at {local_time(r['last_run'])}; "
-                       f"last success {age}")
+            line = (f"{r['client']}/{r['source']:20} last run {r['last_status']:7} at {local_time(r['last_run'])}; "
+                    f"last success {age}")
+            if r["last_warnings"]:
+                line += f"; {len(r['last_warnings'])} warning(s)"
+            if directory:
+                line += f"; next run {local_time(r['next_run']) if r.get('next_run') else 'not scheduled'}"
+            click.echo(line)
             for e in r["last_errors"][:3]:
                 click.echo(f"    error: {e}")
+            for w in r["last_warnings"][:3]:
+                click.echo(f"    warning: {w}")
     return 1 if any(r["last_status"] == "failed" for r in rows) else 0
 
 

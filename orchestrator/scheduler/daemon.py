@@ -245,3 +245,30 @@ class Scheduler:
         for t in threads:
             t.join()
         log.info("daemon stopped")
+
+
+def next_runs(directory: str, now: datetime | None = None) -> dict[str, str]:
+    """{policy name: ISO time of its next scheduled run} for the policies of a directory (windows respected)."""
+    sched = Scheduler(directory, lambda *_a: None, catch_up=False)
+    if now is not None:
+        sched.clock = _At(now)
+    sched.load()
+    out = {}
+    for name, e in sched.entries.items():
+        t = e.next_run
+        if e.policy.window:
+            inside, _end, start = window_state(e.policy.window, t)
+            t = t if inside else start
+        out[name] = t.isoformat()
+    return out
+
+
+@dataclass
+class _At:
+    t: datetime
+
+    def now(self) -> datetime:
+        return self.t
+
+    def wait(self, seconds: float, wake: threading.Event) -> None:
+        pass
