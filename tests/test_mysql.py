@@ -146,7 +146,8 @@ def test_consistent_snapshot_under_writes_restores_exactly(env, cli: Cli) -> Non
 def test_point_in_time_restore_from_archived_binlogs(env, cli: Cli) -> None:  # type: ignore[no-untyped-def]
     db, policy, run, vault_dir = env
     load_schema(db, "pitr")
-    pol = policy(["pitr"])
+    db.sql("CREATE USER 'reporting'@'10.%' IDENTIFIED BY 'r3port'; GRANT SELECT ON pitr.* TO 'reporting'@'10.%'")
+    pol = policy(["pitr"], users_and_grants=True)
     first = run(pol)
     assert first.status == "ok" and not first.warnings, first
     db.sql("INSERT INTO events_log (label) VALUES ('A')", "pitr")
@@ -165,8 +166,10 @@ def test_point_in_time_restore_from_archived_binlogs(env, cli: Cli) -> None:  # 
     assert out["replayed"] and labels("pitr_t") == ["A"]
     out = json.loads(restore(cli, db, vault_dir, second.snapshot, "pitr_p", "--to-position", f"{file}:{pos}").stdout)
     assert labels("pitr_p") == ["A"]
-    restore(cli, db, vault_dir, second.snapshot, "pitr_full")
+    db.sql("DROP USER 'reporting'@'10.%'")  # lost since the backup: --with-users brings it back with its grants
+    restore(cli, db, vault_dir, second.snapshot, "pitr_full", "--with-users")
     assert labels("pitr_full") == ["A", "B"]
+    assert "GRANT SELECT ON `pitr`.* TO `reporting`@`10.%`" in db.sql("SHOW GRANTS FOR 'reporting'@'10.%'")
     # outside the snapshot's logs: refused with the range, nothing created
     p = restore(cli, db, vault_dir, second.snapshot, "pitr_x", "--to-time", "2001-01-01 00:00:00", check=False)
     assert p.returncode == 2 and "before this snapshot's logs begin" in p.stderr

@@ -115,10 +115,11 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
 @click.option("--to-time", help="Stop at this local time, 'YYYY-MM-DD HH:MM:SS' (replays the archived logs).")
 @click.option("--to-position", help="Stop at this binary-log position, FILE:POS.")
 @click.option("--target-datadir", type=click.Path(file_okay=False), help="Physical restore into a data directory.")
+@click.option("--with-users", is_flag=True, help="Also create the snapshot's accounts and grants on the server.")
 @json_option
 def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database: str | None, host: str, port: int,
               socket: str | None, user: str, password_env: str | None, to_time: str | None, to_position: str | None,
-              target_datadir: str | None, as_json: bool) -> None:
+              target_datadir: str | None, with_users: bool, as_json: bool) -> None:
     """Restore a MySQL/MariaDB snapshot into a running server under a new database name, at the snapshot's
     instant or at any point between the previous snapshot and this one; checked against the capture."""
     from orchestrator.restore.database import restore_database
@@ -135,7 +136,8 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
     options = {"endpoint": Endpoint(host, port, socket, user, os.environ[password_env] if password_env else None),
                "as_database": as_database, "database": database,
                "to_time": parse_time(to_time) if to_time else None, "to_time_text": to_time,
-               "to_position": parse_position(to_position) if to_position else None, "target_datadir": target_datadir}
+               "to_position": parse_position(to_position) if to_position else None, "target_datadir": target_datadir,
+               "with_users": with_users}
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
     res = restore_database(vault, snap, "mysql", options)

@@ -112,6 +112,19 @@ class SnapshotDump:
                           "information_schema.SCHEMATA")
         return {r[0] or "": [r[1], r[2]] for r in rows if r[0] in dbs}
 
+    def users(self) -> Iterator[bytes]:
+        """Accounts and their grants as SQL (``CREATE USER IF NOT EXISTS`` + ``GRANT``), system accounts left
+        out: applied at restore only on request, since they change who may log in to the target server."""
+        yield b"-- dobaas: accounts and grants\n"
+        rows = self.query("SELECT User, Host FROM mysql.user WHERE User NOT IN ('', 'root', 'mariadb.sys', "
+                          "'mysql', 'PUBLIC') AND is_role = 'N' ORDER BY User, Host")
+        for user, host in rows:
+            account = f"'{(user or '').replace(chr(39), chr(39) * 2)}'@'{(host or '').replace(chr(39), chr(39) * 2)}'"
+            create = self.query(f"SHOW CREATE USER {account}")[0][0] or ""
+            yield create.replace("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1).encode() + b";\n"
+            for (grant,) in self.query(f"SHOW GRANTS FOR {account}"):
+                yield (grant or "").encode() + b";\n"
+
     def record_checksums(self, db: str) -> None:
         """Row counts and CHECKSUM TABLE of every base table, in the snapshot (what a restore is checked against)."""
         out: dict[str, dict] = {}

@@ -36,7 +36,7 @@ class MysqlConfig(SourceConfig, PasswordFields):
     databases: list[str] = Field(default_factory=list)  # names or globs; default: all but the system schemas
     mode: Literal["logical", "physical"] = "logical"
     binlogs: bool = True  # archive the binary logs for point-in-time restore
-    users_and_grants: bool = False
+    users_and_grants: bool = False  # also capture accounts and grants (users.sql; restored with --with-users)
     staging_dir: str = "/var/tmp/dobaas-mysql"  # binary logs of one run, at most
     datadir: str | None = None  # physical mode: the server's data directory (default: asked from the server)
     full_every: int = Field(default=7, ge=1, le=100)  # physical mode: a full backup after this many snapshots
@@ -89,6 +89,8 @@ class MysqlPlugin(SourcePlugin):
                     streams += self._binlogs(ep, d, cfg, checkpoint, meta, warnings, stack)
             for db in dbs:
                 streams.append(ByteStream(f"dump/{db}.sql", IterReader(self._dump_then_checksum(d, db))))
+            if cfg.users_and_grants:
+                streams.append(ByteStream("users.sql", IterReader(d.users())))
             token = {"binlog_file": d.coords.file, "binlog_pos": d.coords.pos, "time": d.coords.time,
                      "databases": dbs} if d.coords.file else None
             yield Capture(streams, token, "transaction-consistent (one consistent snapshot, no global lock)",

@@ -80,6 +80,12 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) 
         if replay:
             _replay(ep, orig, new, replay, write_item)
         result = _verify(conn, new, meta["tables"].get(orig, {}), exact=replay is None)
+        if options.get("with_users"):
+            if "users.sql" not in items:
+                raise UsageError("the snapshot has no accounts (the source did not set users_and_grants: true)")
+            _pipe(["mariadb", *ep.client_args()], ep, lambda out: write_item("users.sql", out),
+                  "creating the accounts and grants")
+            result["users"] = "accounts created where missing, grants applied"
         ok = True
     finally:
         if not ok:
