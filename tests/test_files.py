@@ -292,7 +292,9 @@ def test_policy_errors_name_file_line_and_field(tmp_path: Path, cli: Cli) -> Non
         "policy: p\nclient: c\nvault: /v\nschedule: every night\nsources:\n"
         "  - {name: a, plugin: files, paths: [/x]}\n": (4, "schedule", "cron"),
         "policy: p\nclient: c\nvault: sftp://h/x\nsources:\n  - {name: a, plugin: files, paths: [relative]}\n":
-            (3, "vault", "local vault"),
+            (3, "vault", "expected sftp://user@host"),
+        "policy: p\nclient: c\nvault: s3://b/x\nsources:\n  - {name: a, plugin: files, paths: [/x]}\n":
+            (3, "vault", "a path, file:// or sftp://"),
     }
     for i, (text, (line, field, msg)) in enumerate(cases.items()):
         f = tmp_path / f"p{i}.yaml"

@@ -80,6 +80,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
                only: list[str] | None = None, trigger: str = "manual", abort: AbortSignal | None = None) -> RunReport:
     """Run the policy's sources (each unit of each source: its own snapshot), ``policy.concurrency`` at a time.
     ``abort`` stops the run at the next chunk boundary (daemon stopping, window closing)."""
+    check_residency(policy, vault)
     report = RunReport(policy.policy, policy.client, [])
     run_id = secrets.token_hex(8)
     tasks: list[tuple[object, str, SourceResult]] = []
@@ -151,6 +152,15 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     return report
 
 
+def check_residency(policy: Policy, vault: Vault) -> None:
+    """Data stays in France unless the client agreed in writing: refused before any byte leaves."""
+    where = vault.config.location
+    if where != "FR" and not policy.residency_consent:
+        raise DobaasError(f"vault {vault.backend.location} is located in {where}, outside France: the contract keeps "
+                          "backups in France unless the client agreed in writing; add residency_consent: "
+                          "'<reference of that agreement>' to the policy")
+
+
 def _record_job(catalog: Catalog | None, run_id: str, policy: Policy, res: SourceResult, started: str,
                 trigger: str) -> None:
     if catalog is None:
@@ -217,7 +227,9 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
                     items.append({**carried, "name": stream.name})
             s.warnings.extend(res.warnings)
             meta = {"client": policy.client, "source": res.source, "plugin": cfg.plugin, "policy": policy.policy,
-                    "checkpoint": cap.checkpoint, "consistency": cap.consistency, **cap.meta}
+                    "checkpoint": cap.checkpoint, "consistency": cap.consistency, "stored_in": vault.config.location,
+                    **({"residency_consent": policy.residency_consent} if policy.residency_consent else {}),
+                    **cap.meta}
             snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
         res.bytes_stored = s.writer.stats.bytes_written
         res.bytes_new = s.writer.stats.raw_bytes_new

@@ -15,7 +15,6 @@ import click
 
 from orchestrator.errors import BadInput, UsageError
 from orchestrator.units import parse_size  # noqa: F401  (re-exported for the commands)
-from orchestrator.vault.backend.local import open_local
 from orchestrator.vault.repository import Vault
 
 vault_option = click.option(
@@ -74,8 +73,10 @@ def read_passphrase(confirm: bool = False) -> str:
 
 
 def open_vault(path: str) -> Vault:
-    backend = open_local(path)
-    return Vault.open(backend, read_passphrase())
+    """A vault by path or URL (sftp:// access from DOBAAS_SFTP_KNOWN_HOSTS / _IDENTITY / _PASSWORD(_FILE))."""
+    from orchestrator.vault.backend.opener import open_backend
+
+    return Vault.open(open_backend(path), read_passphrase())
 
 
 def emit_json(obj: Any) -> None:

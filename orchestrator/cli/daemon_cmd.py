@@ -35,7 +35,6 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
     from orchestrator.policy.model import Policy
     from orchestrator.scheduler.daemon import Scheduler
     from orchestrator.scheduler.window import window_state
-    from orchestrator.vault.backend.local import open_local
     from orchestrator.vault.prune import prune
     from orchestrator.vault.repository import Vault
 
@@ -59,7 +58,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
         except UsageError:
             raise UsageError(f"policy {policy.policy}: no passphrase (passphrase_env/_file or "
                              "DOBAAS_PASSPHRASE)") from None
-        vault = Vault.open(open_local(policy.vault), passphrase)
+        vault = Vault.open(policy.backend(), passphrase)
         catalog = catalog_for(policy)
         end = None
         if policy.window:

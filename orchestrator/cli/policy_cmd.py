@@ -46,14 +46,13 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     from orchestrator.backup.runner import run_policy
     from orchestrator.cli.common import read_passphrase
     from orchestrator.policy.model import load_policy
-    from orchestrator.vault.backend.local import open_local
     from orchestrator.vault.repository import Vault
 
     policy = load_policy(file)
     unknown = {o for o in only if o.split("/", 1)[0] not in {c.name for c in policy.source_configs}}
     if unknown:
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
-    vault = Vault.open(open_local(policy.vault), policy.passphrase() or read_passphrase())
+    vault = Vault.open(policy.backend(), policy.passphrase() or read_passphrase())
     catalog = open_catalog(catalog_url or policy.catalog)
     bars = []
 

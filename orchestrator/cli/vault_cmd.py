@@ -9,7 +9,6 @@ import click
 
 from orchestrator.cli.common import emit_json, json_option, open_vault, parse_size, read_passphrase, vault_option
 from orchestrator.errors import UsageError
-from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.config import DEFAULT_BLOCK_SIZE
 from orchestrator.vault.keys import DEFAULT_KDF_COST, MAX_KDF_COST, MIN_KDF_COST
 from orchestrator.vault.locks import read_locks
@@ -41,7 +40,10 @@ def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost
     if not 64 * 1024 <= ps <= 1024 * 2**20:
         raise UsageError("--pack-size must be between 64KiB and 1GiB")
     pw = read_passphrase(confirm=True)
-    vault = Vault.create(LocalBackend(path), pw, kdf_cost=kdf_cost, location=location, block_size=bs, pack_size=ps)
+    from orchestrator.vault.backend.opener import open_backend
+
+    backend = open_backend(path, must_exist=False)
+    vault = Vault.create(backend, pw, kdf_cost=kdf_cost, location=location, block_size=bs, pack_size=ps)
     if as_json:
         emit_json({"path": vault.backend.location, "id": vault.config.id, "location": location, "block_size": bs})
     else:

@@ -52,6 +52,26 @@ class Retry(BaseModel):
     delay_minutes: float = Field(default=5, gt=0)  # first delay; each next one is three times longer
 
 
+class RemoteSettings(BaseModel):
+    """How to reach an sftp:// vault: the server's published host key, and our key or password."""
+
+    model_config = ConfigDict(extra="forbid")
+    known_hosts: str | None = None  # default ~/.ssh/known_hosts
+    identity_file: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise BadInput(f"remote.password_env names {self.password_env}, which is not set")
+            return os.environ[self.password_env]
+        if self.password_file:
+            with open(self.password_file, encoding="utf-8") as f:
+                return f.read().rstrip("\n")
+        return None
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(pattern=NAME)
@@ -67,6 +87,10 @@ class Policy(BaseModel):
     window: str | None = None  # 'HH:MM-HH:MM', local time: runs start inside it and stop at its end
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     concurrency: int = Field(default=1, ge=1, le=16)  # sources (units) of this policy backed up at once
+    remote: RemoteSettings | None = None  # access to an sftp:// vault
+    bandwidth_limit: str | None = None  # uploads to a remote vault, e.g. 20MiB/s
+    #: the client's written agreement to store outside France (its reference); required for a non-FR vault
+    residency_consent: str | None = None
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     # filled after validation: the plugin-specific model of each source
@@ -76,10 +100,39 @@ class Policy(BaseModel):
     @field_validator("vault")
     @classmethod
     def _vault(cls, v: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith("file://"):
-            raise ValueError("only local vault paths are supported so far (sftp:// and s3:// come with the "
-                             "remote vault backends)")
+        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://")):
+            raise ValueError("the vault is a path, file:// or sftp://user@host[:port]/path")
+        if v.startswith("sftp://"):
+            from orchestrator.vault.backend.sftp import parse_url
+
+            try:
+                parse_url(v)
+            except Exception as e:
+                raise ValueError(str(e)) from None
+            return v
         return v.removeprefix("file://")
+
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _bandwidth(cls, v: str | None) -> str | None:
+        if v is not None:
+            from orchestrator.vault.backend.opener import bandwidth
+
+            try:
+                bandwidth(v)
+            except Exception as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    def backend(self):  # type: ignore[no-untyped-def]
+        """The vault's storage backend (a remote vault is reached with the policy's ``remote:`` access)."""
+        from orchestrator.vault.backend.opener import RemoteAccess, open_backend
+
+        access = None
+        if self.vault.startswith("sftp://"):
+            r = self.remote or RemoteSettings()
+            access = RemoteAccess(r.known_hosts, r.identity_file, r.password(), self.bandwidth_limit)
+        return open_backend(self.vault, access)
 
     @field_validator("window")
     @classmethod

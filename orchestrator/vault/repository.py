@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 HEADER_PROBE = 64 * 1024
 
 
+#: the vault's directories (packs spread over 256 by their name's first byte)
+LAYOUT = ["keys", "index", "snapshots", "locks", *(f"data/{i:02x}" for i in range(256))]
+
+
 class Vault:
     def __init__(self, backend: Backend, config: VaultConfig, cipher: Cipher, key_name: str) -> None:
         self.backend = backend
@@ -48,6 +52,9 @@ class Vault:
             raise BadInput("block size must be a power of two between 4 KiB and 16 MiB")
         master = MasterKey.generate(cfg.id)
         cipher = Cipher(master)
+        make_layout = getattr(backend, "make_layout", None)
+        if make_layout is not None:  # every directory up front: append-only SFTP clients cannot create them
+            make_layout(LAYOUT)
         key_name = add_key_file(backend, master, passphrase, kdf_cost)
         doc = asdict(cfg)
         doc["mac"] = cipher.mac(cfg.canonical()).hex()

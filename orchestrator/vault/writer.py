@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from orchestrator.errors import DobaasError, VaultBusy
+from orchestrator.vault.backend import AlreadyExists
 from orchestrator.vault.index import Index, encode_index
 from orchestrator.vault.locks import LOCK_TTL, VaultLock
 from orchestrator.vault.pack import KIND_DATA, KIND_META, PackBuilder, PackEntry, pack_path
@@ -112,8 +113,19 @@ class BackupWriter:
 
     def _upload(self, b: PackBuilder, name: str, view: memoryview, entries: list[PackEntry]) -> None:
         try:
+            for attempt in (1, 2, 3):
+                try:
+                    self.vault.backend.put(pack_path(name), view)
+                    break
+                except AlreadyExists:
+                    # an interrupted upload left a partial object under this content name (append-only storage
+                    # cannot remove it): seal the header again, with a fresh nonce, and the pack gets a new name
+                    if attempt == 3:
+                        raise
+                    log.warning("pack %s already exists (partial upload?): storing it under a new name", name[:12])
+                    view.release()
+                    name, view, entries = b.finish()
             size = len(view)
-            self.vault.backend.put(pack_path(name), view)
             with self._mutex:
                 self.index.add_pack(name, entries)
                 self._new_packs[name] = list(entries)

@@ -109,6 +109,10 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectMissing(name) from None
 
+    def make_layout(self, dirs: list[str]) -> None:
+        for d in dirs:
+            self._ensure_dir(self._path(d))
+
     def remove_temporaries(self) -> int:
         """Delete leftovers of interrupted writes (maintenance only). Returns how many were removed."""
         removed = 0

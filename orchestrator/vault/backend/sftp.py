@@ -1,0 +1,276 @@
+"""SFTP backend (paramiko): the vault on the provider's server, reached over SSH.
+
+- The server's host key must be in the given known_hosts file: an unknown or changed key is refused, never
+  learned silently.
+- Write-once without rename: an object is created with O_EXCL and written in one pipelined stream (the
+  provider's sftp-server may refuse rename, remove and setstat: append-only clients). An upload cut midway leaves
+  a partial object that keeps its name forever; ``put`` then reports the name as taken, and the vault writer
+  re-seals the pack (a fresh header nonce gives it a new content name).
+- Transient failures (a cut connection, a reset) reconnect and retry with backoff; the caller sees an error
+  only when the server stays unreachable.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import posixpath
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+from orchestrator.errors import BadInput, DobaasError, StorageFull
+from orchestrator.vault.backend import AlreadyExists, ObjectMissing
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRIES = 5
+REQUEST = 252 * 1024  # sftp-server accepts up to 256 KiB per read/write request
+
+
+@dataclass
+class SftpOptions:
+    known_hosts: str
+    identity_file: str | None = None
+    password: str | None = None
+    bandwidth: float | None = None  # bytes per second for uploads
+    connect_timeout: float = 15.0
+
+
+def parse_url(url: str) -> tuple[str, str, int, str]:
+    u = urlparse(url)
+    if u.scheme != "sftp" or not u.hostname or not u.username:
+        raise BadInput(f"vault URL {url!r}: expected sftp://user@host[:port]/path")
+    return unquote(u.username), u.hostname, u.port or 22, unquote(u.path) or "/"
+
+
+class SftpBackend:
+    def __init__(self, url: str, options: SftpOptions) -> None:
+        self.user, self.host, self.port, self.root = parse_url(url)
+        self.location = f"sftp://{self.user}@{self.host}:{self.port}{self.root}"
+        self.options = options
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[Any] = []
+        self._limiter = None
+        if options.bandwidth:
+            from orchestrator.cbt.reader import RateLimiter
+
+            self._limiter = RateLimiter(options.bandwidth)
+        self._sftp()  # fail now, with a clear message, rather than in the middle of a backup
+
+    # ---- connections -----------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        import paramiko
+
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(self.options.known_hosts)
+        except OSError as e:
+            raise BadInput(f"known_hosts file {self.options.known_hosts}: {e.strerror}") from None
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(self.host, self.port, username=self.user, key_filename=self.options.identity_file,
+                           password=self.options.password, look_for_keys=False, allow_agent=False,
+                           timeout=self.options.connect_timeout, banner_timeout=self.options.connect_timeout,
+                           auth_timeout=self.options.connect_timeout)
+        except paramiko.BadHostKeyException:
+            raise DobaasError(f"the host key of {self.host}:{self.port} has CHANGED since it was recorded in "
+                              f"{self.options.known_hosts}: refusing to connect (a different server, or an "
+                              "attack); check with the provider before updating known_hosts") from None
+        except paramiko.AuthenticationException:
+            raise DobaasError(f"{self.user}@{self.host}:{self.port} refused our key or password") from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise DobaasError(f"the host key of {self.host}:{self.port} is not in {self.options.known_hosts}: "
+                                  "refusing an unknown server (add the provider's published key)") from None
+            raise
+        sftp = client.open_sftp()
+        sftp.get_channel().settimeout(120)
+        with self._lock:
+            self._clients.append(client)
+        return sftp
+
+    def _sftp(self) -> Any:
+        s = getattr(self._local, "sftp", None)
+        if s is None:
+            s = self._local.sftp = self._connect()
+        return s
+
+    def _drop(self) -> None:
+        s = getattr(self._local, "sftp", None)
+        self._local.sftp = None
+        if s is not None:
+            try:
+                s.get_channel().get_transport().close()
+            except Exception:
+                pass
+
+    def _retry(self, what: str, op: Callable[[Any], T]) -> T:
+        """Run ``op(sftp)``; on a transient failure reconnect and try again, with backoff."""
+        import paramiko
+
+        delay = 0.5
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return op(self._sftp())
+            except (paramiko.SSHException, EOFError, ConnectionError, TimeoutError, OSError) as e:
+                if isinstance(e, OSError) and not isinstance(e, ConnectionError | TimeoutError) and e.errno in (
+                        errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST):
+                    raise
+                self._drop()
+                if attempt == RETRIES:
+                    raise DobaasError(f"{self.location}: {what} failed after {RETRIES} attempts ({e or type(e)})") \
+                        from None
+                log.warning("%s: %s failed (%s); reconnecting, attempt %d", self.location, what, e or type(e),
+                            attempt + 1)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"invalid object name {name!r}")
+        return posixpath.join(self.root, name)
+
+    # ---- the backend interface -------------------------------------------------------------------------
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        view = memoryview(data)
+
+        def op(s: Any) -> None:
+            try:
+                st = s.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if st.st_size == len(view) and self._same(s, path, view):
+                    return  # an earlier attempt of this very upload completed
+                raise AlreadyExists(name)
+            try:
+                f = s.open(path, "wx")
+            except OSError as e:
+                if e.errno is None and "Failure" in str(e):  # O_EXCL on an existing name
+                    raise AlreadyExists(name) from None
+                raise
+            with f:
+                f.set_pipelined(True)
+                for off in range(0, len(view), REQUEST):
+                    piece = view[off : off + REQUEST]
+                    if self._limiter is not None:
+                        self._limiter.take(len(piece))
+                    f.write(piece)
+            try:
+                if s.stat(path).st_size != len(view):
+                    raise OSError(f"{name}: short write")
+            except OSError as e:
+                if "short write" in str(e):
+                    raise AlreadyExists(name) from None  # partial: the name is lost; the writer re-seals
+                raise
+
+        try:
+            self._retry(f"upload of {name}", op)
+        except OSError as e:
+            if "No space" in str(e) or e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"vault storage at {self.location} is full while writing {name}") from None
+            raise
+
+    @staticmethod
+    def _same(s: Any, path: str, view: memoryview) -> bool:
+        with s.open(path, "rb") as f:
+            f.prefetch(len(view))
+            return f.read(len(view)) == bytes(view)
+
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+
+        def op(s: Any) -> bytes:
+            try:
+                with s.open(path, "rb") as f:
+                    size = f.stat().st_size
+                    f.prefetch(size)
+                    return f.read(size)
+            except FileNotFoundError:
+                raise ObjectMissing(name) from None
+
+        return self._retry(f"download of {name}", op)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        path = self._path(name)
+
+        def op(s: Any) -> bytes:
+            try:
+                with s.open(path, "rb") as f:
+                    start = offset if offset >= 0 else max(0, f.stat().st_size + offset)
+                    f.seek(start)
+                    if length > 1 << 20:
+                        f.prefetch(length)
+                    return f.read(length)
+            except FileNotFoundError:
+                raise ObjectMissing(name) from None
+
+        return self._retry(f"download of {name}", op)
+
+    def exists(self, name: str) -> bool:
+        path = self._path(name)
+
+        def op(s: Any) -> bool:
+            try:
+                s.stat(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+        return self._retry(f"stat of {name}", op)
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self._path(prefix.rstrip("/"))
+
+        def op(s: Any) -> list[tuple[str, int]]:
+            out: list[tuple[str, int]] = []
+            stack = [base]
+            while stack:
+                d = stack.pop()
+                try:
+                    entries = s.listdir_attr(d)
+                except FileNotFoundError:
+                    continue
+                for a in entries:
+                    p = posixpath.join(d, a.filename)
+                    if stat.S_ISDIR(a.st_mode or 0):
+                        stack.append(p)
+                    else:
+                        out.append((posixpath.relpath(p, self.root), a.st_size or 0))
+            return out
+
+        yield from self._retry(f"listing of {prefix}", op)
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+
+        def op(s: Any) -> None:
+            try:
+                s.remove(path)
+            except FileNotFoundError:
+                raise ObjectMissing(name) from None
+
+        self._retry(f"removal of {name}", op)
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes used, bytes total) of the file system holding the vault, from the server (statvfs)."""
+        st = self._retry("statvfs", lambda s: s.statvfs(self.root))
+        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
