@@ -10,7 +10,7 @@ KVM_PKGS := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qem
 	libvirt-dev pkg-config
 # the mysql plugin's tests: a real MariaDB server and its clients (mariadb-binlog for the archived logs)
 MYSQL_PKGS := mariadb-server mariadb-client mariadb-backup
-TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(KVM_PKGS) $(MYSQL_PKGS)
+TEST_PKGS := $(BASE_PKGS) samba acl postgresql openssh-server openssh-client $(KVM_PKGS) $(MYSQL_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS)
 
 .PHONY: install install-plugins compile demo test lint bench clean

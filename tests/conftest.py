@@ -128,3 +128,4 @@ from tests.libvirt_env import domains, libvirt_daemons  # noqa: E402,F401  (real
 from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real MariaDB on loopback)
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)
 from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)
+from tests.sshd import sshd  # noqa: E402,F401  (session fixture: a real OpenSSH vault host on loopback)

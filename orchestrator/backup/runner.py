@@ -120,6 +120,32 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
         return closed
 
+    try:
+        _execute_all(policy, tasks, execute, report, abort)
+    finally:
+        _warn_if_nearly_full(vault, report)
+    return report
+
+
+def _warn_if_nearly_full(vault: Vault, report: RunReport) -> None:
+    """A vault on its own file system (a remote tenant's subscribed volume) warns from 90% used."""
+    usage = getattr(vault.backend, "usage", None)
+    if usage is None or not report.sources:
+        return
+    try:
+        used, total = usage()
+    except Exception:
+        return
+    if total and used >= 0.9 * total:
+        w = (f"the vault's space is {100 * used / total:.0f}% used ({used / 2**30:.2f} of {total / 2**30:.2f} GiB): "
+             "the subscribed volume is nearly exhausted; new data is refused at 100%")
+        for r in report.sources:
+            r.warnings.append(w)
+        log.warning("%s", w)
+
+
+def _execute_all(policy: Policy, tasks: list, execute: Callable, report: RunReport,  # type: ignore[type-arg]
+                 abort: AbortSignal | None) -> None:
     if policy.concurrency <= 1 or len(tasks) <= 1:
         for cfg, unit, res in tasks:
             if abort is not None:
@@ -130,7 +156,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             report.sources.append(res)
             if execute(cfg, unit, res):
                 break  # the window is over: the remaining sources wait for the next one
-        return report
+        return
     started: list[SourceResult] = []
 
     def worker(cfg, unit: str, res: SourceResult) -> bool:  # type: ignore[no-untyped-def]
@@ -149,7 +175,6 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             abort.check()
         except WindowClosed:
             pass
-    return report
 
 
 def check_residency(policy: Policy, vault: Vault) -> None:

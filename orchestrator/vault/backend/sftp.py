@@ -123,6 +123,8 @@ class SftpBackend:
                 if isinstance(e, OSError) and not isinstance(e, ConnectionError | TimeoutError) and e.errno in (
                         errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST):
                     raise
+                if isinstance(e, OSError) and e.errno is None and str(e).startswith("Failure"):
+                    raise  # the server refused (disk full, I/O error): retrying would not help
                 self._drop()
                 if attempt == RETRIES:
                     raise DobaasError(f"{self.location}: {what} failed after {RETRIES} attempts ({e or type(e)})") \
@@ -158,20 +160,25 @@ class SftpBackend:
                 if e.errno is None and "Failure" in str(e):  # O_EXCL on an existing name
                     raise AlreadyExists(name) from None
                 raise
-            with f:
-                f.set_pipelined(True)
-                for off in range(0, len(view), REQUEST):
-                    piece = view[off : off + REQUEST]
-                    if self._limiter is not None:
-                        self._limiter.take(len(piece))
-                    f.write(piece)
             try:
-                if s.stat(path).st_size != len(view):
-                    raise OSError(f"{name}: short write")
+                with f:
+                    f.set_pipelined(True)
+                    for off in range(0, len(view), REQUEST):
+                        piece = view[off : off + REQUEST]
+                        if self._limiter is not None:
+                            self._limiter.take(len(piece))
+                        f.write(piece)
             except OSError as e:
-                if "short write" in str(e):
-                    raise AlreadyExists(name) from None  # partial: the name is lost; the writer re-seals
-                raise
+                # SFTP (v3) reports a full disk or quota as a bare "Failure": ask the server how much room is left
+                if self._full(s, len(view)):
+                    raise StorageFull(f"vault storage at {self.location} is full (the subscribed volume is used "
+                                      f"up) while writing {name}") from None
+                raise e
+            if s.stat(path).st_size != len(view):  # the server wrote less than we sent: no room, or a cut
+                if self._full(s, len(view)):
+                    raise StorageFull(f"vault storage at {self.location} is full (the subscribed volume is used "
+                                      f"up) while writing {name}")
+                raise AlreadyExists(name)  # a partial object now holds the name: the writer re-seals
 
         try:
             self._retry(f"upload of {name}", op)
@@ -179,6 +186,13 @@ class SftpBackend:
             if "No space" in str(e) or e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"vault storage at {self.location} is full while writing {name}") from None
             raise
+
+    def _full(self, s: Any, need: int) -> bool:
+        try:
+            st = statvfs(s, self.root)
+        except Exception:  # the connection itself failed: not a full disk
+            return False
+        return st["bavail"] * st["frsize"] < need + (4 << 20)
 
     @staticmethod
     def _same(s: Any, path: str, view: memoryview) -> bool:
@@ -263,8 +277,8 @@ class SftpBackend:
 
     def usage(self) -> tuple[int, int]:
         """(bytes used, bytes total) of the file system holding the vault, from the server (statvfs)."""
-        st = self._retry("statvfs", lambda s: s.statvfs(self.root))
-        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+        st = self._retry("statvfs", lambda s: statvfs(s, self.root))
+        return (st["blocks"] - st["bfree"]) * st["frsize"], st["blocks"] * st["frsize"]
 
     def close(self) -> None:
         with self._lock:
@@ -274,3 +288,18 @@ class SftpBackend:
                 c.close()
             except Exception:
                 pass
+
+
+STATVFS_FIELDS = ("bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "favail", "fsid", "flag",
+                  "namemax")
+
+
+def statvfs(s: Any, path: str) -> dict[str, int]:
+    """OpenSSH's statvfs@openssh.com extension (paramiko has no call for it): the server's file-system figures,
+    which for a tenant whose repository is its own file system are its subscribed volume and its use."""
+    from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+    t, msg = s._request(CMD_EXTENDED, "statvfs@openssh.com", path)
+    if t != CMD_EXTENDED_REPLY:
+        raise OSError(f"statvfs of {path} not supported by the server")
+    return {name: msg.get_int64() for name in STATVFS_FIELDS}
