@@ -179,21 +179,27 @@ def test_quota_warns_at_90_and_refuses_at_100(sshd: Sshd, cli: Cli, tmp_path: Pa
     import pwd
 
     uid = pwd.getpwnam(t.user).pw_uid
-    # the subscribed volume, enforced by the vault host: the tenant's repository is a file system of that size
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=24m,uid={uid},gid={uid},mode=0755", "tmpfs", t.repo],
-                   check=True)
+    # the subscribed volume, enforced by the vault host: the tenant's repository is a file system of that size,
+    # with blocks reserved for root so that provider maintenance still works when the tenant has filled it
+    image = Path(sshd.base, "c-volume.img")
+    subprocess.run(["truncate", "-s", "40M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "10", "-O", "^has_journal", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), t.repo], check=True)
+    os.chown(t.repo, uid, uid)
     provider_init(sshd, "c", cli=cli)
+    st = os.statvfs(t.repo)
+    room = st.f_bavail * st.f_frsize  # what the tenant may still store
     remote = client_cli(sshd, "c")
     src = tmp_path / "src"
     src.mkdir()
-    (src / "one.bin").write_bytes(os.urandom(14 * MiB))
+    (src / "one.bin").write_bytes(os.urandom(int(0.55 * room)))
     pol = policy(tmp_path, sshd, "c", [str(src)])
     res = json.loads(remote("run", str(pol), "--json").stdout)["sources"][0]
     assert res["status"] == "ok" and not any("subscribed" in w for w in res["warnings"]), res
-    (src / "two.bin").write_bytes(os.urandom(8 * MiB))
+    (src / "two.bin").write_bytes(os.urandom(int(0.38 * room)))
     res = json.loads(remote("run", str(pol), "--json").stdout)["sources"][0]
     assert res["status"] == "ok" and any("used" in w and "subscribed" in w for w in res["warnings"]), res["warnings"]
-    (src / "three.bin").write_bytes(os.urandom(6 * MiB))
+    (src / "three.bin").write_bytes(os.urandom(int(0.2 * room)))
     p = remote("run", str(pol), "--json", check=False)
     assert p.stdout, p.stderr
     res = json.loads(p.stdout)["sources"][0]
@@ -202,6 +208,18 @@ def test_quota_warns_at_90_and_refuses_at_100(sshd: Sshd, cli: Cli, tmp_path: Pa
     assert len(snaps) == 2  # nothing partial published
     ver = remote("verify", "--vault", sshd.url("c"), "--json", check=False)
     assert json.loads(ver.stdout)["ok"], ver.stdout[-3000:]
+
+    # provider maintenance on the vault host: the client's retention, the leftovers the client cannot delete
+    kept = tmp_path / "retention.yaml"
+    kept.write_text(pol.read_text().replace("sources:", "retention: {keep_last: 1}\nsources:"))
+    m = json.loads(cli("vault", "maintain", "--vault", t.repo, "--policy", str(kept), "--verify", "--json").stdout)
+    assert len(m["prune"]["removed"]) == 1 and m["deferred"] is None, m
+    assert m["incomplete_removed"] and m["locks_removed"] >= 1, m
+    assert m["verify"]["ok"] and m["verify"]["incomplete_objects"] == [] and m["verify"]["snapshots"] == 1, m
+    sshd.give_to("c")  # objects the provider rewrote (the consolidated index) stay readable, directories writable
+    (src / "three.bin").unlink()
+    res = json.loads(remote("run", str(pol), "--json").stdout)["sources"][0]
+    assert res["status"] == "ok", res
 
 
 def test_backend_errors_are_clear(sshd: Sshd, tmp_path: Path) -> None:

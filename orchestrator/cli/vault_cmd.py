@@ -82,6 +82,44 @@ def add_key_cmd(vault_path: str) -> None:
     click.echo(f"added key file {name}")
 
 
+@vault_group.command("maintain")
+@vault_option
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, exists=True),
+              help="The client's policy: its retention is applied to its sources' snapshots.")
+@click.option("--verify", is_flag=True, help="Verify every snapshot's data afterwards.")
+@json_option
+def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json: bool) -> int:
+    """Provider maintenance, on the vault host: apply the client's retention and reclaim space, remove expired
+    locks and the incomplete objects interrupted uploads left (append-only clients cannot), optionally verify.
+    Deferred (exit 0, reported) while a backup holds the vault. Exit 3 when verify finds damage."""
+    from orchestrator.vault.maintain import maintain
+
+    retention, names = None, None
+    if policy_file:
+        from orchestrator.backup.runner import snapshot_names
+        from orchestrator.policy.model import load_policy
+
+        policy = load_policy(policy_file)
+        retention = policy.retention.model_dump(exclude_none=True) or None
+        names = snapshot_names(policy)
+    vault = open_vault(vault_path)
+    rep = maintain(vault, retention, names, verify)
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        if rep.prune is not None:
+            click.echo(f"retention: kept {len(rep.prune['kept'])}, removed {len(rep.prune['removed'])} snapshot(s)")
+        if rep.deferred:
+            click.echo(f"clean-up deferred: {rep.deferred}")
+        else:
+            click.echo(f"removed {rep.locks_removed} expired lock(s) and {len(rep.incomplete_removed)} incomplete "
+                       "object(s)")
+        if rep.verify is not None:
+            click.echo(f"verify: {'ok' if rep.verify['ok'] else 'DAMAGE FOUND'} ({rep.verify['snapshots']} "
+                       "snapshot(s))")
+    return 3 if rep.verify is not None and not rep.verify["ok"] else 0
+
+
 @vault_group.command("locks")
 @vault_option
 @click.option("--remove-stale", is_flag=True, help="Delete locks whose process is gone or that expired.")

@@ -276,9 +276,12 @@ class SftpBackend:
         self._retry(f"removal of {name}", op)
 
     def usage(self) -> tuple[int, int]:
-        """(bytes used, bytes total) of the file system holding the vault, from the server (statvfs)."""
+        """(bytes used, bytes usable) of the file system holding the vault, from the server (statvfs): for a
+        tenant whose repository is its own file system, its subscribed volume (blocks reserved for the provider's
+        maintenance not counted)."""
         st = self._retry("statvfs", lambda s: statvfs(s, self.root))
-        return (st["blocks"] - st["bfree"]) * st["frsize"], st["blocks"] * st["frsize"]
+        used = (st["blocks"] - st["bfree"]) * st["frsize"]
+        return used, used + st["bavail"] * st["frsize"]
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,88 @@
+"""Provider-side maintenance of a vault, run on the vault host where clients are append-only: apply the client's
+retention (forget + reclaim space), remove expired lock objects and the incomplete objects that interrupted
+uploads left (clients cannot delete them), and verify. Everything that deletes runs under the exclusive lock,
+so a backup in progress is never disturbed (the work is then deferred to the next maintenance)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from orchestrator.errors import IntegrityError, VaultBusy
+from orchestrator.vault.backend import ObjectMissing
+from orchestrator.vault.index import decode_index_raw
+from orchestrator.vault.locks import read_locks
+from orchestrator.vault.pack import pack_path
+from orchestrator.vault.prune import PruneReport, prune
+from orchestrator.vault.repository import Vault
+from orchestrator.vault.verify import verify_vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaintenanceReport:
+    prune: dict | None = None
+    locks_removed: int = 0
+    incomplete_removed: list[str] = field(default_factory=list)
+    deferred: str | None = None
+    verify: dict | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def maintain(vault: Vault, retention: dict | None = None, names: Callable[[str], bool] | None = None,
+             verify: bool = False) -> MaintenanceReport:
+    rep = MaintenanceReport()
+    now = time.time()
+    try:
+        lock = vault.lock("exclusive", "provider maintenance", wait=0)
+    except VaultBusy as e:
+        rep.deferred = str(e)
+    else:
+        try:
+            for lk in read_locks(vault.backend):
+                if lk.name != lock.name and not lk.live(now):
+                    _delete(vault, lk.name)
+                    rep.locks_removed += 1
+            rep.incomplete_removed = _remove_incomplete(vault)
+        finally:
+            lock.release()
+    if retention:  # after the clean-up: reclaiming space writes a consolidated index first, which needs room
+        pr: PruneReport = prune(vault, None, False, retention, names)
+        rep.prune = pr.to_json()
+    if verify:
+        rep.verify = verify_vault(vault).to_json()
+    return rep
+
+
+def _remove_incomplete(vault: Vault) -> list[str]:
+    """Index objects that do not decode, and unindexed packs whose header does not parse: what uploads cut
+    short left behind (no backup runs: we hold the exclusive lock)."""
+    removed = []
+    for name, _size in list(vault.backend.list("index")):
+        try:
+            decode_index_raw(vault.cipher, name, vault.backend.get(name))
+        except IntegrityError:
+            _delete(vault, name)
+            removed.append(name)
+    index = vault.load_index(refresh=True)
+    for pack, size in vault.pack_names().items():
+        if pack in index.packs:
+            continue
+        try:
+            vault.read_pack_header(pack, size)
+        except (IntegrityError, ObjectMissing):
+            _delete(vault, pack_path(pack))
+            removed.append(pack_path(pack))
+    return removed
+
+
+def _delete(vault: Vault, name: str) -> None:
+    try:
+        vault.backend.delete(name)
+    except ObjectMissing:
+        pass
