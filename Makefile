@@ -10,8 +10,10 @@ KVM_PKGS := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qem
 	libvirt-dev pkg-config
 # the mysql plugin's tests: a real MariaDB server and its clients (mariadb-binlog for the archived logs)
 MYSQL_PKGS := mariadb-server mariadb-client mariadb-backup
-TEST_PKGS := $(BASE_PKGS) samba acl postgresql openssh-server openssh-client $(KVM_PKGS) $(MYSQL_PKGS)
-BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS)
+# the remote vault's tests: a real OpenSSH server, and ext4 volumes for per-tenant quotas
+SFTP_PKGS := openssh-server openssh-client e2fsprogs
+TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
+BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS) $(SFTP_PKGS)
 
 .PHONY: install install-plugins compile demo test lint bench clean
 
@@ -56,7 +58,7 @@ bench: install install-plugins compile
 	@# every benchmark runs; the target fails if any of them missed a target
 	@$(BIN)/python tests/bench/bench_image.py; a=$$?; $(BIN)/python tests/bench/bench_files.py; b=$$?; \
 	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; $(BIN)/python tests/bench/bench_mysql.py; d=$$?; \
-	  exit $$((a | b | c | d))
+	  $(BIN)/python tests/bench/bench_sftp.py; e=$$?; exit $$((a | b | c | d | e))
 
 clean:
-	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .pytest_cache .ruff_cache .hypothesis

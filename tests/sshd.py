@@ -69,7 +69,8 @@ def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def start_sshd(tenants: list[str]) -> Sshd:
+def start_sshd(tenants: list[str], unrestricted: tuple[str, ...] = ()) -> Sshd:
+    """``unrestricted``: tenants chrooted but not append-only (for tools that need rename, like restic)."""
     assert os.geteuid() == 0, "the sshd fixture creates users and chroots: run the tests as root (CI does)"
     assert shutil.which("sshd") or os.path.exists("/usr/sbin/sshd"), "openssh-server is missing (make test installs it)"
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -112,9 +113,17 @@ KbdInteractiveAuthentication no
 PermitRootLogin no
 AllowUsers {users}
 Subsystem sftp internal-sftp
-Match User {",".join(t.user for t in sshd.tenants.values())}
+Match User {",".join(t.user for n, t in sshd.tenants.items() if n not in unrestricted) or "nobody"}
     ChrootDirectory {base}/chroot/%u
     ForceCommand internal-sftp -u 0222 -d /repo -p {ALLOWED}
+    AllowTcpForwarding no
+    X11Forwarding no
+    PermitTTY no
+""")
+        if unrestricted:
+            f.write(f"""Match User {",".join(sshd.tenants[n].user for n in unrestricted)}
+    ChrootDirectory {base}/chroot/%u
+    ForceCommand internal-sftp -d /repo
     AllowTcpForwarding no
     X11Forwarding no
     PermitTTY no
