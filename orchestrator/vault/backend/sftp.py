@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import posixpath
+import shutil
 import stat
 import threading
 import time
@@ -41,6 +43,10 @@ class SftpOptions:
     password: str | None = None
     bandwidth: float | None = None  # bytes per second for uploads
     connect_timeout: float = 15.0
+    #: "openssh": the SFTP protocol (paramiko) over the system's ssh client, which encrypts in its own process
+    #: (C, in parallel with the backup: ~1.5x paramiko's own transport); "paramiko": all in Python (needed for
+    #: password authentication); "auto": openssh when a key is given and ssh is installed
+    transport: str = "auto"
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
@@ -67,6 +73,26 @@ class SftpBackend:
 
     # ---- connections -----------------------------------------------------------------------------------
     def _connect(self) -> Any:
+        import paramiko
+
+        paramiko.SFTPFile.MAX_REQUEST_SIZE = REQUEST
+        if not os.access(self.options.known_hosts, os.R_OK):
+            raise BadInput(f"known_hosts file {self.options.known_hosts} cannot be read: the provider's host key is "
+                           "needed to trust the vault server")
+        use_ssh = self.options.transport == "openssh" or (
+            self.options.transport == "auto" and self.options.identity_file and not self.options.password
+            and shutil.which("ssh"))
+        if use_ssh:
+            from orchestrator.vault.backend.openssh_pipe import open_sftp
+
+            sftp = open_sftp(self.host, self.port, self.user, self.options.identity_file or "",
+                             self.options.known_hosts, self.options.connect_timeout)
+            with self._lock:
+                self._clients.append(sftp)
+            return sftp
+        return self._connect_paramiko()
+
+    def _connect_paramiko(self) -> Any:
         import paramiko
 
         # requests of up to 252 KiB instead of 32 KiB, pipelined: several times the throughput on a fast link
@@ -114,7 +140,10 @@ class SftpBackend:
         self._local.sftp = None
         if s is not None:
             try:
-                s.get_channel().get_transport().close()
+                transport = getattr(s.get_channel(), "get_transport", None)
+                if transport is not None:
+                    transport().close()
+                s.close()  # an ssh pipe: ends the ssh process
             except Exception:
                 pass
 
