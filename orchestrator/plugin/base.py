@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -21,8 +20,8 @@ from typing import Any, BinaryIO, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import BadInput
 from orchestrator.plugin.streams import Capture
+from orchestrator.secret import read_secret
 
 
 class SourceConfig(BaseModel):
@@ -41,18 +40,8 @@ class PasswordFields(BaseModel):
 
     def password(self) -> str | None:
         """The secret, or None when neither field is set; a named variable or file that is missing is an error."""
-        who = f"source {getattr(self, 'name', '?')}"
-        if self.password_env:
-            if self.password_env not in os.environ:
-                raise BadInput(f"{who}: password_env names {self.password_env}, which is not set")
-            return os.environ[self.password_env]
-        if self.password_file:
-            try:
-                with open(self.password_file, encoding="utf-8") as f:
-                    return f.read().rstrip("\n")
-            except OSError as e:
-                raise BadInput(f"{who}: password_file {self.password_file}: {e.strerror}") from None
-        return None
+        return read_secret(self.password_env, self.password_file, f"source {getattr(self, 'name', '?')}",
+                           "password")
 
 
 @dataclass

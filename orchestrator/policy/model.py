@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -10,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import BadInput
 from orchestrator.plugin import registry
-from orchestrator.plugin.base import SourceConfig
+from orchestrator.plugin.base import PasswordFields, SourceConfig
 from orchestrator.policy.yamlpos import Located, YamlError, load_located
+from orchestrator.secret import read_secret
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 INLINE_SECRETS = {"password", "passphrase", "secret", "token", "key"}
@@ -52,24 +52,15 @@ class Retry(BaseModel):
     delay_minutes: float = Field(default=5, gt=0)  # first delay; each next one is three times longer
 
 
-class RemoteSettings(BaseModel):
+class RemoteSettings(PasswordFields):
     """How to reach an sftp:// vault: the server's published host key, and our key or password."""
 
     model_config = ConfigDict(extra="forbid")
     known_hosts: str | None = None  # default ~/.ssh/known_hosts
     identity_file: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
 
     def password(self) -> str | None:
-        if self.password_env:
-            if self.password_env not in os.environ:
-                raise BadInput(f"remote.password_env names {self.password_env}, which is not set")
-            return os.environ[self.password_env]
-        if self.password_file:
-            with open(self.password_file, encoding="utf-8") as f:
-                return f.read().rstrip("\n")
-        return None
+        return read_secret(self.password_env, self.password_file, "remote", "password")
 
 
 class Policy(BaseModel):
@@ -165,17 +156,7 @@ class Policy(BaseModel):
         return v
 
     def passphrase(self) -> str | None:
-        if self.passphrase_env:
-            if self.passphrase_env not in os.environ:
-                raise BadInput(f"{self.file}: passphrase_env names {self.passphrase_env}, which is not set")
-            return os.environ[self.passphrase_env]
-        if self.passphrase_file:
-            try:
-                with open(self.passphrase_file, encoding="utf-8") as f:
-                    return f.read().rstrip("\n")
-            except OSError as e:
-                raise BadInput(f"{self.file}: passphrase_file {self.passphrase_file}: {e.strerror}") from None
-        return None
+        return read_secret(self.passphrase_env, self.passphrase_file, self.file, "passphrase")
 
 
 class PolicyError(BadInput):
