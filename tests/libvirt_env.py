@@ -125,8 +125,9 @@ class Domains:
         self.names: list[str] = []
 
     def create(self, name: str, disks: dict[str, int], start: bool = True, fmt: str = "qcow2",
-               content: dict[str, str] | None = None) -> Domain:
-        """A domain with one image per target (``disks``: sizes); ``content`` gives raw files to start from."""
+               content: dict[str, str] | None = None, agent_channel: bool = False) -> Domain:
+        """A domain with one image per target (``disks``: sizes); ``content`` gives raw files to start from;
+        ``agent_channel``: a QEMU guest agent channel (no agent answers on it: there is no guest OS)."""
         d = Domain(name, os.path.join(self.root, name))
         os.makedirs(d.dir)
         os.chmod(d.dir, 0o755)
@@ -143,6 +144,8 @@ class Domains:
         xml = (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
                "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
                f"<emulator>/usr/bin/qemu-system-x86_64</emulator>{xml_disks}"
+               + ("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+                  if agent_channel else "") +
                "<memballoon model='none'/></devices></domain>")
         xml_path = os.path.join(d.dir, "domain.xml")
         with open(xml_path, "w") as f:

@@ -248,3 +248,16 @@ def test_unknown_domain_stale_job_and_raw_disk(env) -> None:  # type: ignore[no-
     assert any("left by an earlier interrupted run" in w for w in r.warnings), r.warnings
     dom.flush("vda")
     assert restored(vault, r.snapshot, "vda", tmp) == dom.raw("vda")
+
+
+def test_guest_agent_that_does_not_answer_gives_crash_consistent_with_warning(env) -> None:  # type: ignore[no-untyped-def]
+    vault, catalog, policy, _tmp, domains = env
+    dom = domains.create("dbs-agent", {"vda": 8 * MiB}, agent_channel=True)
+    dom.write("vda", 0, MiB, 0x71)
+    rep, vault = run(vault, catalog, policy(["dbs-agent"]))
+    (r,) = rep.sources
+    assert r.status == "ok" and r.consistency == "crash-consistent", r
+    assert any("guest filesystems not frozen" in w for w in r.warnings), r.warnings
+    rep, vault = run(vault, catalog, policy(["dbs-agent"], quiesce=False))  # asked not to quiesce: no warning
+    (r,) = rep.sources
+    assert r.status == "ok" and not any("frozen" in w for w in r.warnings), r.warnings
