@@ -26,7 +26,7 @@ from croniter import croniter
 from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import DobaasError
 from orchestrator.policy.model import Policy, load_policy
-from orchestrator.scheduler.clock import Clock, RealClock
+from orchestrator.scheduler.clock import Clock, FakeClock, RealClock
 from orchestrator.scheduler.window import window_state
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def next_runs(directory: str, now: datetime | None = None) -> dict[str, str]:
     """{policy name: ISO time of its next scheduled run} for the policies of a directory (windows respected)."""
     sched = Scheduler(directory, lambda *_a: None, catch_up=False)
     if now is not None:
-        sched.clock = _At(now)
+        sched.clock = FakeClock(now)  # load() only reads the time
     sched.load()
     out = {}
     for name, e in sched.entries.items():
@@ -262,13 +262,3 @@ def next_runs(directory: str, now: datetime | None = None) -> dict[str, str]:
         out[name] = t.isoformat()
     return out
 
-
-@dataclass
-class _At:
-    t: datetime
-
-    def now(self) -> datetime:
-        return self.t
-
-    def wait(self, seconds: float, wake: threading.Event) -> None:
-        pass

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 
 from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
-from orchestrator.vault.backend import Backend, ObjectMissing
+from orchestrator.vault.backend import AlreadyExists, Backend, ObjectMissing
 from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
 from orchestrator.vault.crypto import Cipher, MasterKey
 from orchestrator.vault.index import Index, decode_index_raw, encode_index
@@ -130,8 +131,7 @@ class Vault:
             except (IntegrityError, ObjectMissing) as e:
                 log.info("not adopting pack %s: %s", pack[:12], e)
         if adopted:
-            name, sealed = encode_index(self.cipher, adopted)
-            self.backend.put(name, sealed)
+            name, _sealed = self.put_sealed("index", lambda: encode_index(self.cipher, adopted))
             index.objects.add(name)
             for pack, entries in adopted.items():
                 index.add_pack(pack, entries)
@@ -191,7 +191,24 @@ class Vault:
 
     def write_snapshot(self, snap: Snapshot) -> int:
         """Publish a snapshot (sets ``snap.id``); return the manifest's stored size."""
-        sid, sealed = encode_snapshot(self.cipher, snap)
-        self.backend.put(f"snapshots/{sid}", sealed)
-        snap.id = sid
+
+        def seal() -> tuple[str, bytes]:
+            sid, sealed = encode_snapshot(self.cipher, snap)
+            return f"snapshots/{sid}", sealed
+
+        name, sealed = self.put_sealed("snapshot manifest", seal)
+        snap.id = name.removeprefix("snapshots/")
         return len(sealed)
+
+    def put_sealed(self, what: str, seal: Callable[[], tuple[str, bytes]]) -> tuple[str, bytes]:
+        """Store an object named by the hash of its sealed content. On append-only storage an upload cut short
+        leaves a partial object that keeps the name; sealing again (a fresh nonce) gives the object a new name."""
+        for attempt in (1, 2, 3):
+            name, sealed = seal()
+            try:
+                self.backend.put(name, sealed)
+                return name, sealed
+            except AlreadyExists:
+                if attempt == 3:
+                    raise IntegrityError(f"{what} {name[:24]} cannot be written: the name stays taken") from None
+        raise AssertionError("unreachable")

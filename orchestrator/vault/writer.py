@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from orchestrator.errors import DobaasError, IntegrityError, VaultBusy
+from orchestrator.errors import DobaasError, VaultBusy
 from orchestrator.vault.backend import AlreadyExists
 from orchestrator.vault.index import Index, encode_index
 from orchestrator.vault.locks import LOCK_TTL, VaultLock
@@ -161,14 +161,7 @@ class BackupWriter:
     def _write_index(self) -> None:
         if not self._new_packs:
             return
-        for attempt in (1, 2, 3):
-            name, sealed = encode_index(self.cipher, self._new_packs)  # sealed afresh: a new name each time
-            try:
-                self.vault.backend.put(name, sealed)
-                break
-            except AlreadyExists:  # a partial object left by an interrupted upload holds that name
-                if attempt == 3:
-                    raise IntegrityError(f"index {name[:18]} cannot be written: the name stays taken") from None
+        name, sealed = self.vault.put_sealed("index", lambda: encode_index(self.cipher, self._new_packs))
         self.index.objects.add(name)
         self.stats.bytes_written += len(sealed)
         self._new_packs = {}

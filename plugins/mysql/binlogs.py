@@ -14,6 +14,10 @@ from orchestrator.errors import DobaasError, StorageFull
 from plugins.mysql.connection import Endpoint
 
 
+class BinlogPurged(DobaasError):
+    """The log where the previous snapshot stopped is gone from the server: this interval cannot be replayed."""
+
+
 @dataclass
 class Fetched:
     dir: str
@@ -29,7 +33,7 @@ def fetch(ep: Endpoint, first: str, last: str, last_pos: int, sizes: dict[str, i
     silently truncated archive."""
     available = list(sizes)
     if first not in available:
-        raise DobaasError(f"binary log {first} (where the previous snapshot stopped) is no longer on the server "
+        raise BinlogPurged(f"binary log {first} (where the previous snapshot stopped) is no longer on the server "
                           "(purged?): point-in-time restore before this snapshot is not possible; the next "
                           "snapshots start a new chain")
     wanted = available[available.index(first) : available.index(last) + 1]

@@ -17,7 +17,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from orchestrator.errors import DobaasError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, IterReader
 from plugins.mysql import binlogs, restore
@@ -138,11 +137,9 @@ class MysqlPlugin(SourcePlugin):
         try:
             fetched = binlogs.fetch(ep, checkpoint["binlog_file"], d.coords.file, d.coords.pos, sizes,
                                     cfg.staging_dir)
-        except DobaasError as e:
-            if "no longer on the server" in str(e):
-                warnings.append(str(e))
-                return []
-            raise
+        except binlogs.BinlogPurged as e:
+            warnings.append(str(e))
+            return []
         stack.callback(fetched.cleanup)
         meta["previous"] = {"binlog": {"file": checkpoint["binlog_file"], "pos": checkpoint["binlog_pos"]},
                             "time": checkpoint["time"], "databases": checkpoint.get("databases", [])}

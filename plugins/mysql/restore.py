@@ -129,8 +129,7 @@ def _local(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _pipe(cmd: list[str], ep: Endpoint, produce: Callable[[BinaryIO], object], what: str,
-          stdin_from: subprocess.Popen | None = None) -> None:
+def _pipe(cmd: list[str], ep: Endpoint, produce: Callable[[BinaryIO], object], what: str) -> None:
     """Run a client with ``produce`` writing its standard input; fail with the client's own words."""
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env={**os.environ, **ep.client_env()})

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from orchestrator.errors import BadInput, NotFound
+from orchestrator.secret import read_secret
 from orchestrator.units import parse_size
 from orchestrator.vault.backend import Backend
 from orchestrator.vault.backend.local import open_local
@@ -23,10 +24,9 @@ class RemoteAccess:
     @classmethod
     def from_env(cls) -> RemoteAccess:
         password = os.environ.get("DOBAAS_SFTP_PASSWORD")
-        pfile = os.environ.get("DOBAAS_SFTP_PASSWORD_FILE")
-        if password is None and pfile:
-            with open(pfile, encoding="utf-8") as f:
-                password = f.read().rstrip("\n")
+        if password is None:
+            password = read_secret(None, os.environ.get("DOBAAS_SFTP_PASSWORD_FILE"), "DOBAAS_SFTP_PASSWORD_FILE",
+                                   "password")
         return cls(os.environ.get("DOBAAS_SFTP_KNOWN_HOSTS"), os.environ.get("DOBAAS_SFTP_IDENTITY"), password,
                    os.environ.get("DOBAAS_BANDWIDTH_LIMIT"))
 
