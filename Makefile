@@ -12,7 +12,9 @@ KVM_PKGS := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qem
 MYSQL_PKGS := mariadb-server mariadb-client mariadb-backup
 # the remote vault's tests: a real OpenSSH server, and ext4 volumes for per-tenant quotas
 SFTP_PKGS := openssh-server openssh-client e2fsprogs
-TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
+# the vmware plugin's tests: govmomi's vSphere simulator, built from Debian's Go sources (no module download)
+VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
+TEST_PKGS := $(BASE_PKGS) samba acl postgresql $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS) $(SFTP_PKGS)
 
 .PHONY: install install-plugins compile demo test lint bench clean
@@ -25,11 +27,11 @@ install-plugins: $(BIN)/.installed-plugins
 
 $(BIN)/.installed-plugins: $(BIN)/.installed
 	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd, mysql.connector" && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi" && touch $@
 
 $(BIN)/.installed: pyproject.toml
 	@$(APT) $(BASE_PKGS)

@@ -1,0 +1,1 @@
+"""VMware ESXi / vCenter source plugin (pyvmomi, changed-block tracking, datastore HTTP reads)."""
