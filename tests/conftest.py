@@ -129,3 +129,4 @@ from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real M
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)
 from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)
 from tests.sshd import sshd  # noqa: E402,F401  (session fixture: a real OpenSSH vault host on loopback)
+from tests.vcsim import vcsim, vcsim_env  # noqa: E402,F401  (session fixture: govmomi vSphere simulator)

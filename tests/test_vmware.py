@@ -6,7 +6,9 @@ equal the snapshot's, and bad credentials, untrusted certificates and unknown VM
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,8 @@ from orchestrator.cbt.image import restore_image
 from orchestrator.policy.model import load_policy
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
-from tests.conftest import PASS
-from tests.vcsim import Sim, make_vm, vcsim, vcsim_env  # noqa: F401 - fixtures
+from tests.conftest import PASS, Cli, assert_one_line_error
+from tests.vcsim import Sim, make_vm
 
 pytestmark = pytest.mark.vmware
 
@@ -28,7 +30,7 @@ BLOCK = 64 * 1024  # the vault's block size
 
 
 @pytest.fixture
-def env(tmp_path: Path, vcsim_env: Sim):  # type: ignore[no-untyped-def]  # noqa: F811
+def env(tmp_path: Path, vcsim_env: Sim):  # type: ignore[no-untyped-def]
     vault_dir = tmp_path / "vault"
     Vault.create(LocalBackend(str(vault_dir)), PASS, kdf_cost=12)
 
@@ -64,7 +66,7 @@ def blocks_bytes(areas: list[tuple[int, int]], size: int) -> int:
     return sum(min(BLOCK, size - b * BLOCK) for b in touched)
 
 
-def test_full_then_incremental_reads_exactly_the_changed_areas(env, vcsim_env: Sim) -> None:  # noqa: F811
+def test_full_then_incremental_reads_exactly_the_changed_areas(env, vcsim_env: Sim) -> None:
     vault, catalog, policy, tmp, si = env
     vm = make_vm(vcsim_env, si, "vm-cbt", [24, 8])
     vm.write("scsi0:0", 0, os.urandom(3 * MiB))
@@ -97,3 +99,149 @@ def test_full_then_incremental_reads_exactly_the_changed_areas(env, vcsim_env: S
     assert snap.meta["vm_config"]["num_cpu"] == 2
     for disk in ("scsi0:0", "scsi0:1"):
         assert restored(vault, inc.snapshot, disk, tmp) == Path(vm.flat(disk)).read_bytes()
+
+
+def lineage(vault: Vault, name: str) -> str:
+    """The runner's lineage token of (vault, snapshot name): our snapshot on the VM is named after it."""
+    return hashlib.blake2s(f"{vault.config.id}\0{name}".encode(), digest_size=6).hexdigest()
+
+
+def test_snapshot_removed_when_a_read_fails_midway_and_next_run_succeeds(env, vcsim_env: Sim) -> None:
+    vault, catalog, policy, tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-fail", [16])
+    vm.write("scsi0:0", 0, os.urandom(12 * MiB))
+    fail = Path(vm.flat("scsi0:0") + ".fail-after")
+    fail.write_text(str(6 * MiB))  # the datastore answers 503 from there on
+    pol = policy(["vm-fail"])
+    rep, vault = run(vault, catalog, pol)
+    (src,) = rep.sources
+    assert src.status == "failed"
+    assert "HTTP 503" in " ".join(src.errors) and "offset" in " ".join(src.errors)
+    assert vm.snapshot_names() == []
+    assert vault.snapshot_ids() == []
+
+    fail.unlink()
+    rep, vault = run(vault, catalog, pol)
+    (src,) = rep.sources
+    assert src.status == "ok", src.errors
+    assert restored(vault, src.snapshot, "scsi0:0", tmp) == Path(vm.flat("scsi0:0")).read_bytes()
+    assert vm.snapshot_names() == []
+
+
+def test_orphaned_backup_snapshot_is_removed(env, vcsim_env: Sim) -> None:
+    from pyVim.task import WaitForTask
+
+    vault, catalog, policy, _tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-orphan", [8])
+    vm.write("scsi0:0", MiB, os.urandom(MiB))
+    # what a run killed between snapshot and removal leaves behind, plus a snapshot of another vault's policy
+    WaitForTask(vm.ref.CreateSnapshot_Task(f"dobaas-backup-{lineage(vault, 'acme/vms/vm-orphan')}", "", False, False))
+    rep, vault = run(vault, catalog, policy(["vm-orphan"]))
+    (src,) = rep.sources
+    assert src.status == "ok", src.errors
+    assert any("left by an interrupted run" in w for w in src.warnings), src.warnings
+    assert vm.snapshot_names() == []
+
+
+def test_invalid_change_id_falls_back_to_a_full_read(env, vcsim_env: Sim) -> None:
+    vault, catalog, policy, tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-reset", [16, 8])
+    vm.write("scsi0:0", 0, os.urandom(2 * MiB))
+    vm.write("scsi0:1", 0, os.urandom(MiB))
+    pol = policy(["vm-reset"])
+    rep, vault = run(vault, catalog, pol)
+    assert rep.sources[0].status == "ok"
+
+    vm.write("scsi0:0", 10 * MiB, os.urandom(BLOCK))
+    vm.write("scsi0:1", 4 * MiB, os.urandom(BLOCK))
+    vm.reset_cbt("scsi0:0")  # e.g. a storage vMotion: the stored changeId no longer means anything
+    rep, vault = run(vault, catalog, pol)
+    (src,) = rep.sources
+    assert src.status == "ok", src.errors
+    assert any("scsi0:0" in w and "full read" in w for w in src.warnings), src.warnings
+    snap = vault.resolve(src.snapshot)
+    assert snap.meta["capture_modes"] == {"scsi0:0": "full", "scsi0:1": "incremental"}
+    # scsi0:0 read in full (its allocated 2 MiB + 64 KiB), scsi0:1 only the changed block
+    assert src.bytes_read == 2 * MiB + BLOCK + BLOCK
+    for disk in ("scsi0:0", "scsi0:1"):
+        assert restored(vault, src.snapshot, disk, tmp) == Path(vm.flat(disk)).read_bytes()
+
+    vm.write("scsi0:0", 12 * MiB, os.urandom(BLOCK))  # and the chain continues incrementally
+    rep, vault = run(vault, catalog, pol)
+    assert rep.sources[0].bytes_read == BLOCK
+    assert vault.resolve(rep.sources[0].snapshot).meta["capture_modes"]["scsi0:0"] == "incremental"
+
+
+def test_restore_creates_a_vm_whose_disks_equal_the_snapshot(env, vcsim_env: Sim, cli: Cli) -> None:
+    vault, catalog, policy, _tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-src", [16, 8])
+    vm.write("scsi0:0", 0, os.urandom(5 * MiB))
+    vm.write("scsi0:1", 3 * MiB + 17, os.urandom(MiB))
+    rep, vault = run(vault, catalog, policy(["vm-src"]))
+    snap_id = rep.sources[0].snapshot
+    original = {d: Path(vm.flat(d)).read_bytes() for d in ("scsi0:0", "scsi0:1")}
+    vm.write("scsi0:0", 0, b"later change" * 1000)  # the live VM moves on; the restore is the snapshot
+
+    p = cli("restore", "vm", snap_id, "--vault", str(vault.backend.location), "--as", "vm-restored",
+            "--datastore", "LocalDS_0", "--start", "--json", timeout=300)
+
+    res = json.loads(p.stdout)
+    assert res["state"] == "powered on"
+    assert set(res["disks"]) == {"scsi0:0", "scsi0:1"}
+    from pyVmomi import vim
+
+    new = si.RetrieveContent().searchIndex.FindByInventoryPath("DC0/vm/vm-restored")
+    assert new is not None and new.runtime.powerState == "poweredOn"
+    assert new.config.instanceUuid != vm.ref.config.instanceUuid
+    assert new.config.hardware.numCPU == 2 and new.config.hardware.memoryMB == 512
+    nics = [d for d in new.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    assert len(nics) == 1 and not nics[0].connectable.startConnected
+    from tests.vcsim import TestVm
+
+    restored_vm = TestVm(vcsim_env, si, new)
+    for disk, data in original.items():
+        assert Path(restored_vm.flat(disk)).read_bytes() == data
+
+    # the name is now taken: refused before any byte is written
+    p = cli("restore", "vm", snap_id, "--vault", str(vault.backend.location), "--as", "vm-restored",
+            check=False)
+    assert_one_line_error(p, 2, "already exists")
+
+
+def test_wrong_password_untrusted_certificate_and_unknown_vm_are_clear_errors(env, vcsim_env: Sim, cli: Cli,
+                                                                               monkeypatch) -> None:
+    vault, catalog, policy, tmp, si = env
+    make_vm(vcsim_env, si, "vm-known", [4])
+
+    monkeypatch.setenv("VCSIM_PASSWORD", "not-the-password")
+    rep, vault = run(vault, catalog, policy(["vm-known"]))
+    assert rep.sources[0].status == "failed"
+    assert "refused the login" in rep.sources[0].errors[0] and "wrong user name or password" in rep.sources[0].errors[0]
+    monkeypatch.setenv("VCSIM_PASSWORD", vcsim_env.password)
+
+    rep, vault = run(vault, catalog, policy(["vm-known"], thumbprint=None))
+    err = rep.sources[0].errors[0]
+    assert rep.sources[0].status == "failed" and "not trusted" in err and vcsim_env.thumbprint in err, err
+
+    wrong = "AA:" * 31 + "AA"
+    rep, vault = run(vault, catalog, policy(["vm-known"], thumbprint=wrong))
+    err = rep.sources[0].errors[0]
+    assert "not the pinned" in err and vcsim_env.thumbprint in err, err
+
+    # the CA that signed the host's certificate is the other way to trust it (and a wrong CA is refused)
+    rep, vault = run(vault, catalog, policy(["vm-known"], thumbprint=None, ca_file=vcsim_env.ca_file))
+    assert rep.sources[0].status == "ok", rep.sources[0].errors
+    other = tmp / "other-ca.pem"
+    other.write_text(ssl.DER_cert_to_PEM_cert(vcsim_env.der))  # the host certificate itself is no CA
+    rep, vault = run(vault, catalog, policy(["vm-known"], thumbprint=None, ca_file=str(other)))
+    assert rep.sources[0].status == "failed" and "not trusted" in rep.sources[0].errors[0]
+
+    rep, vault = run(vault, catalog, policy(["vm-known", "no-such-vm"]))
+    err = rep.sources[0].errors[0]
+    assert "'no-such-vm' not found" in err and "vm-known" in err, err
+
+    pfile = tmp / "policy.yaml"
+    pfile.write_text(yaml.safe_dump({"policy": "x", "client": "acme", "vault": str(tmp / "vault"),
+                                     "sources": [vcsim_env.source(["a"], insecure=True)]}))
+    p = cli("policy", "check", str(pfile), check=False)
+    assert p.returncode == 6 and "policy.yaml:4: sources.0" in p.stderr and "insecure: true contradicts" in p.stderr

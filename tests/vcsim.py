@@ -59,6 +59,7 @@ class Sim:
     datastore_dir: str
     model: str
     tmp: str
+    ca_file: str  # the CA that signed the simulator's certificate
 
     @property
     def port(self) -> int:
@@ -91,21 +92,57 @@ class Sim:
                 "password_env": "VCSIM_PASSWORD", "thumbprint": self.thumbprint, "vms": vms, **extra}
 
 
+def make_certificates(tmp: str) -> tuple[str, str, str]:
+    """A CA and a host certificate it signed for 127.0.0.1, as a company PKI would issue for vCenter."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key, issuer: str, issuer_key, ca: bool):  # type: ignore[no-untyped-def]
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    ca_key, host_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("Do'BaaS test CA", ca_key, "Do'BaaS test CA", ca_key, True)
+    host = cert("127.0.0.1", host_key, "Do'BaaS test CA", ca_key, False)
+    paths = tuple(os.path.join(tmp, n) for n in ("ca.pem", "host.pem", "host.key"))
+    Path(paths[0]).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    Path(paths[1]).write_bytes(host.public_bytes(serialization.Encoding.PEM))
+    Path(paths[2]).write_bytes(host_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return paths  # type: ignore[return-value]
+
+
 def start(model: str = "vpx") -> Sim:
     binary = build()
     password = secrets.token_hex(8)
     tmp = tempfile.mkdtemp(prefix=f"dobaas-vcsim-{model}-")
+    ca, cert, key = make_certificates(tmp)
     env = {**os.environ, "DOBAAS_CBT_WINDOW": str(CBT_WINDOW), "TMPDIR": tmp}
-    proc = subprocess.Popen([str(binary), "-model", model, "-user", USER, "-password", password],
-                            stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "vcsim.log"), "w"), text=True,
-                            env=env)
+    with open(os.path.join(tmp, "vcsim.log"), "w") as log_file:
+        proc = subprocess.Popen([str(binary), "-model", model, "-user", USER, "-password", password,
+                                 "-cert", cert, "-key", key],
+                                stdout=subprocess.PIPE, stderr=log_file, text=True, env=env)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line:
         proc.wait(10)
         log = Path(tmp, "vcsim.log").read_text()[-2000:]
         raise AssertionError(f"the vSphere simulator did not start:\n{log}")
     info = json.loads(line)
-    return Sim(proc, info["host"], password, info["datastore_dir"], model, tmp)
+    return Sim(proc, info["host"], password, info["datastore_dir"], model, tmp, ca)
 
 
 def stop(sim: Sim) -> None:
@@ -146,7 +183,7 @@ class TestVm:
         out = {}
         for d in devs:
             if isinstance(d, vim.vm.device.VirtualDisk):
-                ds, path = d.backing.fileName[1:].split("] ", 1)
+                _ds, path = d.backing.fileName[1:].split("] ", 1)
                 flat = os.path.join(self.sim.datastore_dir, path[:-5] + "-flat.vmdk")
                 out[f"scsi{ctrl[d.controllerKey].busNumber}:{d.unitNumber}"] = (d.key, flat, d.capacityInKB * 1024)
         return out

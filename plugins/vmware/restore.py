@@ -186,9 +186,9 @@ def make_vm(meta: dict, raw_files: dict[str, str], options: dict) -> dict:
             changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=disk))
         for k, nic in enumerate(cfg["nics"]):
             net = nic.get("network")
-            if not net or "Ethernet" not in nic["type"] and "Vmxnet" not in nic["type"] and "E1000" not in nic["type"]:
-                warnings.append(f"NIC {k + 1} ({nic['type']}, {net or 'distributed port group'}) not recreated: "
-                                "connect it by hand")
+            if not net:  # distributed port groups and opaque networks are not recreated
+                warnings.append(f"NIC {k + 1} ({nic['type']} on a distributed port group or opaque network) not "
+                                "recreated: connect it by hand")
                 continue
             card = VmomiSupport.GetVmodlType(nic["type"])(
                 key=-(300 + k), addressType="generated",
@@ -227,12 +227,12 @@ def _clean(session: Session, vm_ref: Any, place: Placement | None, name: str) ->
         try:
             wait(session, vm_ref.Destroy_Task(), f"removing the half-restored VM {name}")
             return  # destroying the VM deletes its files
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.error("could not remove the half-restored VM %s: %s", name, e)
     if place is not None:
         try:
             fm = session.content.fileManager
             wait(session, fm.DeleteDatastoreFile_Task(name=f"[{place.ds_name}] {name}", datacenter=place.dc),
                  f"removing the uploaded files of {name}")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.error("could not remove [%s] %s: %s", place.ds_name, name, e)

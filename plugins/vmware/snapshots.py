@@ -59,7 +59,7 @@ def remove(session: Session, vm_name: str, snap: Any) -> str | None:
         wait(session, snap.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
              f"VM {vm_name}: removing the backup snapshot")
         return None
-    except Exception as e:  # noqa: BLE001 - reported, retried by the next run
+    except Exception as e:
         msg = f"the backup snapshot could not be removed ({e}); the next run removes it"
         log.error("VM %s: %s", vm_name, msg)
         return msg

@@ -3,7 +3,7 @@
 // package simulator through `go build -overlay`), a session check on the datastore /folder interface, read
 // fault injection, and a fix for tasks on snapshots (pyvmomi rejects a Snapshot as a task's entity).
 //
-// Usage: vcsim-dobaas -model vpx|esx -user U -password P -port 0
+// Usage: vcsim-dobaas -model vpx|esx -user U -password P [-port 0] [-cert C -key K]
 // Prints one JSON line on stdout once it listens: {"url": ..., "datastore_dir": ..., "pid": ...}; stops on SIGTERM.
 package main
 
@@ -84,6 +84,8 @@ func main() {
 	user := flag.String("user", "dobaas", "the only accepted user name")
 	password := flag.String("password", "", "its password (required)")
 	port := flag.Int("port", 0, "loopback port (0: any free port)")
+	certFile := flag.String("cert", "", "PEM certificate to serve (default: Go's built-in localhost one)")
+	keyFile := flag.String("key", "", "its PEM private key")
 	flag.Parse()
 	if *password == "" {
 		fmt.Fprintln(os.Stderr, "-password is required")
@@ -109,6 +111,14 @@ func main() {
 
 	m.Service.Listen = &url.URL{Host: fmt.Sprintf("127.0.0.1:%d", *port), User: url.UserPassword(*user, *password)}
 	m.Service.TLS = new(tls.Config)
+	if *certFile != "" {
+		pair, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		m.Service.TLS.Certificates = []tls.Certificate{pair}
+	}
 	s := m.Service.NewServer()
 	defer s.Close()
 	s.Server.Config.Handler = guard(m.Service, s.Server.Config.Handler)
