@@ -245,3 +245,64 @@ def test_wrong_password_untrusted_certificate_and_unknown_vm_are_clear_errors(en
                                      "sources": [vcsim_env.source(["a"], insecure=True)]}))
     p = cli("policy", "check", str(pfile), check=False)
     assert p.returncode == 6 and "policy.yaml:4: sources.0" in p.stderr and "insecure: true contradicts" in p.stderr
+
+
+def test_standalone_esxi_host_backup_and_one_disk_restored_to_a_file(tmp_path: Path, cli: Cli,
+                                                                      monkeypatch) -> None:
+    from tests.vcsim import start, stop
+
+    sim = start("esx")  # an ESXi host without vCenter: one datacenter (ha-datacenter), no folders of ours
+    try:
+        monkeypatch.setenv("VCSIM_PASSWORD", sim.password)
+        si = sim.connect()
+        vm = make_vm(sim, si, "esx-vm", [8])
+        vm.write("scsi0:0", MiB + 3, os.urandom(2 * MiB))
+        vault_dir = tmp_path / "vault"
+        cli("vault", "init", str(vault_dir), "--kdf-cost", "12")
+        pfile = tmp_path / "esx.yaml"
+        pfile.write_text(yaml.safe_dump({"policy": "esx", "client": "acme", "vault": str(vault_dir),
+                                         "sources": [sim.source(["ha-datacenter/vm/esx-*"], quiesce=False)]}))
+        out = json.loads(cli("policy", "check", str(pfile), "--discover", "--json").stdout)
+        assert "esx-vm" in json.dumps(out), out
+        res = json.loads(cli("run", str(pfile), "--json", timeout=300).stdout)
+        (src,) = res["sources"]
+        assert src["status"] == "ok" and src["consistency"] == "crash-consistent (quiesce: false)", src
+        assert src["source"] == "vms/esx-vm"
+        out_file = tmp_path / "scsi0_0.raw"
+        cli("restore", "image", src["snapshot"], "--vault", str(vault_dir), "--item", "scsi0:0",
+            "--output", str(out_file))
+        assert out_file.read_bytes() == Path(vm.flat("scsi0:0")).read_bytes()
+        assert vm.snapshot_names() == []
+    finally:
+        stop(sim)
+
+
+def test_quiesce_failure_gives_a_crash_consistent_backup_with_a_warning(env, vcsim_env: Sim) -> None:
+    vault, catalog, policy, _tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-notools", [4])
+    vm.write("scsi0:0", 0, os.urandom(MiB))
+    rep, vault = run(vault, catalog, policy(["vm-notools"]))
+    assert rep.sources[0].consistency.startswith("quiesced"), rep.sources[0].consistency
+
+    Path(vcsim_env.datastore_dir, "vm-notools", "quiesce.fail").touch()  # VMware Tools stop answering
+    rep, vault = run(vault, catalog, policy(["vm-notools"]))
+    (src,) = rep.sources
+    assert src.status == "ok" and src.consistency == "crash-consistent", src.consistency
+    assert any("quiescing the guest failed (ApplicationQuiesceFault" in w for w in src.warnings), src.warnings
+    assert vm.snapshot_names() == []
+
+
+def test_cbt_left_off_reads_whole_disks_and_excluded_disks_are_skipped(env, vcsim_env: Sim) -> None:
+    vault, catalog, policy, _tmp, si = env
+    vm = make_vm(vcsim_env, si, "vm-nocbt", [4, 2])
+    vm.write("scsi0:0", 0, os.urandom(MiB))
+    pol = policy(["vm-nocbt"], enable_cbt=False, exclude_disks=["vm-nocbt:scsi0:1"])
+    for _ in range(2):
+        rep, vault = run(vault, catalog, pol)
+        (src,) = rep.sources
+        assert src.status == "ok", src.errors
+        assert any("changed-block tracking is off" in w for w in src.warnings), src.warnings
+        assert src.bytes_read == 4 * MiB  # whole capacity: without CBT nothing says what is allocated
+        snap = vault.resolve(src.snapshot)
+        assert [i["name"] for i in snap.items] == ["scsi0:0"]
+    assert vm.ref.config.changeTrackingEnabled is not True  # the VM was not reconfigured

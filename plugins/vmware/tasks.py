@@ -16,12 +16,14 @@ TASK_TIMEOUT = 1800.0  # snapshot removal with consolidation can take long on a 
 class TaskFailed(DobaasError):
     def __init__(self, what: str, fault: Any) -> None:
         self.fault = fault
-        msg = getattr(fault, "msg", None) or getattr(fault, "localizedMessage", None) or type(fault).__name__
-        super().__init__(f"{what} failed: {msg}")
+        super().__init__(f"{what} failed: {fault_text(fault)}")
 
 
 def fault_text(fault: Any) -> str:
-    return getattr(fault, "msg", None) or type(fault).__name__
+    """``ApplicationQuiesceFault: <the host's message>`` (the class says what kind, the message why)."""
+    kind = type(fault).__name__.rsplit(".", 1)[-1]
+    msg = getattr(fault, "msg", None) or ""
+    return f"{kind}: {msg}" if msg and not msg.startswith("*types.") and msg != kind else kind
 
 
 def wait(session: Session, task: Any, what: str, timeout: float = TASK_TIMEOUT) -> Any:

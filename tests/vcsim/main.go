@@ -8,22 +8,36 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"path"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+)
+
+// quiesceFails: VMs whose next quiesced snapshot fails (VMware Tools not answering), marked by the guard when
+// their folder holds a file named "quiesce.fail".
+var quiesceFails sync.Map
+
+var (
+	thisVM   = regexp.MustCompile(`<_this[^>]*type="VirtualMachine"[^>]*>([^<]+)</_this>`)
+	quiesced = regexp.MustCompile(`<quiesce[^>]*>true</quiesce>`)
 )
 
 // hooks adjusts objects as the simulator registers them.
@@ -36,6 +50,13 @@ func (hooks) Reference() types.ManagedObjectReference {
 func (hooks) PutObject(o mo.Reference) {
 	switch x := o.(type) {
 	case *simulator.Task:
+		if x.Info.DescriptionId == "VirtualMachine.createSnapshot" && x.Info.Entity != nil {
+			if _, fail := quiesceFails.LoadAndDelete(x.Info.Entity.Value); fail {
+				x.Execute = func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+					return nil, &types.ApplicationQuiesceFault{}
+				}
+			}
+		}
 		// a task on a snapshot names the snapshot's VM as its entity, as vCenter does
 		if e := x.Info.Entity; e != nil && e.Type == "VirtualMachineSnapshot" {
 			if s, ok := simulator.Map.Get(*e).(*simulator.VirtualMachineSnapshot); ok {
@@ -56,6 +77,21 @@ func (hooks) RemoveObject(types.ManagedObjectReference)         {}
 // "<file>.fail-after" (a test's way to break a backup midway).
 func guard(svc *simulator.Service, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if bytes.Contains(body, []byte("CreateSnapshot_Task")) && quiesced.Match(body) {
+				if m := thisVM.FindSubmatch(body); m != nil {
+					ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: string(m[1])}
+					if vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine); ok {
+						marker := path.Join(svc.DobaasDatastoreDir(nil), vm.Name, "quiesce.fail")
+						if _, err := os.Stat(marker); err == nil {
+							quiesceFails.Store(ref.Value, true)
+						}
+					}
+				}
+			}
+		}
 		if strings.HasPrefix(r.URL.Path, "/folder/") {
 			c, err := r.Cookie(soap.SessionCookieName)
 			if err != nil || !svc.DobaasValidSession(c.Value) {
