@@ -1,5 +1,5 @@
 """VMware plugin against govmomi's vSphere simulator (built from Debian's packages, with changeIds and
-QueryChangedDiskAreas added by tests/vcsim): CBT incrementals read exactly the changed areas, the backup
+QueryChangedDiskAreas added by tests/vcsim-go): CBT incrementals read exactly the changed areas, the backup
 snapshot is always removed, orphans are cleaned, an invalid changeId means a full read, a restored VM's disks
 equal the snapshot's, and bad credentials, untrusted certificates and unknown VMs give clear errors."""
 

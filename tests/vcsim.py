@@ -1,5 +1,5 @@
 """govmomi's vSphere simulator for the vmware tests: built from Debian's packages (golang-go,
-golang-github-vmware-govmomi-dev) with the project's additions in tests/vcsim (changeIds, QueryChangedDiskAreas,
+golang-github-vmware-govmomi-dev) with the project's additions in tests/vcsim-go (changeIds, QueryChangedDiskAreas,
 a session check on /folder, read-failure injection), started on a loopback port, and helpers that make VMs and
 write their disks the way a guest would (flat file + the CBT sidecar the simulator answers from)."""
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).parent / "vcsim"
+HERE = Path(__file__).parent / "vcsim-go"
 GOPATH = "/usr/share/gocode"
 SIM_PKG = f"{GOPATH}/src/github.com/vmware/govmomi/simulator"
 USER = "backup@vsphere.local"
