@@ -126,12 +126,12 @@ def make_certificates(tmp: str) -> tuple[str, str, str]:
     return paths  # type: ignore[return-value]
 
 
-def start(model: str = "vpx") -> Sim:
+def start(model: str = "vpx", cbt_window: int = CBT_WINDOW) -> Sim:
     binary = build()
     password = secrets.token_hex(8)
     tmp = tempfile.mkdtemp(prefix=f"dobaas-vcsim-{model}-")
     ca, cert, key = make_certificates(tmp)
-    env = {**os.environ, "DOBAAS_CBT_WINDOW": str(CBT_WINDOW), "TMPDIR": tmp}
+    env = {**os.environ, "DOBAAS_CBT_WINDOW": str(cbt_window), "TMPDIR": tmp}
     with open(os.path.join(tmp, "vcsim.log"), "w") as log_file:
         proc = subprocess.Popen([str(binary), "-model", model, "-user", USER, "-password", password,
                                  "-cert", cert, "-key", key],

@@ -3,15 +3,21 @@ certificate not trusted — with the fingerprint to check and pin —, wrong cre
 
 from __future__ import annotations
 
+import atexit
 import socket
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import BadInput, DobaasError
-from plugins.vmware.tls import TlsTrust, colon_hex, fingerprint, server_fingerprint
+from plugins.vmware.tls import TlsTrust, server_fingerprint
 
 CONNECT_TIMEOUT = 30.0
+REUSE_FOR = 300.0  # a session idle longer than this is not reused (vCenter expires idle sessions after 30 min)
 
 
 def pyvmomi() -> tuple[Any, Any]:
@@ -56,6 +62,12 @@ class Session:
     @property
     def is_vcenter(self) -> bool:
         return self.content.about.apiType == "VirtualCenter"
+
+    def alive(self) -> bool:
+        try:
+            return self.si.content.sessionManager.currentSession is not None
+        except Exception:  # a broken connection or an expired session: not reusable
+            return False
 
     def close(self) -> None:
         try:
@@ -114,5 +126,39 @@ def connect(host: str, user: str, password: str | None, trust: TlsTrust) -> Sess
     return Session(si, name, port, trust, user)
 
 
-def fingerprint_of(der: bytes) -> str:
-    return colon_hex(fingerprint(der))
+_idle: dict[tuple, tuple[Session, float]] = {}
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def session(host: str, user: str, password: str | None, trust: TlsTrust) -> Iterator[Session]:
+    """A logged-in session, reused within one process (listing a policy's VMs, then backing each up, costs one
+    login, not one per VM); each user of it has it alone, and it is logged out at exit."""
+    key = (host, user, password, trust)
+    with _idle_lock:
+        cached = _idle.pop(key, None)
+    s = None
+    if cached:
+        if time.monotonic() - cached[1] < REUSE_FOR and cached[0].alive():
+            s = cached[0]
+        else:
+            cached[0].close()
+    if s is None:
+        s = connect(host, user, password, trust)
+    try:
+        yield s
+    finally:
+        with _idle_lock:
+            if key in _idle:
+                s.close()
+            else:
+                _idle[key] = (s, time.monotonic())
+
+
+@atexit.register
+def _logout_all() -> None:
+    with _idle_lock:
+        idle = list(_idle.values())
+        _idle.clear()
+    for s, _t in idle:
+        s.close()

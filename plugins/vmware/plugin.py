@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -20,7 +20,7 @@ from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfi
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.vmware import restore, snapshots
 from plugins.vmware.changes import ChangeIdRejected, changed_areas
-from plugins.vmware.connection import Session, connect, pyvmomi
+from plugins.vmware.connection import Session, pyvmomi, session
 from plugins.vmware.datastore import DatastoreDisk, DatastoreHttp, flat_extent
 from plugins.vmware.inventory import VmInfo, list_vms, match_vms, properties
 from plugins.vmware.tasks import TaskFailed, wait
@@ -56,8 +56,8 @@ class VmwareConfig(PasswordFields, SourceConfig):
         return TlsTrust(self.ca_file, self.thumbprint, self.insecure)
 
 
-def open_session(cfg: VmwareConfig) -> Session:
-    return connect(cfg.host, cfg.user, cfg.password(), cfg.trust())
+def open_session(cfg: VmwareConfig) -> AbstractContextManager[Session]:
+    return session(cfg.host, cfg.user, cfg.password(), cfg.trust())
 
 
 def unit_name(vm_name: str) -> str:
@@ -69,11 +69,8 @@ class VmwarePlugin(SourcePlugin):
     Config = VmwareConfig
 
     def units(self, cfg: VmwareConfig) -> list[str]:
-        session = open_session(cfg)
-        try:
-            return [unit_name(v.name) for v in match_vms(list_vms(session), cfg.vms, cfg.host)]
-        finally:
-            session.close()
+        with open_session(cfg) as s:
+            return [unit_name(v.name) for v in match_vms(list_vms(s), cfg.vms, cfg.host)]
 
     def discover(self, cfg: VmwareConfig) -> list[str]:
         return self.units(cfg)
@@ -88,8 +85,7 @@ class VmwarePlugin(SourcePlugin):
     def capture(self, cfg: VmwareConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
         if not ctx.unit:
             raise UsageError("the vmware plugin captures one VM at a time")
-        session = open_session(cfg)
-        try:
+        with open_session(cfg) as session:
             vm = self._find(session, cfg, ctx.unit)
             warnings = snapshots.remove_orphans(session, vm, ctx.lineage)
             cbt = self._ensure_cbt(session, cfg, vm, warnings)
@@ -101,8 +97,6 @@ class VmwarePlugin(SourcePlugin):
                 w = snapshots.remove(session, vm.name, snap.ref)
                 if w:
                     log.error("VM %s: %s", vm.name, w)
-        finally:
-            session.close()
 
     def _find(self, session: Session, cfg: VmwareConfig, unit: str) -> VmInfo:
         vms = list_vms(session)

@@ -4,6 +4,7 @@ fingerprint equals the one pinned in the policy (ESXi's self-signed certificates
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 import ssl
@@ -38,18 +39,9 @@ class TlsTrust:
 
     def context(self) -> ssl.SSLContext:
         """The context for every connection; with a pinned thumbprint the chain is not checked (ESXi's
-        certificate is self-signed), ``check_peer`` compares the fingerprint instead."""
-        if self.ca_file:
-            try:
-                ctx = ssl.create_default_context(cafile=self.ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise BadInput(f"ca_file {self.ca_file}: cannot be used as a CA bundle ({e})") from None
-            return ctx
-        ctx = ssl.create_default_context()
-        if self.thumbprint or self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        certificate is self-signed), ``check_peer`` compares the fingerprint instead. Built once per trust
+        (loading the system CA store costs tens of milliseconds)."""
+        return _context(self.ca_file, bool(self.thumbprint or self.insecure))
 
     def check_peer(self, sock: ssl.SSLSocket, host: str) -> None:
         """After the handshake: a pinned thumbprint must match the certificate the host presented."""
@@ -61,6 +53,21 @@ class TlsTrust:
             raise DobaasError(f"{host} presented a certificate whose fingerprint is {colon_hex(got)}, not the pinned "
                               f"{colon_hex(self.thumbprint)}: refusing to send credentials (certificate replaced, "
                               "or someone in the middle)")
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str | None, unverified: bool) -> ssl.SSLContext:
+    if ca_file:
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise BadInput(f"ca_file {ca_file}: cannot be used as a CA bundle ({e})") from None
+    if unverified:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context()
 
 
 def server_fingerprint(host: str, port: int, timeout: float = 10.0) -> str:

@@ -1,0 +1,112 @@
+"""VMware benchmark against govmomi's vSphere simulator (the test suite's build, with CBT added): a VM with a
+4 GiB thin disk (40% never written), 0.2% of it written in scattered places between two backups. Reports wall
+time and bytes read of the full and the incremental capture (CBT areas, datastore HTTP Range reads), and restic
+backing up the same flat extent file in the same run (what a file-level tool reading the datastore must do).
+
+The simulator serves /folder from local files on loopback: the figures measure our side (API calls, CBT
+queries, HTTPS reads, the vault), not a real ESXi's datastore throughput. Each QueryChangedDiskAreas answer
+covers 1 GiB of the disk here (how much a real host covers per answer varies). Run with ``make bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from orchestrator.demo.imagegen import make_image
+from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
+from tests.vcsim import make_vm, start, stop
+
+MiB = 2**20
+BLOCK = 64 * 1024
+
+
+def main() -> int:
+    def add_args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--size", type=int, default=4096, help="disk size in MiB")
+        ap.add_argument("--fraction", type=float, default=0.002, help="share of the disk written between backups")
+
+    args, work, dobaas, restic = bench_setup(".bench-vmware", add_args)
+    size = args.size * MiB
+    sim = start("vpx", cbt_window=1 << 30)  # each QueryChangedDiskAreas answer covers 1 GiB
+    env = {"DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": f"sqlite:///{work}/catalog.db",
+           "VCSIM_PASSWORD": sim.password}
+    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
+            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+    try:
+        si = sim.connect()
+        vm = make_vm(sim, si, "bench-vm", [args.size])
+        flat = vm.flat("scsi0:0")
+        make_image(flat, size)  # 40% holes, 30% text, 30% random, sparse
+        with open(flat, "rb") as f:  # what the guest wrote, as CBT's "*" reports it: the file's data areas
+            areas, pos = [], 0
+            while pos < size:
+                try:
+                    start_ = os.lseek(f.fileno(), pos, os.SEEK_DATA)
+                except OSError:
+                    break
+                end = os.lseek(f.fileno(), start_, os.SEEK_HOLE)
+                areas.append([start_, end - start_])
+                pos = end
+        with open(flat + ".cbt.json", "w") as f:
+            json.dump({"epoch": "initial", "changes": areas}, f)
+        print(f"# vmware benchmark: vSphere simulator (VPX), {args.size} MiB thin disk "
+              f"({os.stat(flat).st_blocks * 512 / MiB:.0f} MiB allocated), {args.fraction:.1%} scattered writes, "
+              f"{os.cpu_count()} cores")
+        vault = os.path.join(work, "vault")
+        run([dobaas, "vault", "init", vault], env)
+        policy = os.path.join(work, "vmware.yaml")
+        with open(policy, "w") as f:
+            json.dump({"policy": "bench", "client": "bench", "vault": vault,
+                       "sources": [sim.source(["bench-vm"], quiesce=True)]}, f)
+        run([restic, "init"], renv)
+        res: dict[str, dict] = {}
+
+        def backup(tag: str) -> None:
+            wall, rss, out = run_rss([dobaas, "run", policy, "--json"], env)
+            src = json.loads(out)["sources"][0]
+            assert src["status"] == "ok", src
+            before = du(renv["RESTIC_REPOSITORY"])
+            rwall, rrss, _ = run_rss([restic, "backup", "--quiet", flat], renv)
+            res[tag] = {"seconds": wall, "bytes_read": src["bytes_read"], "rss": rss / 1024, "restic_seconds": rwall,
+                        "restic_read": os.path.getsize(flat), "restic_rss": rrss / 1024,
+                        "restic_growth": du(renv["RESTIC_REPOSITORY"]) - before}
+
+        backup("full")
+        rng = random.Random(7)
+        count = max(1, round(size * args.fraction / BLOCK))
+        blocks: set[int] = set()
+        for i in range(count):
+            off = rng.randrange(0, (size - BLOCK) // 4096) * 4096
+            vm.write("scsi0:0", off, bytes([i % 255 + 1]) * BLOCK)
+            blocks.update(range(off // BLOCK, (off + BLOCK - 1) // BLOCK + 1))
+        vsize = du(vault)
+        backup("incremental")
+        growth = du(vault) - vsize
+    finally:
+        stop(sim)
+
+    F, incr = res["full"], res["incremental"]
+    print()
+    print(f"{'step':12} {'dobaas s':>9} {'read MiB':>9} {'restic s':>9} {'read MiB':>9} {'speed x':>8} "
+          f"{'d RSS':>6} {'r RSS':>6}")
+    for tag, r in res.items():
+        print(f"{tag:12} {r['seconds']:9.2f} {r['bytes_read'] / MiB:9.1f} {r['restic_seconds']:9.2f} "
+              f"{r['restic_read'] / MiB:9.1f} {r['restic_seconds'] / r['seconds']:8.1f} {r['rss']:6.0f} "
+              f"{r['restic_rss']:6.0f}")
+    print(f"incremental vs full: {F['seconds'] / incr['seconds']:.1f}x faster, "
+          f"{F['bytes_read'] / max(1, incr['bytes_read']):.0f}x fewer bytes read")
+    print(f"vault growth for the incremental: {growth / MiB:.1f} MiB (restic {incr['restic_growth'] / MiB:.1f} MiB)")
+    expected = len(blocks) * BLOCK
+    ok_read = incr["bytes_read"] == expected
+    print(f"{'MET ' if ok_read else 'MISS'} incremental read exactly the changed 64 KiB blocks: {incr['bytes_read']} "
+          f"bytes (expected {expected})")
+    return 0 if ok_read else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
