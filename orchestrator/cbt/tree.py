@@ -27,7 +27,10 @@ from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 1024  # entries waiting for their file read, at most
+MAX_PENDING = 4096  # entries waiting for their file read, at most
+#: reads held back until the walk ends (or this many wait): readers running during the walk would take the GIL
+#: from it at every lstat, so a nightly incremental (few changed files) walks first, then reads
+DEFER_READS = 4096
 WHOLE_READ = 16 * 1024 * 1024  # files up to this size are read at once and cut in memory
 
 
@@ -163,6 +166,14 @@ def capture_tree(
         line = slots[idx] = encode_entry(entry)
         records[idx] = _record(entry, line, sigfn)
 
+    deferred: list[tuple[Future[dict], dict]] = []
+
+    def start_deferred() -> None:
+        for placeholder, entry in deferred:
+            pool.submit(read, entry).add_done_callback(
+                lambda f, p=placeholder: p.set_exception(f.exception()) if f.exception() else p.set_result(f.result()))
+        deferred.clear()
+
     signatures = {path: rec[1] for path, rec in previous.items() if rec[1] is not None}
     prev_pop = previous.pop
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
@@ -196,6 +207,12 @@ def capture_tree(
                         entry, line = old, old_rec[2]  # type: ignore[index]
                         stats.files_unchanged += 1
                         stats.bytes_total += entry.get("s", 0)
+                    elif workers and deferred is not None:
+                        fut = Future()
+                        deferred.append((fut, entry))
+                        if len(deferred) >= DEFER_READS:
+                            start_deferred()
+                            deferred = None  # type: ignore[assignment]  # from now on, reads run as they come
                     elif workers:
                         fut = pool.submit(read, entry)
                     else:
@@ -217,6 +234,8 @@ def capture_tree(
                 line = encode_entry(entry)
             slots.append(line)
             records.append(_record(entry, line, sigfn))
+        if deferred:
+            start_deferred()
         while reads:
             finish_read(*reads.popleft())
     stats.entries = len(slots)
