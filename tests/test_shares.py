@@ -97,3 +97,52 @@ def test_share_errors_are_clear(share: SambaServer, tmp_path: Path, monkeypatch)
     res = run_policy(policy, vault, catalog).sources[0]
     assert res.status == "failed" and "cannot connect" in res.errors[0], res.errors
     assert vault.list_snapshots()[0] == []  # nothing half-written
+
+
+def test_restore_in_place_on_the_share_and_into_another_share_folder(share: SambaServer, tmp_path: Path, cli,
+                                                                      monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("SHARE_PASSWORD", share.password)
+    src = Path(share.share_dir)
+    os.system(f"chown -R {share.user}: '{src}'")  # the share's files belong to the user the backup logs on as
+    policy, vault, catalog = _policy(tmp_path, share)
+    rep = run_policy(policy, vault, catalog)
+    snap_id = rep.sources[0].snapshot
+    bilan = src / "Compta 2026" / "bilan été.xlsx"
+    facture = src / "Compta 2026" / "Trimestre 1" / "Factures" / "facture-001.pdf"
+    original_bilan, original_facture = bilan.read_bytes(), facture.read_bytes()
+    bilan_mtime = os.stat(bilan).st_mtime_ns
+    # the client overwrites one file and deletes a whole folder
+    bilan.write_bytes(b"ruined by ransomware")
+    os.system(f"rm -rf '{src / 'Compta 2026' / 'Trimestre 1'}'")
+    env_args = ["--vault", str(tmp_path / "vault"), "--catalog", f"sqlite:///{tmp_path}/c.db", "--json"]
+
+    # in place, --overwrite never: the deleted folder comes back, the existing file is left alone
+    p = cli("restore", "files", snap_id, share.url("Compta 2026"), "--in-place", *env_args, check=False)
+    res = json.loads(p.stdout)
+    assert p.returncode == 0, res
+    assert res["skipped"] == [share.url("Compta 2026/bilan été.xlsx")] and res["files"] == 1, res
+    assert facture.read_bytes() == original_facture
+    assert bilan.read_bytes() == b"ruined by ransomware"
+
+    # in place, --overwrite always: replaced through a temporary name, modification time put back
+    p = cli("restore", "files", snap_id, share.url("Compta 2026/bilan été.xlsx"), "--in-place", "--overwrite",
+            "always", *env_args, check=False)
+    assert json.loads(p.stdout)["files"] == 1, p.stdout
+    assert bilan.read_bytes() == original_bilan
+    assert abs(os.stat(bilan).st_mtime_ns - bilan_mtime) < 1000
+    assert not [n for n in os.listdir(bilan.parent) if n.startswith(".dobaas-restore-")]
+
+    # into another folder of the share, for the client to compare
+    p = cli("restore", "files", snap_id, share.url("Éléments partagés"), "--target", share.url("Restauration"),
+            *env_args)
+    assert json.loads(p.stdout)["files"] == 1
+    assert (src / "Restauration" / "Éléments partagés" / "日本語.txt").read_text() == "こんにちは"
+    targets = [r["target"] for r in catalog.restores()]  # the audit trail
+    assert targets == ["(original location)", "(original location)", share.url("Restauration")], targets
+
+    # wrong password: a one-line error, nothing written
+    monkeypatch.setenv("SHARE_PASSWORD", "wrong")
+    p = cli("restore", "files", snap_id, share.url("Compta 2026"), "--in-place", *env_args, check=False)
+    assert p.returncode == 1 and "wrong user name or password" in p.stderr, p.stderr

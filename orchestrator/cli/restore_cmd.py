@@ -184,21 +184,27 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1, required=True)
 @vault_option
-@click.option("--target", type=click.Path(file_okay=False), help="Directory to restore into.")
-@click.option("--in-place", is_flag=True, help="Write over the original location (explicit, on purpose).")
+@click.option("--target", help="Directory to restore into, or a share folder (smb://server/share/folder).")
+@click.option("--in-place", is_flag=True, help="Write over the original location (explicit, on purpose); for a "
+              "share, through SMB with the policy's user.")
+@click.option("--user", help="Share destinations: user name (default: the one the snapshot was taken with).")
+@click.option("--password-env", help="Share destinations: environment variable with the password (default: the "
+              "policy's).")
 @click.option("--overwrite", type=click.Choice(["never", "always", "if-newer"]), default="never", show_default=True,
               help="What to do with files that already exist.")
 @catalog_option
 @json_option
 def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: str | None, in_place: bool,
-              overwrite: str, catalog_url: str | None, as_json: bool) -> int:
+              user: str | None, password_env: str | None, overwrite: str, catalog_url: str | None,
+              as_json: bool) -> int:
     """Restore files or directories (PATHS as shown by ls/find) from SNAPSHOT with their metadata.
     Exit 0: all restored; 9: some entries skipped or failed (listed); 1: nothing could be restored."""
     from orchestrator.restore.files import restore_files
 
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
-    res = restore_files(vault, snap, list(paths), target, overwrite, in_place, open_catalog(catalog_url))
+    res = restore_files(vault, snap, list(paths), target, overwrite, in_place, open_catalog(catalog_url),
+                        options={"user": user, "password_env": password_env})
     if as_json:
         emit_json(res.to_json())
     else:

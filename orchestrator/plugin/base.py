@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.plugin.streams import Capture
+from orchestrator.plugin.streams import Capture, TreeSink
 from orchestrator.secret import read_secret
 
 
@@ -89,6 +89,8 @@ class SourcePlugin(ABC):
         archived log) from the vault, authenticated, into ``out``. Returns what to report (verification too)."""
         raise NotImplementedError(f"plugin {self.name} does not restore databases")
 
-    def restore(self, cfg: Any, snapshot_meta: dict, files: Iterator[tuple[dict, bytes | None]]) -> None:
-        """Write restored entries back to the source itself (for in-place restores of remote sources)."""
+    def open_sink(self, meta: dict, url: str, options: dict) -> TreeSink:
+        """A connected destination for restored files at ``url`` (the source itself for in-place restores of
+        remote sources such as shares), with the snapshot's connection settings (``meta``) and the user's
+        overrides (``options``: ``user``, ``password_env``)."""
         raise NotImplementedError(f"plugin {self.name} restores to a local directory only")

@@ -31,6 +31,27 @@ class TreeSource(Protocol):
         """(size, mtime_ns) now, to tell whether the file changed while it was read; None if it is gone."""
 
 
+class TreeSink(Protocol):
+    """Where restored entries can be written other than a local directory (a share, in place or elsewhere)."""
+
+    #: the location written to, as users see it ("smb://server/share/folder")
+    root: str
+
+    def lexists(self, rel: str) -> tuple[bool, bool, int]:
+        """(exists, is a directory, modification time ns) of ``rel``."""
+
+    def make_dir(self, rel: str) -> None:
+        """Create a directory and its missing parents (no error when it exists)."""
+
+    def write_file(self, rel: str, chunks: Iterator[bytes]) -> int:
+        """Write a file completely under a temporary name, then put it in place; returns the bytes written."""
+
+    def set_meta(self, rel: str, entry: dict) -> None:
+        """Put back what the destination can hold of the entry's metadata (times, attributes)."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class ImageStream:
     """A block device: size + random reads, and optionally the extents changed since the checkpoint."""

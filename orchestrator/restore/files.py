@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from orchestrator.catalog.db import Catalog
 from orchestrator.cbt.tree import TreeRestoreReport, restore_tree
 from orchestrator.errors import NotFound, UsageError
+from orchestrator.restore.sink import restore_tree_to_sink
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
@@ -50,8 +51,26 @@ def split_selection(snap: Snapshot, paths: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def is_remote(location: str) -> bool:
+    """A share URL (smb://…) rather than a local path."""
+    return "://" in location
+
+
+def _open_sink(snap: Snapshot, url: str, options: dict):  # type: ignore[no-untyped-def]
+    from orchestrator.plugin import registry
+
+    plugin = registry.load(snap.meta.get("plugin", ""))
+    try:
+        return plugin.open_sink(snap.meta, url, options)
+    except NotImplementedError as e:
+        raise UsageError(f"{e}: restore to a --target directory") from None
+
+
 def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | None, overwrite: str,
-                  in_place: bool, catalog: Catalog | None, progress=None) -> FilesRestoreResult:  # type: ignore[no-untyped-def]
+                  in_place: bool, catalog: Catalog | None, progress=None,  # type: ignore[no-untyped-def]
+                  options: dict | None = None) -> FilesRestoreResult:
+    """Restore into a local directory, a share (``--target smb://…``), or the original location (``in_place``;
+    for a share through its plugin). ``options``: ``user`` / ``password_env`` for share destinations."""
     if overwrite not in OVERWRITE_MODES:
         raise UsageError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}")
     selection = split_selection(snap, paths)
@@ -60,7 +79,7 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         raise UsageError("give either --target DIR or --in-place, not both")
     if not in_place and not target:
         raise UsageError("say where to restore: --target DIR (or --in-place to write over the original location)")
-    if not in_place:
+    if not in_place and not is_remote(target or ""):
         for name in selection:
             root = items[name].get("root", name)
             real_target = os.path.realpath(target)  # type: ignore[arg-type]
@@ -68,20 +87,31 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
                                       or real_target.startswith(os.path.realpath(root) + "/")):
                 raise UsageError(f"{target} is inside the original location {root}: use --in-place to restore "
                                  "over the original files, or choose another --target")
-    where = "(original location)" if in_place else os.path.abspath(target or "")
+    target_shown = target if is_remote(target or "") else os.path.abspath(target or "")
+    where = "(original location)" if in_place else target_shown
     res = FilesRestoreResult(snapshot=snap.id, target=where)
     read_meta = lambda cid: vault.read_chunk(cid, "listing")  # noqa: E731
     for name, rels in selection.items():
         item = items[name]
         root = item.get("root", name)
         if in_place:
-            if not root.startswith("/"):
-                raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
             dest = root
+        elif is_remote(target or ""):
+            dest = f"{target.rstrip('/')}/{root.rstrip('/').rsplit('/', 1)[-1]}" if len(selection) > 1 \
+                else target  # type: ignore[union-attr]
         else:
             dest = os.path.join(target, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 \
                 else target  # type: ignore[arg-type]
-        rep = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)
+        if is_remote(dest):  # type: ignore[arg-type]
+            sink = _open_sink(snap, dest, options or {})  # type: ignore[arg-type]
+            try:
+                rep = restore_tree_to_sink(vault.read_chunk, item, read_meta, sink, rels, overwrite, progress)
+            finally:
+                sink.close()
+        elif in_place and not root.startswith("/"):
+            raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
+        else:
+            rep = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)  # type: ignore[arg-type]
         res.merge(rep, root)
         if rep.files + rep.dirs + rep.links == 0 and not rep.skipped and not rep.errors:
             raise NotFound(f"nothing in snapshot {snap.id[:12]} matches {', '.join(rels)} under {root}")

@@ -12,8 +12,11 @@ from contextlib import contextmanager
 
 from pydantic import Field, field_validator, model_validator
 
+from orchestrator.errors import UsageError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
+from orchestrator.secret import read_secret
+from plugins.shares.sink import SmbSink
 from plugins.shares.smbtree import SmbTree, parse_smb_url
 
 
@@ -39,6 +42,19 @@ class SharesPlugin(SourcePlugin):
     name = "shares"
     Config = SharesConfig
 
+    def open_sink(self, meta: dict, url: str, options: dict) -> SmbSink:
+        user = options.get("user") or meta.get("username")
+        if not user:
+            raise UsageError("the snapshot does not say which user writes to the share: give --user")
+        env = options.get("password_env") or meta.get("password_env")
+        file = None if options.get("password_env") else meta.get("password_file")
+        if not env and not file:
+            raise UsageError("the snapshot names no password source for the share: give --password-env VAR")
+        parse_smb_url(url)
+        sink = SmbSink(url, user, read_secret(env, file, f"share {url}", "password") or "")
+        sink.connect()
+        return sink
+
     def discover(self, cfg: SharesConfig) -> list[str]:
         return [cfg.url]
 
@@ -47,6 +63,9 @@ class SharesPlugin(SourcePlugin):
         tree = SmbTree(cfg.url, cfg.username, cfg.password() or "", cfg.exclude)
         tree.connect()
         try:
-            yield Capture([TreeStream(tree.root, tree)], consistency="file-level (SMB)")
+            # how to reach the share again for in-place restores (names of secrets, never secrets)
+            meta = {"url": cfg.url, "username": cfg.username, "password_env": cfg.password_env,
+                    "password_file": cfg.password_file}
+            yield Capture([TreeStream(tree.root, tree)], consistency="file-level (SMB)", meta=meta)
         finally:
             tree.close()
