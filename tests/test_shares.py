@@ -146,3 +146,37 @@ def test_restore_in_place_on_the_share_and_into_another_share_folder(share: Samb
     monkeypatch.setenv("SHARE_PASSWORD", "wrong")
     p = cli("restore", "files", snap_id, share.url("Compta 2026"), "--in-place", *env_args, check=False)
     assert p.returncode == 1 and "wrong user name or password" in p.stderr, p.stderr
+
+
+def test_ntfs_permissions_are_captured_and_put_back(share: SambaServer, tmp_path: Path, cli, monkeypatch) -> None:
+    """Samba presents POSIX ACLs as NT security descriptors: what a Windows client sees and sets."""
+    import base64
+    import json
+    import subprocess
+
+    monkeypatch.setenv("SHARE_PASSWORD", share.password)
+    src = Path(share.share_dir)
+    os.system(f"chown -R {share.user}: '{src}'")
+    doc = src / "Compta 2026" / "bilan été.xlsx"
+    subprocess.run(["setfacl", "-m", "u:nobody:r,g:nogroup:rw", str(doc)], check=True)
+    subprocess.run(["setfacl", "-m", "u:nobody:rx", str(src / "Compta 2026")], check=True)
+    acl_before = subprocess.run(["getfacl", "-cp", str(doc)], capture_output=True, text=True).stdout
+    policy, vault, catalog = _policy(tmp_path, share)
+    first = run_policy(policy, vault, catalog).sources[0]
+    from orchestrator.vault.tree import iter_tree
+
+    snap = vault.read_snapshot(first.snapshot)
+    entries = {e["p"]: e for e in iter_tree(snap.items[0], lambda c: vault.read_chunk(c))}
+    sd = base64.b64decode(entries["Compta 2026/bilan été.xlsx"]["sd"])
+    assert sd[0] == 1 and len(sd) > 40  # a self-relative SECURITY_DESCRIPTOR, revision 1, with a DACL
+
+    second = run_policy(policy, Vault.open(vault.backend, PASS), catalog).sources[0]
+    assert second.files_read == 0 and second.files_unchanged == second.files  # nothing asked again
+
+    subprocess.run(["setfacl", "-b", str(doc)], check=True)  # someone strips the permissions
+    assert "nobody" not in subprocess.run(["getfacl", "-cp", str(doc)], capture_output=True, text=True).stdout
+    p = cli("restore", "files", first.snapshot, share.url("Compta 2026/bilan été.xlsx"), "--in-place",
+            "--overwrite", "always", "--vault", str(tmp_path / "vault"), "--json", check=False)
+    assert json.loads(p.stdout)["status"] == "ok", p.stdout
+    acl_after = subprocess.run(["getfacl", "-cp", str(doc)], capture_output=True, text=True).stdout
+    assert "user:nobody:r--" in acl_after and "group:nogroup:rw-" in acl_after, (acl_before, acl_after)

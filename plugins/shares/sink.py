@@ -12,6 +12,7 @@ from smbclient import _os as smb_os
 from smbprotocol.exceptions import SMBException, SMBOSError
 
 from orchestrator.errors import DobaasError, NotFound
+from plugins.shares.security import write_dacl
 from plugins.shares.smbtree import SmbTree
 
 # attributes a restore puts back; others (archive, compressed, encrypted, reparse …) belong to the server
@@ -116,7 +117,9 @@ class SmbSink:
                                           **self.tree._kw())
 
     def set_meta(self, rel: str, entry: dict) -> None:
-        """Modification time and the read-only/hidden/system attributes."""
+        """Permissions (the DACL), modification time and the read-only/hidden/system attributes."""
+        if entry.get("sd"):
+            write_dacl(self._path(rel), entry["sd"], self.tree._kw())
         attrs = entry.get("a", 0) & RESTORABLE_ATTRIBUTES
         if entry.get("t") == "d":
             attrs |= 0x10

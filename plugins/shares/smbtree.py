@@ -12,6 +12,7 @@ import smbclient
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
 
 from orchestrator.errors import BadInput, DobaasError, NotFound
+from plugins.shares.security import read_sd
 
 FILE_ATTRIBUTE_READONLY = 0x1
 FILE_ATTRIBUTE_DIRECTORY = 0x10
@@ -121,13 +122,24 @@ class SmbTree:
 
         return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in self.exclude)
 
-    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
-        """Always full entries: over SMB the listing already carries what the core compares."""
-        st = smbclient.stat(self.unc(""), **self._kw())
-        yield {"p": "", "t": "d", "m": 0o755, "mt": st.st_mtime_ns // 1000 * 1000, "a": st.st_file_attributes}
-        yield from self._walk("")
+    @staticmethod
+    def signature(e: dict) -> tuple:
+        """What must be equal for an entry to be reused from the parent snapshot without asking the server
+        anything more (its security descriptor included: changing permissions updates the change time)."""
+        return (e["t"], e.get("mt"), e.get("ct"), e.get("s"), e.get("i"), e.get("a"))
 
-    def _walk(self, rel: str) -> Iterator[dict]:
+    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+        """Entries from the directory listings; an entry whose signature equals the parent snapshot's is
+        yielded as its path alone (reused as is), others get their security descriptor read."""
+        st = smbclient.stat(self.unc(""), **self._kw())
+        root = {"p": "", "t": "d", "m": 0o755, "mt": st.st_mtime_ns // 1000 * 1000, "a": st.st_file_attributes}
+        sd = read_sd(self.unc(""), self._kw())
+        if sd:
+            root["sd"] = sd
+        yield root
+        yield from self._walk("", previous)
+
+    def _walk(self, rel: str, previous: Callable[[str], tuple | None] | None) -> Iterator[dict | str]:
         try:
             items = sorted(smbclient.scandir(self.unc(rel), **self._kw()), key=lambda d: d.name)
         except OSError as e:
@@ -140,14 +152,20 @@ class SmbTree:
             info = d.smb_info
             attrs = info.file_attributes
             is_dir = bool(attrs & FILE_ATTRIBUTE_DIRECTORY)
-            e = {"p": child, "t": "d" if is_dir else "f",
-                 "m": (0o755 if is_dir else (0o444 if attrs & FILE_ATTRIBUTE_READONLY else 0o644)),
-                 "mt": _ns(info.last_write_time), "a": attrs}
+            e: dict = {"p": child, "t": "d" if is_dir else "f",
+                       "m": (0o755 if is_dir else (0o444 if attrs & FILE_ATTRIBUTE_READONLY else 0o644)),
+                       "mt": _ns(info.last_write_time), "ct": _ns(info.change_time), "a": attrs}
             if not is_dir:
-                e.update(s=info.end_of_file, ct=_ns(info.change_time), i=info.file_id)
-            yield e
+                e.update(s=info.end_of_file, i=info.file_id)
+            if previous is not None and previous(child) == self.signature(e):
+                yield child
+            else:
+                sd = read_sd(self.unc(child), self._kw())
+                if sd:
+                    e["sd"] = sd
+                yield e
             if is_dir and not attrs & FILE_ATTRIBUTE_REPARSE_POINT:
-                yield from self._walk(child)
+                yield from self._walk(child, previous)
 
     def open(self, entry: dict) -> BinaryIO:
         path = self.unc(entry["p"])
