@@ -126,7 +126,7 @@ def make_certificates(tmp: str) -> tuple[str, str, str]:
     return paths  # type: ignore[return-value]
 
 
-def start(model: str = "vpx", cbt_window: int = CBT_WINDOW) -> Sim:
+def start(model: str = "vpx", cbt_window: int = CBT_WINDOW, machines: int = 0) -> Sim:
     binary = build()
     password = secrets.token_hex(8)
     tmp = tempfile.mkdtemp(prefix=f"dobaas-vcsim-{model}-")
@@ -134,7 +134,7 @@ def start(model: str = "vpx", cbt_window: int = CBT_WINDOW) -> Sim:
     env = {**os.environ, "DOBAAS_CBT_WINDOW": str(cbt_window), "TMPDIR": tmp}
     with open(os.path.join(tmp, "vcsim.log"), "w") as log_file:
         proc = subprocess.Popen([str(binary), "-model", model, "-user", USER, "-password", password,
-                                 "-cert", cert, "-key", key],
+                                 "-cert", cert, "-key", key, "-machines", str(machines)],
                                 stdout=subprocess.PIPE, stderr=log_file, text=True, env=env)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line:

@@ -122,6 +122,7 @@ func main() {
 	port := flag.Int("port", 0, "loopback port (0: any free port)")
 	certFile := flag.String("cert", "", "PEM certificate to serve (default: Go's built-in localhost one)")
 	keyFile := flag.String("key", "", "its PEM private key")
+	machines := flag.Int("machines", 0, "VMs per host and per cluster resource pool (default: the model's 2)")
 	flag.Parse()
 	if *password == "" {
 		fmt.Fprintln(os.Stderr, "-password is required")
@@ -137,6 +138,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "unknown model %q\n", *model)
 		os.Exit(2)
+	}
+	if *machines > 0 {
+		m.Machine = *machines
 	}
 	if err := m.Create(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
