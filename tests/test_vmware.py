@@ -194,6 +194,7 @@ def test_restore_creates_a_vm_whose_disks_equal_the_snapshot(env, vcsim_env: Sim
     assert new is not None and new.runtime.powerState == "poweredOn"
     assert new.config.instanceUuid != vm.ref.config.instanceUuid
     assert new.config.hardware.numCPU == 2 and new.config.hardware.memoryMB == 512
+    assert new.resourcePool == vm.ref.resourcePool  # by default where the original ran
     nics = [d for d in new.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
     assert len(nics) == 1 and not nics[0].connectable.startConnected
     from tests.vcsim import TestVm

@@ -58,10 +58,12 @@ class VmInfo:
     power_state: str
     template: bool
     snapshots: list[Any] = field(default_factory=list)  # flat list of VirtualMachineSnapshotTree
+    resource_pool: str = ""  # managed object ids, so a restore can default to where the VM ran
+    esx_host: str = ""
 
 
 VM_PROPS = ["name", "parent", "config.instanceUuid", "config.changeTrackingEnabled", "config.template",
-            "runtime.powerState", "snapshot"]
+            "runtime.powerState", "snapshot", "resourcePool", "runtime.host"]
 
 
 def _flatten(trees: list[Any]) -> list[Any]:
@@ -93,7 +95,8 @@ def list_vms(session: Session) -> list[VmInfo]:
         snap = p.get("snapshot")
         vms.append(VmInfo(ref, p.get("name", ""), "/".join(reversed(parts)), dc, p.get("config.instanceUuid", ""),
                           bool(p.get("config.changeTrackingEnabled")), str(p.get("runtime.powerState", "")),
-                          bool(p.get("config.template")), _flatten(snap.rootSnapshotList) if snap else []))
+                          bool(p.get("config.template")), _flatten(snap.rootSnapshotList) if snap else [],
+                          getattr(p.get("resourcePool"), "_moId", ""), getattr(p.get("runtime.host"), "_moId", "")))
     return sorted(vms, key=lambda v: v.path)
 
 

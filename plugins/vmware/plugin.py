@@ -163,6 +163,7 @@ class VmwarePlugin(SourcePlugin):
         meta: dict[str, Any] = {
             "vm": vm.name, "vm_path": vm.path, "datacenter": vm.datacenter, "instance_uuid": vm.instance_uuid,
             "power_state": vm.power_state, "host": cfg.host, "user": cfg.user,
+            "placement": {"resource_pool": vm.resource_pool, "esx_host": vm.esx_host},
             "tls": {"ca_file": cfg.ca_file, "thumbprint": cfg.thumbprint, "insecure": cfg.insecure},
             "password_env": cfg.password_env, "password_file": cfg.password_file,
             "vm_config": summarize(config), "vm_config_xml": serialize(config), "capture_modes": modes}

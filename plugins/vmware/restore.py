@@ -58,6 +58,10 @@ class Placement:
             raise DobaasError(f"datastore {self.ds_name} is not accessible")
         self.host = self._pick(vim.HostSystem, options.get("esx_host"), "ESXi host", "--esx-host")
         self.pool = self._pick(vim.ResourcePool, options.get("pool"), "resource pool", "--pool")
+        if self.pool is None and self.host is None:  # where the VM ran, when that pool still exists here
+            was = (meta.get("placement") or {}).get("resource_pool")
+            self.pool = next((ref for ref, _p in retrieve(session, vim.ResourcePool, ["name"], self.dc)
+                              if was and ref._moId == was), None)
         if self.pool is None:
             owner = properties(session, self.host, ["parent"])["parent"] if self.host else None
             if owner is None:
