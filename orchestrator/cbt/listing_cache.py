@@ -13,6 +13,7 @@ import logging
 import marshal
 import os
 import secrets
+import threading
 
 import blake3
 
@@ -32,6 +33,19 @@ class ListingCache:
     def __init__(self, directory: str, mac_key: bytes) -> None:
         self.dir = directory
         self.key = blake3.blake3(mac_key, derive_key_context="dobaas listing cache v1").digest()
+        self._writers: list[threading.Thread] = []
+
+    def store_later(self, item: dict, slot: str, records: list[Record]) -> None:
+        """Store on a thread while the run publishes its snapshot and updates the catalog (their fsyncs and
+        SQLite calls leave the interpreter free); ``wait`` joins it. Not a daemon: the process waits at exit."""
+        t = threading.Thread(target=self.store, args=(item, slot, records), name="listing-cache")
+        t.start()
+        self._writers.append(t)
+
+    def wait(self) -> None:
+        for t in self._writers:
+            t.join()
+        self._writers.clear()
 
     def _name(self, item: dict, slot: str) -> str:
         content = blake3.blake3(",".join(item["map"]).encode(), key=self.key).hexdigest()[:32]

@@ -252,7 +252,7 @@ def capture_tree(
         "errors": len(stats.errors),
     }
     if cache is not None:
-        cache.store(cap.item, cache_slot, records)
+        cache.store_later(cap.item, cache_slot, records)
     return cap
 
 
