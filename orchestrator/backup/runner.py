@@ -12,10 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from orchestrator.backup.abort import AbortSignal
 from orchestrator.backup.session import BackupSession
-from orchestrator.catalog.db import Catalog, EntryRow, display_path, entry_rows
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.image import capture_image
 from orchestrator.cbt.listing_cache import ListingCache
@@ -29,6 +29,9 @@ from orchestrator.plugin.streams import ByteStream, CarriedItem, ImageStream, Tr
 from orchestrator.policy.model import Policy
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.tree import iter_tree
+
+if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a run records into it, not before
+    from orchestrator.catalog.db import Catalog, EntryRow
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +278,8 @@ def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeC
                       parent_trees: set[str]) -> None:
     """Record from the capture's changes when the catalog holds the parent snapshot and the parent had the same
     tree items (no re-reading of 100,000 unchanged entries), else from the full listing in the vault."""
+    from orchestrator.catalog.db import display_path, entry_rows
+
     trees = [i for i in snap.items if i["type"] == "tree"]
     delta_ok = (snap.parent is not None and catalog.latest_of_source(snap) == snap.parent
                 and parent_trees == {i["name"] for i in trees}
