@@ -110,6 +110,7 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
         bars.append(cm)
         return cm.__enter__()
 
+    options["upload_progress"] = progress  # VMware: disks uploaded to the datastore after the local check
     try:
         res = restore_vm(vault, snap, options, progress)
     finally:

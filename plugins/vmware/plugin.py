@@ -22,7 +22,7 @@ from plugins.vmware import restore, snapshots
 from plugins.vmware.changes import ChangeIdRejected, changed_areas
 from plugins.vmware.connection import Session, pyvmomi, session
 from plugins.vmware.datastore import DatastoreDisk, DatastoreHttp, flat_extent
-from plugins.vmware.inventory import VmInfo, list_vms, match_vms, properties
+from plugins.vmware.inventory import VmInfo, cached_vms, list_vms, match_vms, properties, refresh
 from plugins.vmware.tasks import TaskFailed, wait
 from plugins.vmware.tls import TlsTrust, normalize_thumbprint
 from plugins.vmware.vmconfig import DiskInfo, disks, serialize, summarize
@@ -70,7 +70,7 @@ class VmwarePlugin(SourcePlugin):
 
     def units(self, cfg: VmwareConfig) -> list[str]:
         with open_session(cfg) as s:
-            return [unit_name(v.name) for v in match_vms(list_vms(s), cfg.vms, cfg.host)]
+            return [unit_name(v.name) for v in match_vms(cached_vms(s, fresh=True), cfg.vms, cfg.host)]
 
     def discover(self, cfg: VmwareConfig) -> list[str]:
         return self.units(cfg)
@@ -99,10 +99,16 @@ class VmwarePlugin(SourcePlugin):
                     log.error("VM %s: %s", vm.name, w)
 
     def _find(self, session: Session, cfg: VmwareConfig, unit: str) -> VmInfo:
-        vms = list_vms(session)
-        for v in vms:
-            if unit_name(v.name) == unit:
-                return v
+        from orchestrator.errors import NotFound
+
+        for fresh in (False, True):
+            vms = list_vms(session) if fresh else cached_vms(session)
+            for v in vms:
+                if unit_name(v.name) == unit:
+                    try:
+                        return refresh(session, v)
+                    except NotFound:
+                        break  # deleted or re-registered since the list was made: list again
         raise DobaasError(f"virtual machine {unit!r} is no longer on {cfg.host}")
 
     def _ensure_cbt(self, session: Session, cfg: VmwareConfig, vm: VmInfo, warnings: list[str]) -> bool:

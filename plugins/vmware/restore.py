@@ -146,8 +146,10 @@ def make_vm(meta: dict, raw_files: dict[str, str], options: dict) -> dict:
             desc_path, flat_path = _disk_paths(name, d["name"])
             size = os.path.getsize(raw)
             uploaded = True
+            bar = options.get("upload_progress")
             with open(raw, "rb") as f:
-                sent = http_.upload(place.ds_name, flat_path, f, size, options.get("progress"))
+                sent = http_.upload(place.ds_name, flat_path, f, size, bar(f"upload {d['name']}", size) if bar
+                                    else None)
             back, n = http_.sha256(place.ds_name, flat_path)
             if back != sent or n != size:
                 raise DobaasError(f"disk {d['name']}: the datastore copy differs from what was uploaded "
