@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -41,6 +42,8 @@ def samba() -> Iterator[SambaServer]:
     for tool in ("smbd", "smbpasswd", "useradd"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs samba (apt-get install samba)"
     assert os.geteuid() == 0, "the Samba tests create a system user and must run as root (CI does)"
+    assert glob.glob("/usr/lib/*/samba/vfs/streams_xattr.so"), \
+        "Samba's streams_xattr module is missing: `make test` installs samba-vfs-modules"
     base = tempfile.mkdtemp(prefix="dobaas-smb-", dir="/srv" if os.path.isdir("/srv") else None)
     os.chmod(base, 0o755)
     share_dir = os.path.join(base, "compta")
@@ -77,6 +80,7 @@ disable spoolss = yes
 [compta]
 path = {share_dir}
 read only = no
+vfs objects = streams_xattr
 """)
     subprocess.run(["smbpasswd", "-c", conf, "-s", "-a", USER], input=f"{PASSWORD}\n{PASSWORD}\n", text=True,
                    check=True, capture_output=True)

@@ -180,3 +180,54 @@ def test_ntfs_permissions_are_captured_and_put_back(share: SambaServer, tmp_path
     assert json.loads(p.stdout)["status"] == "ok", p.stdout
     acl_after = subprocess.run(["getfacl", "-cp", str(doc)], capture_output=True, text=True).stdout
     assert "user:nobody:r--" in acl_after and "group:nogroup:rw-" in acl_after, (acl_before, acl_after)
+
+
+def test_alternate_data_streams_are_saved_and_restored_on_the_share(share: SambaServer, tmp_path: Path, cli,
+                                                                    monkeypatch) -> None:
+    """Samba with streams_xattr keeps NTFS-style named streams (the mark of the web, Office metadata…)."""
+    import json
+
+    monkeypatch.setenv("SHARE_PASSWORD", share.password)
+    os.system(f"chown -R {share.user}: '{share.share_dir}'")
+    cache: dict = {}
+    smbclient.register_session("127.0.0.1", username=share.user, password=share.password, port=share.port,
+                               connection_cache=cache)
+    kw = {"port": share.port, "connection_cache": cache}
+    doc = f"\\\\127.0.0.1\\{share.share}\\Compta 2026\\bilan été.xlsx"
+    zone = b"[ZoneTransfer]\r\nZoneId=3\r\n"
+    big = os.urandom(3000)  # streams_xattr keeps streams in xattrs: ext4 holds up to a block (4 KiB)
+    try:
+        with smbclient.open_file(doc + ":Zone.Identifier", mode="wb", **kw) as f:
+            f.write(zone)
+        with smbclient.open_file(doc + ":résumé", mode="wb", **kw) as f:
+            f.write(big)
+        policy, vault, catalog = _policy(tmp_path, share)
+        res = run_policy(policy, vault, catalog).sources[0]
+        assert res.status == "partial" or res.status == "ok"
+        assert not [w for w in res.warnings if "stream" in w], res.warnings
+        from orchestrator.vault.tree import iter_tree
+
+        snap = vault.read_snapshot(res.snapshot)
+        entry = next(e for e in iter_tree(snap.items[0], lambda c: vault.read_chunk(c))
+                     if e["p"] == "Compta 2026/bilan été.xlsx")
+        assert set(entry["xs"]) == {":Zone.Identifier:$DATA", ":résumé:$DATA"} and "xn" not in entry
+
+        out = tmp_path / "local"  # a local restore keeps them as Samba's streams_xattr would
+        r = restore_files(vault, snap, [share.url("Compta 2026/bilan été.xlsx")], str(out), "never", False, catalog)
+        assert r.status == "ok", r.errors
+        local = out / "Compta 2026" / "bilan été.xlsx"
+        assert os.getxattr(local, "user.DosStream.Zone.Identifier:$DATA") == zone
+        assert os.getxattr(local, "user.DosStream.résumé:$DATA") == big
+
+        smbclient.remove(doc, **kw)  # the file and its streams are gone
+        p = cli("restore", "files", res.snapshot, share.url("Compta 2026/bilan été.xlsx"), "--in-place",
+                "--vault", str(tmp_path / "vault"), "--json", check=False)
+        assert json.loads(p.stdout)["files"] == 1, p.stdout
+        with smbclient.open_file(doc + ":Zone.Identifier", mode="rb", **kw) as f:
+            assert f.read() == zone
+        with smbclient.open_file(doc + ":résumé", mode="rb", **kw) as f:
+            assert f.read() == big
+        names = {s.name for s in smbclient.liststreams(doc, **kw)}
+        assert names == {"::$DATA", ":Zone.Identifier:$DATA", ":résumé:$DATA"}
+    finally:
+        smbclient.reset_connection_cache(connection_cache=cache)

@@ -137,6 +137,8 @@ def capture_tree(
         except OSError as e:
             return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
         out: dict = {"c": refs, "s": total}
+        if entry.get("xn") and hasattr(source, "open_stream"):
+            out.update(read_streams(entry))
         now = source.restat(entry)
         if now is None:
             out["w"] = "deleted while being read"
@@ -144,6 +146,26 @@ def capture_tree(
             out["w"] = "changed while being read"
         if progress:
             progress(total)
+        return out
+
+    def read_streams(entry: dict) -> dict:
+        """Alternate data streams the source listed (``xn``) stored like content, as ``xs`` {name: refs}; the
+        ``xn`` list is dropped. A stream that cannot be read is a warning: the file itself is saved."""
+        streams, warnings = {}, []
+        for name in entry["xn"]:
+            refs = []
+            try:
+                with source.open_stream(entry, name) as f:  # type: ignore[attr-defined]
+                    for piece in _chunker(local, chunker_cfg).cut_stream(f):
+                        refs.append([writer.store(bytes(piece)).hex(), len(piece)])
+            except OSError as e:
+                warnings.append(f"stream {name} not saved: {e.strerror or e}")
+                continue
+            streams[name] = refs
+        entry.pop("xn")
+        out: dict = {"xs": streams} if streams else {}
+        if warnings:
+            out["w"] = "; ".join(warnings)
         return out
 
     # Lines of the listing in walk order; a file being read has None until its read completes. The listing is
@@ -374,6 +396,8 @@ def restore_tree(
                 refs = e.get("c") if e["t"] == "f" else contents.get(e["l"], [])
                 rep.bytes += _write_file(tmp, refs or [], read_chunk, zeros, p, progress)
                 rep.files += 1
+                for name, srefs in e.get("xs", {}).items():
+                    _write_stream_xattr(tmp, p, name, srefs, read_chunk, rep)
             elif e["t"] == "h":
                 os.link(linked[e["l"]], tmp)
                 rep.links += 1
@@ -406,6 +430,18 @@ def restore_tree(
         except OSError as err:
             rep.errors.append(f"{e['p']}: metadata not restored: {err.strerror or err}")
     return rep
+
+
+def _write_stream_xattr(path: str, rel: str, name: str, refs: list, read_chunk: Callable[[bytes, str], bytes],
+                        rep: TreeRestoreReport) -> None:
+    """An alternate data stream of a share file, restored locally the way Samba's streams_xattr keeps streams
+    (``user.DosStream.<name>:$DATA``), so a folder served by Samba shows it again."""
+    data = b"".join(read_chunk(bytes.fromhex(h), f"{rel} stream {name}") for h, _n in refs)
+    try:
+        os.setxattr(path, "user.DosStream." + name.lstrip(":"), data, follow_symlinks=False)
+    except OSError as err:
+        rep.errors.append(f"{rel}: stream {name} ({len(data)} bytes) not restored here: {err.strerror}; restore "
+                          "to the share to get it back")
 
 
 def _check_parents(target: str, rel: str) -> None:

@@ -65,6 +65,10 @@ def restore_tree_to_sink(
                 continue
             parents(p)
             rep.bytes += sink.write_file(p, _content(read_chunk, e, progress))
+            for name, refs in e.get("xs", {}).items():  # alternate data streams, where the sink keeps them
+                if hasattr(sink, "write_stream"):
+                    rep.bytes += sink.write_stream(p, name, _content(read_chunk, {"p": f"{p}{name}", "c": refs},
+                                                                     progress))
             sink.set_meta(p, e)
             rep.files += 1
         except OSError as err:

@@ -8,7 +8,8 @@ Entry fields (short keys keep the listing small): ``p`` path relative to the sou
 ``m`` mode, ``u``/``g`` uid/gid, ``U``/``G`` owner/group names, ``s`` size, ``mt`` mtime ns, ``ct`` ctime ns,
 ``i`` inode, ``dv`` device, ``rd`` rdev, ``l`` link target, ``x`` xattrs {name: base64} (POSIX ACLs are the
 ``system.posix_acl_*`` xattrs), ``c`` content [[chunk id hex, length], …], ``e`` error text (unreadable),
-``w`` warning text (changed while read).
+``w`` warning text (changed while read), ``a`` Windows attributes and ``sd`` security descriptor (base64) of
+share entries, ``xs`` alternate data streams {name: [[chunk id hex, length], …]} of share files.
 """
 
 from __future__ import annotations

@@ -93,6 +93,18 @@ class SmbSink:
             raise
         return written
 
+    def write_stream(self, rel: str, name: str, chunks: Iterator[bytes]) -> int:
+        """An alternate data stream of a file already written (``:Zone.Identifier:$DATA``)."""
+        written = 0
+        try:
+            with smbclient.open_file(self._path(rel) + name, mode="wb", share_access="rwd", **self.tree._kw()) as f:
+                for data in chunks:
+                    f.write(data)
+                    written += len(data)
+        except (SMBOSError, SMBException) as e:
+            raise OSError(f"stream {name} not restored: {e}") from None
+        return written
+
     def _replace(self, tmp: str, rel: str) -> None:
         """Rename ``tmp`` over ``rel`` (FileRenameInformation, replace if exists). smbclient.replace first opens
         the destination for FILE_EXECUTE, which Samba refuses on files without an x bit: done directly here."""

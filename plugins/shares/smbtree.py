@@ -163,9 +163,29 @@ class SmbTree:
                 sd = read_sd(self.unc(child), self._kw())
                 if sd:
                     e["sd"] = sd
+                if not is_dir:
+                    names = self._streams(child)
+                    if names:
+                        e["xn"] = names
                 yield e
             if is_dir and not attrs & FILE_ATTRIBUTE_REPARSE_POINT:
                 yield from self._walk(child, previous)
+
+    def _streams(self, rel: str) -> list[str]:
+        """Named data streams of a file (``:Zone.Identifier:$DATA``…); none when the server has no streams."""
+        try:
+            found = smbclient.liststreams(self.unc(rel), **self._kw())
+        except (OSError, SMBException):
+            return []
+        return sorted(s.name for s in found if s.name != "::$DATA" and s.name.endswith(":$DATA"))
+
+    def open_stream(self, entry: dict, name: str) -> BinaryIO:
+        path = self.unc(entry["p"]) + name
+        try:
+            f = smbclient.open_file(path, mode="rb", share_access="rwd", **self._kw())
+        except SMBOSError as e:
+            raise OSError(e.errno, e.strerror) from None
+        return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)  # type: ignore[return-value]
 
     def open(self, entry: dict) -> BinaryIO:
         path = self.unc(entry["p"])
