@@ -59,10 +59,6 @@ class Session:
         raw = getattr(self.si._stub, "cookie", "") or ""
         return raw.split(";", 1)[0].strip()
 
-    @property
-    def is_vcenter(self) -> bool:
-        return self.content.about.apiType == "VirtualCenter"
-
     def alive(self) -> bool:
         try:
             return self.si.content.sessionManager.currentSession is not None

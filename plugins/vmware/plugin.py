@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.errors import DobaasError, UsageError
+from orchestrator.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.vmware import restore, snapshots
@@ -99,8 +99,6 @@ class VmwarePlugin(SourcePlugin):
                     log.error("VM %s: %s", vm.name, w)
 
     def _find(self, session: Session, cfg: VmwareConfig, unit: str) -> VmInfo:
-        from orchestrator.errors import NotFound
-
         for fresh in (False, True):
             vms = list_vms(session) if fresh else cached_vms(session)
             for v in vms:
