@@ -313,3 +313,38 @@ def test_sources_of_a_policy_run_concurrently_and_stop_on_abort(tmp_path: Path, 
         run_policy(load_policy(str(p)), vault, None, abort=abort)
     assert not both.broken
     assert vault.snapshot_ids() == []  # stopped mid-stream: nothing published
+
+
+def test_a_stop_request_ends_a_walk_of_unchanged_files_without_waiting_for_reads(tmp_path: Path) -> None:
+    """An incremental over many unchanged files stores nothing while it walks; a closed window must still stop it
+    at once, not after the walk."""
+    from orchestrator.backup.abort import AbortSignal
+    from orchestrator.backup.session import BackupSession
+    from orchestrator.cbt.tree import capture_tree
+    from orchestrator.errors import WindowClosed
+    from orchestrator.vault.backend.local import LocalBackend
+    from orchestrator.vault.repository import Vault
+    from plugins.files.walker import LocalTree
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(9000):
+        (src / f"f{i:05d}").write_bytes(b"x")
+    vault = Vault.create(LocalBackend(str(tmp_path / "v")), PASS, kdf_cost=12)
+    with BackupSession(vault, "c/s") as s:
+        cap = capture_tree(s.writer, LocalTree(str(src)), "tree", vault.config.chunker)
+        s.commit([cap.item], {}, {})
+    abort = AbortSignal()
+    abort.fire(lambda: WindowClosed("window closed"))
+    walked = []
+
+    class Counting(LocalTree):
+        def walk(self, previous=None):  # type: ignore[no-untyped-def, override]
+            for e in super().walk(previous):
+                walked.append(e)
+                yield e
+
+    vault = Vault.open(vault.backend, PASS)
+    with pytest.raises(WindowClosed), BackupSession(vault, "c/s", abort=abort) as s:
+        capture_tree(s.writer, Counting(str(src)), "tree", vault.config.chunker, s.parent_item("tree"))
+    assert len(walked) <= 4097  # stopped at the first check, not after the 9,001 entries

@@ -28,8 +28,8 @@ from orchestrator.vault.writer import BackupWriter
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 4096  # entries waiting for their file read, at most
-#: reads held back until the walk ends (or this many wait): readers running during the walk would take the GIL
-#: from it at every lstat, so a nightly incremental (few changed files) walks first, then reads
+#: reads held back until the walk ends (or this many wait) in incrementals: readers running during the walk would
+#: take the GIL from it at every lstat, so a nightly incremental (few changed files) walks first, then reads
 DEFER_READS = 4096
 WHOLE_READ = 16 * 1024 * 1024  # files up to this size are read at once and cut in memory
 
@@ -188,7 +188,9 @@ def capture_tree(
         line = slots[idx] = encode_entry(entry)
         records[idx] = _record(entry, line, sigfn)
 
-    deferred: list[tuple[Future[dict], dict]] = []
+    # only incrementals hold reads back: a first backup is mostly reads, and must make progress from its first
+    # seconds (a backup window may end it; the next run reuses what it stored)
+    deferred: list[tuple[Future[dict], dict]] | None = [] if cap.relative_to_parent else None
 
     def start_deferred() -> None:
         for placeholder, entry in deferred:
@@ -200,7 +202,10 @@ def capture_tree(
     prev_pop = previous.pop
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
+        abort_check = writer.abort_check
         for entry in source.walk(signatures.get if signatures else None):
+            if abort_check is not None and not len(slots) & 4095:
+                abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
             if type(entry) is str:  # exactly as in the parent: reuse its entry, content and listing line
                 rec = prev_pop(entry)
                 if rec[3] == "f":
