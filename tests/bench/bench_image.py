@@ -64,6 +64,21 @@ def bench_setup(default_dir: str, add_args) -> tuple[argparse.Namespace, str, st
     return args, work, dobaas, restic
 
 
+def print_vm_table(res: dict[str, dict], growth: int) -> None:
+    """The full/incremental table of the VM benchmarks (dobaas and restic, time, bytes read, RSS), the
+    incremental against the full, and the vault growth of the incremental."""
+    full, incr = res["full"], res["incremental"]
+    print(f"{'step':12} {'dobaas s':>9} {'read MiB':>9} {'restic s':>9} {'read MiB':>9} {'speed x':>8} "
+          f"{'d RSS':>6} {'r RSS':>6}")
+    for tag, r in res.items():
+        print(f"{tag:12} {r['seconds']:9.2f} {r['bytes_read'] / MiB:9.1f} {r['restic_seconds']:9.2f} "
+              f"{r['restic_read'] / MiB:9.1f} {r['restic_seconds'] / r['seconds']:8.1f} {r['rss']:6.0f} "
+              f"{r['restic_rss']:6.0f}")
+    print(f"incremental vs full read of the same disk: {full['seconds'] / incr['seconds']:.1f}x faster, "
+          f"{full['bytes_read'] / max(1, incr['bytes_read']):.0f}x fewer bytes read")
+    print(f"vault growth for the incremental: {growth / MiB:.1f} MiB (restic {incr['restic_growth'] / MiB:.1f} MiB)")
+
+
 def du(path: str) -> int:
     total = 0
     for dirpath, _d, files in os.walk(path):

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from orchestrator.demo.imagegen import make_image
-from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, print_vm_table, run, run_rss
 from tests.vcsim import make_vm, start, stop
 
 MiB = 2**20
@@ -92,17 +92,9 @@ def main() -> int:
         stop(sim)
 
     inv = inventory_bench()
-    F, incr = res["full"], res["incremental"]
+    incr = res["incremental"]
     print()
-    print(f"{'step':12} {'dobaas s':>9} {'read MiB':>9} {'restic s':>9} {'read MiB':>9} {'speed x':>8} "
-          f"{'d RSS':>6} {'r RSS':>6}")
-    for tag, r in res.items():
-        print(f"{tag:12} {r['seconds']:9.2f} {r['bytes_read'] / MiB:9.1f} {r['restic_seconds']:9.2f} "
-              f"{r['restic_read'] / MiB:9.1f} {r['restic_seconds'] / r['seconds']:8.1f} {r['rss']:6.0f} "
-              f"{r['restic_rss']:6.0f}")
-    print(f"incremental vs full: {F['seconds'] / incr['seconds']:.1f}x faster, "
-          f"{F['bytes_read'] / max(1, incr['bytes_read']):.0f}x fewer bytes read")
-    print(f"vault growth for the incremental: {growth / MiB:.1f} MiB (restic {incr['restic_growth'] / MiB:.1f} MiB)")
+    print_vm_table(res, growth)
     print(f"inventory of {inv['vms']} VMs: {inv['retrieval']:.2f} s with PropertyCollector retrievals; reading the "
           f"same 3 properties VM by VM: {inv['naive']:.2f} s ({inv['naive'] / inv['retrieval']:.0f}x slower)")
     expected = len(blocks) * BLOCK
