@@ -141,9 +141,9 @@ def capture_tree(
             out.update(read_streams(entry))
         now = source.restat(entry)
         if now is None:
-            out["w"] = "deleted while being read"
+            out["w"] = "; ".join(filter(None, ("deleted while being read", out.get("w"))))
         elif now != (entry["s"], entry["mt"]) or total != entry["s"]:
-            out["w"] = "changed while being read"
+            out["w"] = "; ".join(filter(None, ("changed while being read", out.get("w"))))
         if progress:
             progress(total)
         return out
