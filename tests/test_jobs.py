@@ -68,3 +68,19 @@ def test_existing_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     with cat.engine.connect() as conn:
         assert conn.execute(text("select name from clients")).scalar() == "acme"
         assert conn.execute(text("select version_num from alembic_version")).scalar() == HEAD
+
+
+def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path: Path) -> None:
+    """A daemon creating its catalog while `dobaas jobs` polls it: before the migration lock, one of them
+    crashed on 'table alembic_version already exists'."""
+    import subprocess
+    import sys
+
+    code = "import sys; from orchestrator.catalog.db import Catalog; Catalog(sys.argv[1]).restores()"
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path}/race-{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors if e]
+        assert Catalog(url).restores() == []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -81,19 +82,51 @@ class Catalog:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
 
-    def _migrate(self) -> None:
+    def _current(self) -> bool:
         with self.engine.begin() as conn:
-            if ("alembic_version" in inspect(conn).get_table_names()
-                    and conn.execute(text("select version_num from alembic_version")).scalar() == HEAD):
-                return
+            return ("alembic_version" in inspect(conn).get_table_names()
+                    and conn.execute(text("select version_num from alembic_version")).scalar() == HEAD)
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema. Processes opening a new catalog at the same moment (a daemon starting
+        while `dobaas jobs` polls) take turns: the second finds the schema made by the first."""
+        if self._current():
+            return
         from alembic import command
         from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self._migration_lock():
+            if self._current():
+                return
+            cfg = Config()
+            cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """A lock file beside a SQLite database, an advisory lock on PostgreSQL."""
+        dialect, database = self.engine.dialect.name, self.engine.url.database
+        if dialect == "sqlite" and database and database != ":memory:":
+            import fcntl
+
+            fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+        elif dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("select pg_advisory_lock(7036119)"))
+                try:
+                    yield
+                finally:
+                    conn.execute(text("select pg_advisory_unlock(7036119)"))
+                    conn.commit()
+        else:
+            yield
 
     # ---- recording ----------------------------------------------------------------------------------------
     def _source_id(self, conn, client: str, source: str, plugin: str) -> int:  # type: ignore[no-untyped-def]
