@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,26 @@ def bench_setup(default_dir: str, add_args) -> tuple[argparse.Namespace, str, st
     return args, work, dobaas, restic
 
 
+def restic_env(work: str, repository: str | None = None) -> dict[str, str]:
+    """restic's environment for a benchmark: the shared passphrase, a repository and cache in ``work``, all
+    cores."""
+    return {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": repository or os.path.join(work, "restic"),
+            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+
+
+def scattered_writes(size: int, fraction: float, block: int, write) -> tuple[int, set[int]]:  # type: ignore[no-untyped-def]
+    """``fraction`` of a ``size``-byte disk written as ``block``-byte writes at random 4 KiB-aligned offsets
+    (same seed every run): ``write(offset, fill byte)`` does one. Returns the count and the blocks touched."""
+    rng = random.Random(7)
+    count = max(1, round(size * fraction / block))
+    touched: set[int] = set()
+    for i in range(count):
+        off = rng.randrange(0, (size - block) // 4096) * 4096
+        write(off, i % 255 + 1)
+        touched.update(range(off // block, (off + block - 1) // block + 1))
+    return count, touched
+
+
 def print_vm_table(res: dict[str, dict], growth: int) -> None:
     """The full/incremental table of the VM benchmarks (dobaas and restic, time, bytes read, RSS), the
     incremental against the full, and the vault growth of the incremental."""
@@ -111,8 +132,7 @@ def main() -> int:
 
     args, work, dobaas, restic = bench_setup(".bench", add_args)
     env = {"DOBAAS_PASSPHRASE": PASS}
-    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
-            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+    renv = restic_env(work)
     img = os.path.join(work, "disk.img")
     size = args.size * MiB
     rver = subprocess.run([restic, "version"], capture_output=True, text=True).stdout.split()[1]

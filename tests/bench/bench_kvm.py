@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from orchestrator.demo.imagegen import make_image
-from tests.bench.bench_image import PASS, bench_setup, du, print_vm_table, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, print_vm_table, restic_env, run, run_rss, scattered_writes
 from tests.libvirt_env import Domains, Libvirt, virsh
 
 MiB = 2**20
@@ -31,8 +30,7 @@ def main() -> int:
 
     args, work, dobaas, restic = bench_setup(".bench-kvm", add_args)
     env = {"DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": f"sqlite:///{work}/catalog.db"}
-    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
-            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+    renv = restic_env(work)
     size = args.size * MiB
     lv = Libvirt()
     lv.start()
@@ -68,14 +66,9 @@ def main() -> int:
                         "restic_growth": du(renv["RESTIC_REPOSITORY"]) - before}
 
         backup("full")
-        rng = random.Random(7)
-        count = max(1, round(size * args.fraction / GRANULE))
-        granules: set[int] = set()
         t0 = time.monotonic()
-        for i in range(count):
-            off = rng.randrange(0, (size - GRANULE) // 4096) * 4096
-            dom.write("vda", off, GRANULE, i % 255 + 1)
-            granules.update(range(off // GRANULE, (off + GRANULE - 1) // GRANULE + 1))
+        count, granules = scattered_writes(size, args.fraction, GRANULE,
+                                           lambda off, fill: dom.write("vda", off, GRANULE, fill))
         print(f"{count} writes of 64 KiB through QEMU in {time.monotonic() - t0:.1f} s "
               f"({len(granules) * GRANULE / MiB:.1f} MiB of 64 KiB granules dirty)")
         vsize = du(vault)

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, restic_env, run, run_rss
 from tests.mariadb import start_mariadb
 
 MiB = 2**20
@@ -45,8 +45,7 @@ def main() -> int:
               f"{size / MiB:.0f} MiB of InnoDB data+index, generated in {time.monotonic() - t0:.0f} s, "
               f"{os.cpu_count()} cores")
         env = {"DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": f"sqlite:///{work}/catalog.db"}
-        renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
-                "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+        renv = restic_env(work)
         run([restic, "init"], renv)
         policies = {}
         for mode in ("logical", "physical"):

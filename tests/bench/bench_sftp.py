@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from orchestrator.demo.imagegen import make_image
-from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, restic_env, run, run_rss
 from tests.sshd import start_sshd, stop_sshd
 
 MiB = 2**20
@@ -46,8 +46,7 @@ def main() -> int:
         t = sshd.tenants["restic"]
         ssh = (f"ssh -p {sshd.port} -i {t.key} -o UserKnownHostsFile={sshd.known_hosts} -o StrictHostKeyChecking=yes "
                f"-o IdentitiesOnly=yes {t.user}@127.0.0.1 -s sftp")
-        renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": "sftp:restic-bench:/repo/r",
-                "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+        renv = restic_env(work, "sftp:restic-bench:/repo/r")
         rargs = ["-o", f"sftp.command={ssh}"]
         run([restic, *rargs, "init"], renv)
         wall, rss, _ = run_rss([restic, *rargs, "backup", "--quiet", img], renv)

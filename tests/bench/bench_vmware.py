@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from orchestrator.demo.imagegen import make_image
-from tests.bench.bench_image import PASS, bench_setup, du, print_vm_table, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, print_vm_table, restic_env, run, run_rss, scattered_writes
 from tests.vcsim import make_vm, start, stop
 
 MiB = 2**20
@@ -36,8 +35,7 @@ def main() -> int:
     sim = start("vpx", cbt_window=1 << 30)  # each QueryChangedDiskAreas answer covers 1 GiB
     env = {"DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": f"sqlite:///{work}/catalog.db",
            "VCSIM_PASSWORD": sim.password}
-    renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": os.path.join(work, "restic"),
-            "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache"), "GOMAXPROCS": str(os.cpu_count())}
+    renv = restic_env(work)
     try:
         si = sim.connect()
         vm = make_vm(sim, si, "bench-vm", [args.size])
@@ -78,13 +76,8 @@ def main() -> int:
                         "restic_growth": du(renv["RESTIC_REPOSITORY"]) - before}
 
         backup("full")
-        rng = random.Random(7)
-        count = max(1, round(size * args.fraction / BLOCK))
-        blocks: set[int] = set()
-        for i in range(count):
-            off = rng.randrange(0, (size - BLOCK) // 4096) * 4096
-            vm.write("scsi0:0", off, bytes([i % 255 + 1]) * BLOCK)
-            blocks.update(range(off // BLOCK, (off + BLOCK - 1) // BLOCK + 1))
+        _count, blocks = scattered_writes(size, args.fraction, BLOCK,
+                                          lambda off, fill: vm.write("scsi0:0", off, bytes([fill]) * BLOCK))
         vsize = du(vault)
         backup("incremental")
         growth = du(vault) - vsize
