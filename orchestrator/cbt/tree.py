@@ -393,7 +393,8 @@ def restore_tree(
             if "e" in e:
                 rep.errors.append(f"{p}: was not backed up ({e['e']})")
                 continue
-            if os.path.lexists(dest) and not _should_replace(dest, e, overwrite):
+            existing = _mtime_if_exists(dest)
+            if existing is not None and not should_replace(overwrite, e.get("mt", 0), existing):
                 rep.skipped.append(p)
                 continue
             tmp = os.path.join(os.path.dirname(dest), f".dobaas-restore-{secrets.token_hex(6)}")
@@ -461,11 +462,22 @@ def _check_parents(target: str, rel: str) -> None:
             os.mkdir(cur, 0o755)
 
 
-def _should_replace(dest: str, e: dict, overwrite: str) -> bool:
+def _mtime_if_exists(path: str) -> int | None:
+    """The modification time of whatever stands at ``path`` (not following links), None if nothing does (as
+    ``os.path.lexists`` says)."""
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def should_replace(overwrite: str, backup_mtime_ns: int, existing_mtime_ns: int) -> bool:
+    """Whether an existing file gives way to the restored one: ``always``, or ``if-newer`` when the backup's
+    copy is newer; never with ``never``. (Local restores and share restores decide alike.)"""
     if overwrite == "always":
         return True
     if overwrite == "if-newer":
-        return e.get("mt", 0) > os.lstat(dest).st_mtime_ns
+        return backup_mtime_ns > existing_mtime_ns
     return False
 
 

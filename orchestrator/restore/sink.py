@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from orchestrator.cbt.tree import TreeRestoreReport, _safe_rel, _selected
+from orchestrator.cbt.tree import TreeRestoreReport, _safe_rel, _selected, should_replace
 from orchestrator.plugin.streams import TreeSink
 from orchestrator.vault.tree import iter_tree
 
@@ -60,7 +60,7 @@ def restore_tree_to_sink(
             if exists and is_dir:
                 rep.errors.append(f"{p}: a folder stands there, not replaced")
                 continue
-            if exists and (overwrite == "never" or (overwrite == "if-newer" and e.get("mt", 0) <= mtime)):
+            if exists and not should_replace(overwrite, e.get("mt", 0), mtime):
                 rep.skipped.append(p)
                 continue
             parents(p)
