@@ -427,3 +427,48 @@ def test_verify_names_the_damaged_file(setup) -> None:  # type: ignore[no-untype
     rep = verify_vault(Vault.open(LocalBackend(vault.backend.location), PASS))
     hits = [d for d in rep.damage if d.snapshot == sid]
     assert [(d.item, d.path, d.offset) for d in hits] == [(str(src), "data.bin", 0)]
+
+
+def test_walk_in_a_child_process_reports_what_the_in_process_walk_does(tmp_path: Path) -> None:
+    """The child walk's runs and entries, expanded, are exactly the in-process walk's answer, through additions,
+    deletions, changes, hard links and excludes; a missing root is an OSError naming it."""
+    from plugins.files.walk_process import spawn_walk
+    from plugins.files.walker import LocalTree
+
+    root = tmp_path / "t"
+    for d in range(3):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(20):
+            (root / f"d{d}" / f"f{f:02d}.txt").write_text(f"{d}/{f}")
+    os.link(root / "d0" / "f00.txt", root / "d1" / "link")
+    (root / "skip.tmp").write_text("x")
+    tree = LocalTree(str(root), exclude=["*.tmp"])
+
+    def expand(items: list, paths: list[str]) -> list:
+        out: list = []
+        for it in items:
+            if type(it) is int:
+                out.append(paths[it])
+            elif len(it) == 4:
+                out.extend(paths[it[0] : it[1]])
+            else:
+                assert it[0] == (paths.index(it[1]["p"]) if it[1]["p"] in paths else -1)
+                out.append(it[1])
+        return out
+
+    started = spawn_walk(tree, [], [])
+    assert started is not None, "no walker process could be started"
+    first = list(started)
+    assert all(k == -1 for k, _e in first) and [e for _k, e in first] == list(tree.walk())
+    paths, sigs = [e["p"] for _k, e in first], [tree.signature(e) for _k, e in first]
+    (root / "d0" / "f05.txt").write_text("changed")
+    (root / "d1" / "f07.txt").unlink()
+    (root / "d2" / "new.txt").write_text("new")
+    items = list(spawn_walk(tree, paths, sigs) or [])
+    previous = dict(zip(paths, sigs, strict=True)).get
+    assert expand(items, paths) == list(tree.walk(previous))
+    assert any(type(it) is tuple and len(it) == 4 and it[1] - it[0] > 10 for it in items)  # runs, not entries
+    assert sum(1 for it in items if type(it) is int) == 2  # the two names of the hard-linked file
+    assert sum(it[2] for it in items if type(it) is tuple and len(it) == 4) + 2 == 61 - 2  # 61 names, 2 gone
+    with pytest.raises(OSError, match="missing"):
+        list(spawn_walk(LocalTree(str(tmp_path / "missing")), [], []) or [])

@@ -15,13 +15,13 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing_cache import ListingCache, Record
-from orchestrator.plugin.streams import TreeSource
+from orchestrator.plugin.streams import TreeSource, WalkItem
 from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_lines
 from orchestrator.vault.writer import BackupWriter
 
@@ -70,7 +70,8 @@ def _record(e: dict, line: bytes, sigfn: Callable[[dict], tuple] | None) -> Reco
 
 
 def _parent_records(parent_item: dict | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
-                    cache: ListingCache | None, slot: str) -> dict[str, Record] | None:
+                    cache: ListingCache | None, slot: str) -> list[Record] | None:
+    """The parent's listing in walk order, from the local cache when it has it, else from the vault."""
     if parent_item is None or parent_item.get("type") != "tree":
         return None
     records = cache.load(parent_item, slot) if cache else None
@@ -79,7 +80,27 @@ def _parent_records(parent_item: dict | None, read_meta: Callable[[bytes], bytes
     if records is None:
         sigfn = getattr(source, "signature", None)
         records = [_record(e, line, sigfn) for e, line in iter_tree_lines(parent_item, read_meta)]
-    return {r[0]: r for r in records}
+    return records
+
+
+def _in_process_items(source: TreeSource, prev: list[Record]) -> Iterator[WalkItem]:
+    """``source.walk`` in this process, its entries turned into walk items (one per unchanged entry)."""
+    pos = {r[0]: k for k, r in enumerate(prev)}
+    signatures = {r[0]: r[1] for r in prev if r[1] is not None}
+    for e in source.walk(signatures.get if signatures else None):
+        if type(e) is str:
+            yield pos[e]
+        else:
+            yield (pos.get(e["p"], -1), e)  # type: ignore[union-attr]
+
+
+def _unused(prev: list[Record], used: bytearray) -> list[str]:
+    """Paths of the parent's entries that no walk item claimed: deleted since."""
+    out, k = [], used.find(0)
+    while k >= 0:
+        out.append(prev[k][0])
+        k = used.find(0, k + 1)
+    return out
 
 
 def _same_file(old: dict, new: dict) -> bool:
@@ -102,14 +123,13 @@ def capture_tree(
     """Capture a tree. Unchanged entries (same type, mode, owner, size, mtime, ctime, inode, links) keep their
     content references and their serialized listing line without being read or even parsed; only new or
     changed files are read. With a ``cache``, the parent listing comes in compact form from local disk."""
-    previous = _parent_records(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
-                               source, cache, cache_slot)
+    prev = _parent_records(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
+                           source, cache, cache_slot)
     stats = TreeStats()
-    cap = TreeCapture({}, stats, relative_to_parent=previous is not None)
-    previous = previous or {}
+    cap = TreeCapture({}, stats, relative_to_parent=prev is not None)
+    prev = prev or []
     sigfn = getattr(source, "signature", None)
     tree = TreeWriter(writer.store_meta)
-    records: list[Record] = []
     local = threading.local()
     seen_inodes: dict[tuple[int, int], str] = {}
     min_cut = chunker_cfg["min"]
@@ -168,9 +188,9 @@ def capture_tree(
             out["w"] = "; ".join(warnings)
         return out
 
-    # Lines of the listing in walk order; a file being read has None until its read completes. The listing is
-    # cut into pieces at the end, so unchanged entries never wait behind a read in flight.
-    slots: list[bytes | None] = []
+    # The new listing's records in walk order; a file being read has None until its read completes. The listing
+    # is cut into pieces at the end, so unchanged entries never wait behind a read in flight.
+    records: list[Record | None] = []
     reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
 
     def finish_read(idx: int, entry: dict, fut: Future[dict]) -> None:
@@ -185,12 +205,14 @@ def capture_tree(
             stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
         stats.bytes_total += entry.get("s", 0)
         cap.changed.append(entry)
-        line = slots[idx] = encode_entry(entry)
-        records[idx] = _record(entry, line, sigfn)
+        records[idx] = _record(entry, encode_entry(entry), sigfn)
 
-    # only incrementals hold reads back: a first backup is mostly reads, and must make progress from its first
-    # seconds (a backup window may end it; the next run reuses what it stored)
-    deferred: list[tuple[Future[dict], dict]] | None = [] if cap.relative_to_parent else None
+    walk_delta = getattr(source, "walk_delta", None)  # the source may walk in a process of its own
+    delta = walk_delta([r[0] for r in prev], [r[1] for r in prev]) if walk_delta is not None else None
+    items: Iterator[WalkItem] = delta if delta is not None else _in_process_items(source, prev)
+    # only in-process incremental walks hold reads back: a first backup is mostly reads, and must make progress
+    # from its first seconds (a backup window may end it; the next run reuses what it stored)
+    deferred: list[tuple[Future[dict], dict]] | None = [] if cap.relative_to_parent and delta is None else None
 
     def start_deferred() -> None:
         for placeholder, entry in deferred:
@@ -198,27 +220,40 @@ def capture_tree(
                 lambda f, p=placeholder: p.set_exception(f.exception()) if f.exception() else p.set_result(f.result()))
         deferred.clear()
 
-    signatures = {path: rec[1] for path, rec in previous.items() if rec[1] is not None}
-    prev_pop = previous.pop
+    used = bytearray(len(prev))  # parent entries claimed by the walk; the others were deleted
     workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
         abort_check = writer.abort_check
-        for entry in source.walk(signatures.get if signatures else None):
-            if abort_check is not None and not len(slots) & 4095:
+        next_check = 0
+        for item in items:
+            if abort_check is not None and len(records) >= next_check:
                 abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
-            if type(entry) is str:  # exactly as in the parent: reuse its entry, content and listing line
-                rec = prev_pop(entry)
+                next_check = len(records) + 4096
+            kind = type(item)
+            if kind is tuple and len(item) == 4:  # a run of unchanged parent entries
+                i, j, nfiles, nbytes = item  # type: ignore[misc]
+                records.extend(prev[i:j])
+                used[i:j] = b"\x01" * (j - i)
+                stats.files += nfiles
+                stats.files_unchanged += nfiles
+                stats.bytes_total += nbytes
+                continue
+            if kind is int:  # one unchanged parent entry: reuse its entry, content and listing line
+                rec = prev[item]  # type: ignore[index]
+                used[item] = 1  # type: ignore[index]
                 if rec[3] == "f":
                     stats.files += 1
                     stats.files_unchanged += 1
                     stats.bytes_total += rec[4]
                     if rec[5] > 1:  # later names of this inode are hard links to it
-                        seen_inodes.setdefault((rec[6], rec[7]), entry)
-                slots.append(rec[2])
+                        seen_inodes.setdefault((rec[6], rec[7]), rec[0])
                 records.append(rec)
                 continue
+            k, entry = item  # type: ignore[misc]
             fut, line = None, None
-            old_rec = prev_pop(entry["p"], None)
+            old_rec = prev[k] if k >= 0 else None
+            if k >= 0:
+                used[k] = 1
             old = json.loads(old_rec[2]) if old_rec is not None else None
             if entry["t"] == "f" and "e" not in entry:
                 stats.files += 1
@@ -248,9 +283,8 @@ def capture_tree(
             elif old is not None and old == entry:
                 line = old_rec[2]  # type: ignore[index]
             if fut is not None:
-                slots.append(None)
-                records.append(None)  # type: ignore[arg-type]
-                reads.append((len(slots) - 1, entry, fut))
+                records.append(None)
+                reads.append((len(records) - 1, entry, fut))
                 while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
                     finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
                 continue
@@ -259,16 +293,15 @@ def capture_tree(
             if line is None:
                 cap.changed.append(entry)
                 line = encode_entry(entry)
-            slots.append(line)
             records.append(_record(entry, line, sigfn))
         if deferred:
             start_deferred()
         while reads:
             finish_read(*reads.popleft())
-    stats.entries = len(slots)
-    for rec, line in zip(records, slots, strict=True):
-        tree.add_line(rec[0], line)  # type: ignore[arg-type]
-    cap.deleted = list(previous)
+    stats.entries = len(records)
+    for rec in records:
+        tree.add_line(rec[0], rec[2])  # type: ignore[index]
+    cap.deleted = _unused(prev, used)
     cap.item = {
         "name": item_name,
         "type": "tree",

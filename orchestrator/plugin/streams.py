@@ -9,6 +9,12 @@ from typing import BinaryIO, Protocol
 from orchestrator.cbt.extents import Extent
 from orchestrator.cbt.reader import BlockReader
 
+#: What a walk in a process of its own reports, in walk order: ``(i, j, files, bytes)`` the parent listing's
+#: entries i..j-1 are unchanged (``files`` regular files of ``bytes`` bytes among them); ``k`` the parent's entry k
+#: is unchanged (one at a time: in-process walks, and files with several links); ``(k, entry)`` a new or changed
+#: entry, k its index in the parent listing or -1.
+WalkItem = tuple[int, int, int, int] | int | tuple[int, dict]
+
 
 class TreeSource(Protocol):
     """A walkable file tree (local directory, SMB share, generated system state)."""
@@ -23,6 +29,10 @@ class TreeSource(Protocol):
         parent snapshot's entry for that path (None when it has none or it must not be reused). When the live
         object has the same signature, the source may yield just the path; the core then reuses the parent's
         entry, content and listing line without reading or parsing anything."""
+
+    # Optional: ``walk_delta(paths, signatures) -> Iterator[WalkItem] | None`` walks elsewhere (another process)
+    # against the parent listing given as two lists in walk order; the core then uses it instead of ``walk``
+    # (None: it cannot here, use ``walk``).
 
     def open(self, entry: dict) -> BinaryIO:
         """Open a regular file for reading (raise OSError when it cannot be read)."""

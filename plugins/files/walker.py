@@ -138,6 +138,13 @@ class LocalTree:
             else:
                 yield e
 
+    def walk_delta(self, paths: list[str], signatures: list[tuple | None]) -> Iterator | None:
+        """``walk`` in a child process, against the parent listing: the lstat calls of 100,000 unchanged files
+        then cost the backup process nothing (see walk_process)."""
+        from plugins.files.walk_process import spawn_walk
+
+        return spawn_walk(self, paths, signatures)
+
     def _with_error(self, e: dict | str, rel: str, path: str, st: os.stat_result, error: str) -> dict:
         full = self._entry(rel, path, st, None) if isinstance(e, str) else e
         full["e"] = error  # type: ignore[index]
