@@ -17,7 +17,7 @@ from orchestrator.catalog.schema import alert_state, clients, entries, jobs, res
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
-HEAD = "0003"  # latest migration; the fast path skips importing alembic when the database is current
+HEAD = "0004"  # latest migration; the fast path skips importing alembic when the database is current
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
 OPEN = 2**31 - 1
 

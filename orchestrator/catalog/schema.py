@@ -68,6 +68,7 @@ entries = Table(
     Index("ix_entries_dir", "source_id", "parent", "first_seq"),
     Index("ix_entries_name", "name"),
     Index("ix_entries_live", "source_id", "last_seq"),
+    Index("ix_entries_path", "source_id", "path", "last_seq"),  # closing changed paths (migration 0004)
 )
 
 jobs = Table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import catalog_option, emit_json, human_bytes, json_option, open_catalog, progress_bar
+from orchestrator.cli.common import catalog_option, emit_json, human_bytes, json_option, progress_bar
 from orchestrator.errors import UsageError
 
 
@@ -44,6 +44,7 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     """Run every source of the policy FILE once, now. Exit 0: all saved; 1: a source failed (the others still
     ran); 9: all saved but some files could not be read or changed while being read."""
     from orchestrator.backup.runner import run_policy
+    from orchestrator.catalog.background import CatalogWhenReady
     from orchestrator.cli.common import read_passphrase
     from orchestrator.policy.model import load_policy
     from orchestrator.vault.repository import Vault
@@ -52,8 +53,9 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     unknown = {o for o in only if o.split("/", 1)[0] not in {c.name for c in policy.source_configs}}
     if unknown:
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
-    vault = Vault.open(policy.backend(), policy.passphrase() or read_passphrase())
-    catalog = open_catalog(catalog_url or policy.catalog)
+    passphrase = policy.passphrase() or read_passphrase()
+    catalog = CatalogWhenReady(catalog_url or policy.catalog)  # opens while the vault's key is derived and more
+    vault = Vault.open(policy.backend(), passphrase)
     bars = []
 
     def progress(name: str):  # type: ignore[no-untyped-def]
