@@ -446,14 +446,12 @@ def test_walk_in_a_child_process_reports_what_the_in_process_walk_does(tmp_path:
 
     def expand(items: list, paths: list[str]) -> list:
         out: list = []
-        for it in items:
+        for k, it in items:
             if type(it) is int:
-                out.append(paths[it])
-            elif len(it) == 4:
-                out.extend(paths[it[0] : it[1]])
+                out.extend(paths[k:it])
             else:
-                assert it[0] == (paths.index(it[1]["p"]) if it[1]["p"] in paths else -1)
-                out.append(it[1])
+                assert k == (paths.index(it["p"]) if it["p"] in paths else -1)
+                out.append(it)
         return out
 
     started = spawn_walk(tree, [], [])
@@ -467,8 +465,8 @@ def test_walk_in_a_child_process_reports_what_the_in_process_walk_does(tmp_path:
     items = list(spawn_walk(tree, paths, sigs) or [])
     previous = dict(zip(paths, sigs, strict=True)).get
     assert expand(items, paths) == list(tree.walk(previous))
-    assert any(type(it) is tuple and len(it) == 4 and it[1] - it[0] > 10 for it in items)  # runs, not entries
-    assert sum(1 for it in items if type(it) is int) == 2  # the two names of the hard-linked file
-    assert sum(it[2] for it in items if type(it) is tuple and len(it) == 4) + 2 == 61 - 2  # 61 names, 2 gone
+    assert any(type(j) is int and j - k > 10 for k, j in items)  # runs, not one item per unchanged entry
+    # unchanged: the root, d0 (d1 and d2 lost or gained a name), 61 names less the changed and the deleted one
+    assert sum(j - k for k, j in items if type(j) is int) == 2 + 61 - 2
     with pytest.raises(OSError, match="missing"):
         list(spawn_walk(LocalTree(str(tmp_path / "missing")), [], []) or [])

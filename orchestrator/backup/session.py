@@ -9,6 +9,7 @@ import time
 from types import TracebackType
 
 from orchestrator.backup.abort import AbortSignal
+from orchestrator.vault.index import Index
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 from orchestrator.vault.writer import BackupWriter
@@ -34,15 +35,19 @@ class BackupSession:
     def __enter__(self) -> BackupSession:
         self.lock = self.vault.lock("shared", f"backup of {self.name}", self.lock_wait)
         try:
-            index = self.vault.load_index(refresh=True)
-            self.vault.adopt_unindexed_packs(index)
             self.parent = self.vault.latest(self.name)
+            self.vault.forget_index()  # read afresh, when first needed: see BackupWriter.index
             self.writer = BackupWriter(self.vault, self.lock, self.uploaders,
-                                       self.abort.check if self.abort is not None else None)
+                                       self.abort.check if self.abort is not None else None, self._load_index)
         except BaseException:
             self.lock.release()
             raise
         return self
+
+    def _load_index(self) -> Index:
+        index = self.vault.load_index()
+        self.vault.adopt_unindexed_packs(index)
+        return index
 
     def parent_item(self, item_name: str) -> dict | None:
         return self.parent.item(item_name) if self.parent else None

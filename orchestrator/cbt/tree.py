@@ -15,12 +15,13 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator.cbt.chunker import Chunker
-from orchestrator.cbt.listing_cache import ListingCache, Record
+from orchestrator.cbt.listing import Listing
+from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.plugin.streams import TreeSource, WalkItem
 from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_lines
 from orchestrator.vault.writer import BackupWriter
@@ -64,41 +65,42 @@ def _reusable(e: dict) -> bool:
     return "e" not in e and "w" not in e and (e["t"] != "f" or "c" in e)
 
 
-def _record(e: dict, line: bytes, sigfn: Callable[[dict], tuple] | None) -> Record:
-    return (e["p"], sigfn(e) if sigfn and _reusable(e) else None, line, e["t"], e.get("s", 0), e.get("n", 1),
-            e.get("dv", 0), e.get("i", 0))
+def _signature(sigfn: Callable[[dict], object] | None) -> Callable[[dict], object]:
+    """The source's signature of an entry that may be reused as is, else None."""
+    return lambda e: sigfn(e) if sigfn and _reusable(e) else None
 
 
-def _parent_records(parent_item: dict | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
-                    cache: ListingCache | None, slot: str) -> list[Record] | None:
+def _parent_listing(parent_item: dict | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
+                    cache: ListingCache | None, slot: str) -> Listing | None:
     """The parent's listing in walk order, from the local cache when it has it, else from the vault."""
     if parent_item is None or parent_item.get("type") != "tree":
         return None
-    records = cache.load(parent_item, slot) if cache else None
+    listing = cache.load(parent_item, slot) if cache else None
     log.info("%s: previous listing from %s", parent_item.get("root", parent_item["name"]),
-             "the local cache" if records is not None else "the vault")
-    if records is None:
-        sigfn = getattr(source, "signature", None)
-        records = [_record(e, line, sigfn) for e, line in iter_tree_lines(parent_item, read_meta)]
-    return records
+             "the local cache" if listing is not None else "the vault")
+    if listing is None:
+        listing = Listing.from_entries(iter_tree_lines(parent_item, read_meta),
+                                       _signature(getattr(source, "signature", None)))
+    return listing
 
 
-def _in_process_items(source: TreeSource, prev: list[Record]) -> Iterator[WalkItem]:
-    """``source.walk`` in this process, its entries turned into walk items (one per unchanged entry)."""
-    pos = {r[0]: k for k, r in enumerate(prev)}
-    signatures = {r[0]: r[1] for r in prev if r[1] is not None}
+def _in_process_items(source: TreeSource, prev: Listing) -> Iterator[WalkItem]:
+    """``source.walk`` in this process, its entries turned into walk items (a run per unchanged entry)."""
+    pos = {p: k for k, p in enumerate(prev.paths)}
+    signatures = {p: sig for p, sig in zip(prev.paths, prev.sigs, strict=True) if sig is not None}
     for e in source.walk(signatures.get if signatures else None):
         if type(e) is str:
-            yield pos[e]
+            k = pos[e]
+            yield (k, k + 1)
         else:
-            yield (pos.get(e["p"], -1), e)  # type: ignore[union-attr]
+            yield (pos.get(e["p"], -1), e)  # type: ignore[index]
 
 
-def _unused(prev: list[Record], used: bytearray) -> list[str]:
+def _unused(prev: Listing, used: bytearray) -> list[str]:
     """Paths of the parent's entries that no walk item claimed: deleted since."""
     out, k = [], used.find(0)
     while k >= 0:
-        out.append(prev[k][0])
+        out.append(prev.paths[k])
         k = used.find(0, k + 1)
     return out
 
@@ -123,12 +125,12 @@ def capture_tree(
     """Capture a tree. Unchanged entries (same type, mode, owner, size, mtime, ctime, inode, links) keep their
     content references and their serialized listing line without being read or even parsed; only new or
     changed files are read. With a ``cache``, the parent listing comes in compact form from local disk."""
-    prev = _parent_records(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
+    prev = _parent_listing(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
                            source, cache, cache_slot)
     stats = TreeStats()
     cap = TreeCapture({}, stats, relative_to_parent=prev is not None)
-    prev = prev or []
-    sigfn = getattr(source, "signature", None)
+    prev = prev or Listing()
+    signature = _signature(getattr(source, "signature", None))
     tree = TreeWriter(writer.store_meta)
     local = threading.local()
     seen_inodes: dict[tuple[int, int], str] = {}
@@ -188,9 +190,9 @@ def capture_tree(
             out["w"] = "; ".join(warnings)
         return out
 
-    # The new listing's records in walk order; a file being read has None until its read completes. The listing
-    # is cut into pieces at the end, so unchanged entries never wait behind a read in flight.
-    records: list[Record | None] = []
+    # The new listing in walk order; a file being read has a placeholder until its read completes. The listing is
+    # cut into pieces at the end, so unchanged entries never wait behind a read in flight.
+    new = Listing()
     reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
 
     def finish_read(idx: int, entry: dict, fut: Future[dict]) -> None:
@@ -205,11 +207,11 @@ def capture_tree(
             stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
         stats.bytes_total += entry.get("s", 0)
         cap.changed.append(entry)
-        records[idx] = _record(entry, encode_entry(entry), sigfn)
+        new.fill(idx, entry, encode_entry(entry), signature(entry))
 
     walk_delta = getattr(source, "walk_delta", None)  # the source may walk in a process of its own
-    delta = walk_delta([r[0] for r in prev], [r[1] for r in prev]) if walk_delta is not None else None
-    items: Iterator[WalkItem] = delta if delta is not None else _in_process_items(source, prev)
+    delta = walk_delta(prev.paths, prev.sigs) if walk_delta is not None else None
+    items: Iterable[WalkItem] = delta if delta is not None else _in_process_items(source, prev)
     # only in-process incremental walks hold reads back: a first backup is mostly reads, and must make progress
     # from its first seconds (a backup window may end it; the next run reuses what it stored)
     deferred: list[tuple[Future[dict], dict]] | None = [] if cap.relative_to_parent and delta is None else None
@@ -220,87 +222,83 @@ def capture_tree(
                 lambda f, p=placeholder: p.set_exception(f.exception()) if f.exception() else p.set_result(f.result()))
         deferred.clear()
 
-    used = bytearray(len(prev))  # parent entries claimed by the walk; the others were deleted
-    workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
-        abort_check = writer.abort_check
-        next_check = 0
-        for item in items:
-            if abort_check is not None and len(records) >= next_check:
-                abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
-                next_check = len(records) + 4096
-            kind = type(item)
-            if kind is tuple and len(item) == 4:  # a run of unchanged parent entries
-                i, j, nfiles, nbytes = item  # type: ignore[misc]
-                records.extend(prev[i:j])
-                used[i:j] = b"\x01" * (j - i)
-                stats.files += nfiles
-                stats.files_unchanged += nfiles
-                stats.bytes_total += nbytes
-                continue
-            if kind is int:  # one unchanged parent entry: reuse its entry, content and listing line
-                rec = prev[item]  # type: ignore[index]
-                used[item] = 1  # type: ignore[index]
-                if rec[3] == "f":
+    try:
+        if delta is not None:
+            writer.index  # noqa: B018  # loaded now, while the walk runs elsewhere, not at the first changed file
+        used = bytearray(len(prev))  # parent entries claimed by the walk; the others were deleted
+        workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
+        with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
+            abort_check = writer.abort_check
+            next_check = 0
+            for k, entry in items:
+                if abort_check is not None and len(new) >= next_check:
+                    abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
+                    next_check = len(new) + 4096
+                if type(entry) is int:  # parent entries k..entry-1 unchanged: reuse entries, contents and lines
+                    new.extend(prev, k, entry)
+                    used[k:entry] = b"\x01" * (entry - k)
+                    nfiles, nbytes = prev.files_and_bytes(k, entry)
+                    stats.files += nfiles
+                    stats.files_unchanged += nfiles
+                    stats.bytes_total += nbytes
+                    for m in prev.links_in(k, entry):  # later names of these inodes are hard links to them
+                        seen_inodes.setdefault(prev.links[m], prev.paths[m])
+                    continue
+                fut, line = None, None
+                old_line = prev.lines[k] if k >= 0 else None
+                if k >= 0:
+                    used[k] = 1
+                old = json.loads(old_line) if old_line is not None else None
+                if entry["t"] == "f" and "e" not in entry:
                     stats.files += 1
-                    stats.files_unchanged += 1
-                    stats.bytes_total += rec[4]
-                    if rec[5] > 1:  # later names of this inode are hard links to it
-                        seen_inodes.setdefault((rec[6], rec[7]), rec[0])
-                records.append(rec)
-                continue
-            k, entry = item  # type: ignore[misc]
-            fut, line = None, None
-            old_rec = prev[k] if k >= 0 else None
-            if k >= 0:
-                used[k] = 1
-            old = json.loads(old_rec[2]) if old_rec is not None else None
-            if entry["t"] == "f" and "e" not in entry:
-                stats.files += 1
-                key = (entry.get("dv", 0), entry.get("i", 0))
-                if entry.get("n", 1) > 1 and key in seen_inodes:
-                    entry = {**entry, "t": "h", "l": seen_inodes[key]}
-                    if old == entry:
-                        line = old_rec[2]  # type: ignore[index]
-                else:
-                    if entry.get("n", 1) > 1:
-                        seen_inodes[key] = entry["p"]
-                    if old is not None and _same_file(old, entry):
-                        entry, line = old, old_rec[2]  # type: ignore[index]
-                        stats.files_unchanged += 1
-                        stats.bytes_total += entry.get("s", 0)
-                    elif workers and deferred is not None:
-                        fut = Future()
-                        deferred.append((fut, entry))
-                        if len(deferred) >= DEFER_READS:
-                            start_deferred()
-                            deferred = None  # type: ignore[assignment]  # from now on, reads run as they come
-                    elif workers:
-                        fut = pool.submit(read, entry)
+                    key = (entry.get("dv", 0), entry.get("i", 0))
+                    if entry.get("n", 1) > 1 and key in seen_inodes:
+                        entry = {**entry, "t": "h", "l": seen_inodes[key]}
+                        if old == entry:
+                            line = old_line
                     else:
-                        fut = Future()
-                        fut.set_result(read(entry))
-            elif old is not None and old == entry:
-                line = old_rec[2]  # type: ignore[index]
-            if fut is not None:
-                records.append(None)
-                reads.append((len(records) - 1, entry, fut))
-                while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
-                    finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
-                continue
-            if "e" in entry:
-                stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
-            if line is None:
-                cap.changed.append(entry)
-                line = encode_entry(entry)
-            records.append(_record(entry, line, sigfn))
-        if deferred:
-            start_deferred()
-        while reads:
-            finish_read(*reads.popleft())
-    stats.entries = len(records)
-    for rec in records:
-        tree.add_line(rec[0], rec[2])  # type: ignore[index]
+                        if entry.get("n", 1) > 1:
+                            seen_inodes[key] = entry["p"]
+                        if old is not None and _same_file(old, entry):
+                            entry, line = old, old_line
+                            stats.files_unchanged += 1
+                            stats.bytes_total += entry.get("s", 0)
+                        elif workers and deferred is not None:
+                            fut = Future()
+                            deferred.append((fut, entry))
+                            if len(deferred) >= DEFER_READS:
+                                start_deferred()
+                                deferred = None  # type: ignore[assignment]  # from now on, reads run as they come
+                        elif workers:
+                            fut = pool.submit(read, entry)
+                        else:
+                            fut = Future()
+                            fut.set_result(read(entry))
+                elif old is not None and old == entry:
+                    line = old_line
+                if fut is not None:
+                    reads.append((new.placeholder(), entry, fut))
+                    while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
+                        finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
+                    continue
+                if "e" in entry:
+                    stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
+                if line is None:
+                    cap.changed.append(entry)
+                    line = encode_entry(entry)
+                new.append(entry, line, signature(entry))
+            if deferred:
+                start_deferred()
+            while reads:
+                finish_read(*reads.popleft())
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a walk in another process stops with the capture, whatever ended it
+    new.seal()
+    stats.entries = len(new)
+    for path, line in zip(new.paths, new.lines, strict=True):
+        tree.add_line(path, line)
     cap.deleted = _unused(prev, used)
     cap.item = {
         "name": item_name,
@@ -312,7 +310,7 @@ def capture_tree(
         "errors": len(stats.errors),
     }
     if cache is not None:
-        cache.store_later(cap.item, cache_slot, records)
+        cache.store_later(cap.item, cache_slot, new)
     return cap
 
 

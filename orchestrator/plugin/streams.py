@@ -9,11 +9,9 @@ from typing import BinaryIO, Protocol
 from orchestrator.cbt.extents import Extent
 from orchestrator.cbt.reader import BlockReader
 
-#: What a walk in a process of its own reports, in walk order: ``(i, j, files, bytes)`` the parent listing's
-#: entries i..j-1 are unchanged (``files`` regular files of ``bytes`` bytes among them); ``k`` the parent's entry k
-#: is unchanged (one at a time: in-process walks, and files with several links); ``(k, entry)`` a new or changed
-#: entry, k its index in the parent listing or -1.
-WalkItem = tuple[int, int, int, int] | int | tuple[int, dict]
+#: What the core consumes from a walk, in walk order: ``(i, j)`` the parent listing's entries i..j-1 are unchanged;
+#: ``(k, entry)`` a new or changed entry, k its index in the parent listing or -1.
+WalkItem = tuple[int, int] | tuple[int, dict]
 
 
 class TreeSource(Protocol):
@@ -22,13 +20,13 @@ class TreeSource(Protocol):
     #: where the tree comes from, shown to users and recorded with the snapshot ("/srv/docs", "smb://h/share")
     root: str
 
-    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], object | None] | None = None) -> Iterator[dict | str]:
         """Entries in path order, parents before children, in the vault's tree-entry form (without ``c``).
 
-        A source with a ``signature(entry) -> tuple`` method gets ``previous(path)``: the signature of the
-        parent snapshot's entry for that path (None when it has none or it must not be reused). When the live
-        object has the same signature, the source may yield just the path; the core then reuses the parent's
-        entry, content and listing line without reading or parsing anything."""
+        A source with a ``signature(entry)`` method (any comparable value: tuple, bytes) gets
+        ``previous(path)``: the signature of the parent snapshot's entry for that path (None when it has none or
+        it must not be reused). When the live object has the same signature, the source may yield just the path;
+        the core then reuses the parent's entry, content and listing line without reading or parsing anything."""
 
     # Optional: ``walk_delta(paths, signatures) -> Iterator[WalkItem] | None`` walks elsewhere (another process)
     # against the parent listing given as two lists in walk order; the core then uses it instead of ``walk``

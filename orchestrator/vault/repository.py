@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -38,6 +39,7 @@ class Vault:
         self.key_name = key_name
         self.decoder = ChunkDecoder(cipher)
         self._index: Index | None = None
+        self._index_lock = threading.Lock()  # one load at a time: a backup loads it on a thread (BackupSession)
 
     # ---- creation and opening -------------------------------------------------------------------------
     @classmethod
@@ -88,9 +90,18 @@ class Vault:
         return VaultLock(self.backend, kind, purpose).acquire(wait)
 
     # ---- index ------------------------------------------------------------------------------------------
+    def forget_index(self) -> None:
+        """Drop the loaded index: the next ``load_index`` reads the vault's index objects again."""
+        with self._index_lock:
+            self._index = None
+
     def load_index(self, refresh: bool = False) -> Index:
-        if self._index is not None and not refresh:
-            return self._index
+        with self._index_lock:
+            if self._index is not None and not refresh:
+                return self._index
+            return self._load_index()
+
+    def _load_index(self) -> Index:
         idx = Index()
         for name, _size in self.backend.list("index"):
             try:

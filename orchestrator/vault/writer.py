@@ -36,13 +36,17 @@ class WriteStats:
 
 class BackupWriter:
     def __init__(self, vault: Vault, lock: VaultLock, uploaders: int = 2,
-                 abort_check: Callable[[], None] | None = None) -> None:
+                 abort_check: Callable[[], None] | None = None,
+                 load_index: Callable[[], Index] | None = None) -> None:
         self.vault = vault
         #: raises when the backup must stop (daemon stopping, window closed): checked at every chunk
         self.abort_check = abort_check
         self.cipher = vault.cipher
         self.lock = lock
-        self.index: Index = vault.load_index()
+        #: the vault's index, loaded when first needed (``index``): a tree capture has its walk started by then
+        self._load_index = load_index or vault.load_index
+        self._index: Index | None = None
+        self._index_mutex = threading.Lock()
         self.stats = WriteStats()
         self._mutex = threading.Lock()
         self._claimed: set[bytes] = set()
@@ -55,6 +59,19 @@ class BackupWriter:
         self._new_packs: dict[str, list[PackEntry]] = {}
         self._error: BaseException | None = None
         self._closed = False
+
+    @property
+    def index(self) -> Index:
+        idx = self._index
+        if idx is None:
+            with self._index_mutex:
+                if self._index is None:
+                    try:
+                        self._index = self._load_index()
+                    except OSError as e:  # not to be taken for a failed read of the file being stored
+                        raise DobaasError(f"the vault's index cannot be read: {e.strerror or e}") from e
+                idx = self._index
+        return idx
 
     # ---- storing chunks ----------------------------------------------------------------------------------
     def store(self, data: bytes | memoryview, kind: int = KIND_DATA) -> bytes:

@@ -3,9 +3,8 @@ core while the backup process opens the vault, reads the changed files and write
 
 Input (stdin, one marshal blob): root, exclude patterns, one_file_system, and the parent listing as two lists in
 walk order: paths and stat signatures (None: must not be reused). Output (stdout): length-prefixed marshal frames,
-each a list of items in walk order (see ``orchestrator.plugin.streams.WalkItem``):
-``(i, j, files, bytes)`` parent entries i..j-1 unchanged, ``k`` one unchanged parent entry that is a file with
-several links, ``(k, entry)`` a new or changed entry (k: its parent index, -1 if new). A final frame
+each a list of items in walk order (see ``orchestrator.plugin.streams.WalkItem``): ``(i, j)`` parent entries
+i..j-1 unchanged, ``(k, entry)`` a new or changed entry (k: its parent index, -1 if new). A final frame
 ``("end",)`` or ``("oserror", errno, text)`` closes the stream.
 
 Only the standard library and the walker are imported here: the process starts in a few tens of milliseconds.
@@ -20,8 +19,10 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from plugins.files.walker import LocalTree
 
@@ -40,64 +41,70 @@ def _write(fd: int, obj: object) -> None:
         view = view[os.write(fd, view) :]
 
 
-def walk_items(tree: LocalTree, paths: list[str], sigs: list[tuple | None]) -> Iterator:
+def walk_items(tree: LocalTree, paths: list[str], sigs: list) -> Iterator:
     """Items in walk order: runs of unchanged parent entries, and new or changed entries."""
     index = {p: k for k, p in enumerate(paths)}
 
-    def previous(path: str) -> tuple | None:
+    def previous(path: str) -> bytes | None:
         k = index.get(path)
         return None if k is None else sigs[k]
 
     start = end = -1  # the run being built: parent entries start..end-1
-    files = nbytes = 0
     for e in tree.walk(previous if paths else None):
         if type(e) is str:
             k = index[e]
-            sig = sigs[k]
-            if k != end or (sig[0] == "f" and sig[8] > 1):  # type: ignore[index]
+            if k != end:
                 if start >= 0:
-                    yield (start, end, files, nbytes)
-                start = end = -1
-                if sig[0] == "f" and sig[8] > 1:  # type: ignore[index]  # the core keeps hard-link bookkeeping
-                    yield k
-                    continue
-                start, files, nbytes = k, 0, 0
+                    yield (start, end)
+                start = k
             end = k + 1
-            if sig[0] == "f":  # type: ignore[index]
-                files += 1
-                nbytes += sig[6]  # type: ignore[index]
             continue
         if start >= 0:
-            yield (start, end, files, nbytes)
+            yield (start, end)
         start = end = -1
         yield (index.get(e["p"], -1), e)
     if start >= 0:
-        yield (start, end, files, nbytes)
+        yield (start, end)
 
-
-def spawn_walk(tree: LocalTree, paths: list[str], sigs: list[tuple | None]) -> Iterator | None:
+def spawn_walk(tree: LocalTree, paths: list[str], sigs: list) -> Iterator | None:
     """Start ``walk_items`` for ``tree`` in a child process; its items as they come, or None when no child can
-    be started here (the caller walks in its own process then)."""
+    be started here (the caller walks in its own process then). The request goes through an in-memory file, so
+    the child starts walking at once while this process goes on with other work."""
+    request = _request_file(marshal.dumps((tree.path, tree.exclude, tree.one_file_system, paths, sigs)))
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "plugins.files.walk_process"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "plugins.files.walk_process"], stdin=request,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
     except OSError as e:
         log.info("walk of %s in this process: no walker process (%s: %s)", tree.path, sys.executable, e.strerror)
         return None
-    return _items(proc, tree, marshal.dumps((tree.path, tree.exclude, tree.one_file_system, paths, sigs)))
+    finally:
+        request.close()
+    return _Walk(proc, tree)
 
 
-def _items(proc: subprocess.Popen, tree: LocalTree, request: bytes) -> Iterator:
-    """The child's items; the child is killed when the consumer stops early (an aborted run), and any failure
-    of it is an OSError naming the tree."""
+def _request_file(data: bytes) -> BinaryIO:
     try:
-        assert proc.stdin and proc.stdout and proc.stderr
-        try:
-            proc.stdin.write(request)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the child died at once: its stderr says why (below)
-        read = proc.stdout.read
+        f: BinaryIO = os.fdopen(os.memfd_create("dobaas-walk"), "w+b")
+    except (AttributeError, OSError):
+        f = tempfile.TemporaryFile()  # noqa: SIM115  # handed to the child, closed by spawn_walk
+    f.write(data)
+    f.seek(0)
+    return f
+
+
+class _Walk:
+    """The child's items. ``close`` (also when the items were never read) stops the child."""
+
+    def __init__(self, proc: subprocess.Popen, tree: LocalTree) -> None:
+        self.proc, self.tree = proc, tree
+        self._items = self._read()
+
+    def __iter__(self) -> Iterator:
+        return self._items
+
+    def _read(self) -> Iterator:
+        assert self.proc.stdout and self.proc.stderr
+        read = self.proc.stdout.read
         while True:
             head = read(4)
             if len(head) < 4:
@@ -108,15 +115,17 @@ def _items(proc: subprocess.Popen, tree: LocalTree, request: bytes) -> Iterator:
                     raise OSError(frame[1], frame[2])
                 return
             yield from frame
-        proc.wait()
-        why = proc.stderr.read().decode(errors="replace").strip().splitlines()
-        raise OSError(errno.EIO, f"{tree.path}: the walk stopped (exit code {proc.returncode}"
+        self.proc.wait()
+        why = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise OSError(errno.EIO, f"{self.tree.path}: the walk stopped (exit code {self.proc.returncode}"
                                  f"{': ' + why[-1] if why else ''})")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
+
+    def close(self) -> None:
+        self._items.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
 
@@ -129,8 +138,7 @@ def main() -> int:
     try:
         for item in walk_items(tree, paths, sigs):
             batch.append(item)
-            if len(batch) >= FRAME_ITEMS or (type(item) is tuple and len(item) == 2
-                                             and time.monotonic() - sent >= FRAME_DELAY):
+            if len(batch) >= FRAME_ITEMS or (type(item[1]) is dict and time.monotonic() - sent >= FRAME_DELAY):
                 _write(out, batch)
                 batch, sent = [], time.monotonic()
     except OSError as e:

@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import BinaryIO
@@ -43,21 +44,31 @@ def stat_entry(rel: str, st: os.stat_result) -> dict:
     return e
 
 
-def stat_signature(st: os.stat_result) -> tuple:
+_FILE_SIG = struct.Struct("<cIIIqqqQQ")  # type, mode, uid, gid, mtime, ctime, size, inode, links
+_OTHER_SIG = struct.Struct("<cIIIqq")  # type, mode, uid, gid, mtime, ctime
+
+
+def stat_signature(st: os.stat_result) -> bytes:
     """What must be equal for an entry to be exactly as the parent snapshot recorded it. ctime changes with any
     content, owner, mode, link or xattr change and cannot be set by users, so with size, mtime and inode it is
-    the classic (restic, borg) basis for not re-reading a file."""
+    the classic (restic, borg) basis for not re-reading a file. Packed bytes: 100,000 of them load from the
+    listing cache and compare faster than tuples of integers."""
     t = _TYPES.get(stat.S_IFMT(st.st_mode), "f")
     if t == "f":
-        return (t, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_size,
-                st.st_ino, st.st_nlink)
-    return (t, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
+        return _FILE_SIG.pack(b"f", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
+                              st.st_size, st.st_ino, st.st_nlink)
+    return _OTHER_SIG.pack(t.encode(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
+                           st.st_ctime_ns)
 
 
-def entry_signature(e: dict) -> tuple:
-    if e["t"] == "f":
-        return ("f", e.get("m"), e.get("u"), e.get("g"), e.get("mt"), e.get("ct"), e.get("s"), e.get("i"), e.get("n"))
-    return (e["t"], e.get("m"), e.get("u"), e.get("g"), e.get("mt"), e.get("ct"))
+def entry_signature(e: dict) -> bytes | None:
+    """``stat_signature`` of the lstat result an entry was made from (None when the entry lacks a field)."""
+    try:
+        if e["t"] == "f":
+            return _FILE_SIG.pack(b"f", e["m"], e["u"], e["g"], e["mt"], e["ct"], e["s"], e["i"], e["n"])
+        return _OTHER_SIG.pack(e["t"].encode(), e["m"], e["u"], e["g"], e["mt"], e["ct"])
+    except (KeyError, struct.error):
+        return None
 
 
 def read_xattrs(path: str) -> dict[str, str]:
@@ -91,7 +102,7 @@ class LocalTree:
     #: the signature this source compares to decide that an entry is unchanged (see stat_signature)
     signature = staticmethod(lambda e: entry_signature(e))
 
-    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], bytes | None] | None = None) -> Iterator[dict | str]:
         """Depth-first in name order with an explicit stack (one generator level: this runs per entry)."""
         try:
             st = os.lstat(self.path)
@@ -138,7 +149,7 @@ class LocalTree:
             else:
                 yield e
 
-    def walk_delta(self, paths: list[str], signatures: list[tuple | None]) -> Iterator | None:
+    def walk_delta(self, paths: list[str], signatures: list) -> Iterator | None:
         """``walk`` in a child process, against the parent listing: the lstat calls of 100,000 unchanged files
         then cost the backup process nothing (see walk_process)."""
         from plugins.files.walk_process import spawn_walk
@@ -151,7 +162,7 @@ class LocalTree:
         return full  # type: ignore[return-value]
 
     @staticmethod
-    def _entry(rel: str, path: str, st: os.stat_result, previous: Callable[[str], tuple | None] | None) -> dict | str:
+    def _entry(rel: str, path: str, st: os.stat_result, previous: Callable[[str], bytes | None] | None) -> dict | str:
         """The entry for ``rel``, or just ``rel`` when the parent snapshot has it exactly like this."""
         if previous is not None:
             old = previous(rel)
