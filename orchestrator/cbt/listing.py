@@ -22,6 +22,9 @@ class Listing:
         #: index -> (device, inode) of regular files with several names: later names become hard links
         self.links: dict[int, tuple[int, int]] = {}
         self._link_keys: list[int] | None = None
+        #: the stored pieces of this listing (chunk ids, hex) and the entry count at the end of each
+        self.pieces: list[str] = []
+        self.piece_ends: list[int] = []
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,25 +85,45 @@ class Listing:
         """Regular files among entries i..j-1, and their total size."""
         return self.kinds.count("f", i, j), sum(self.sizes[i:j])
 
+    def whole_pieces(self, i: int, j: int) -> list[tuple[int, int, str]]:
+        """(start, end, id) of the stored pieces that lie wholly within entries i..j-1. Not the last piece: it
+        ended because the listing did, and another listing may go on past it."""
+        ends, out = self.piece_ends, []
+        p = bisect.bisect_right(ends, i)  # the piece holding entry i
+        start = ends[p - 1] if p else 0
+        while p < len(ends) - 1 and ends[p] <= j:
+            if start >= i:
+                out.append((start, ends[p], self.pieces[p]))
+            start = ends[p]
+            p += 1
+        return out
+
     # ---- the compact form of the local cache ----------------------------------------------------------------
     def columns(self) -> tuple:
         self.seal()
-        return (self.paths, self.sigs, self.lines, self.kinds, self.sizes.tobytes(), self.links)
+        return (self.paths, self.sigs, self.lines, self.kinds, self.sizes.tobytes(), self.links, self.pieces,
+                self.piece_ends)
 
     @classmethod
     def from_columns(cls, cols: tuple) -> Listing:
-        paths, sigs, lines, kinds, sizes, links = cols
-        if not (len(paths) == len(sigs) == len(lines) == len(kinds) == len(sizes) // 8):
+        paths, sigs, lines, kinds, sizes, links, pieces, piece_ends = cols
+        if not (len(paths) == len(sigs) == len(lines) == len(kinds) == len(sizes) // 8) or \
+                len(pieces) != len(piece_ends) or (piece_ends and piece_ends[-1] != len(paths)):
             raise ValueError("columns of different lengths")
         out = cls()
         out.paths, out.sigs, out.lines, out.kinds, out.links = paths, sigs, lines, kinds, links
+        out.pieces, out.piece_ends = pieces, piece_ends
         out.sizes.frombytes(sizes)
         return out
 
     @classmethod
-    def from_entries(cls, entries, sig: Callable[[dict], object]) -> Listing:  # type: ignore[no-untyped-def]
-        """From (entry, line) pairs of a stored listing, ``sig`` giving each reusable entry's signature."""
+    def from_pieces(cls, pieces, sig: Callable[[dict], object]) -> Listing:  # type: ignore[no-untyped-def]
+        """From the (id, entries, lines) pieces of a stored listing, ``sig`` giving each reusable entry's
+        signature."""
         out = cls()
-        for e, line in entries:
-            out.append(e, line, sig(e))
+        for hexid, entries, lines in pieces:
+            for e, line in zip(entries, lines, strict=True):
+                out.append(e, line, sig(e))
+            out.pieces.append(hexid)
+            out.piece_ends.append(len(out.paths))
         return out.seal()

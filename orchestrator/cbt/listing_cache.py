@@ -21,8 +21,8 @@ from orchestrator.cbt.listing import Listing
 
 log = logging.getLogger(__name__)
 
-#: 2: the columns of a Listing (1, one tuple per entry, took four times as long to load)
-FORMAT = 2
+#: 3: the columns of a Listing with its pieces (1, one tuple per entry, took four times as long to load)
+FORMAT = 3
 
 
 def default_dir() -> str:

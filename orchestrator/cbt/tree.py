@@ -23,7 +23,7 @@ from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.plugin.streams import TreeSource, WalkItem
-from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_lines
+from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_pieces
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def _parent_listing(parent_item: dict | None, read_meta: Callable[[bytes], bytes
     log.info("%s: previous listing from %s", parent_item.get("root", parent_item["name"]),
              "the local cache" if listing is not None else "the vault")
     if listing is None:
-        listing = Listing.from_entries(iter_tree_lines(parent_item, read_meta),
-                                       _signature(getattr(source, "signature", None)))
+        listing = Listing.from_pieces(iter_tree_pieces(parent_item, read_meta),
+                                      _signature(getattr(source, "signature", None)))
     return listing
 
 
@@ -222,6 +222,7 @@ def capture_tree(
                 lambda f, p=placeholder: p.set_exception(f.exception()) if f.exception() else p.set_result(f.result()))
         deferred.clear()
 
+    spans: list[tuple[int, int, int]] = []  # (position in the new listing, parent start, parent end) of runs
     try:
         if delta is not None:
             writer.index  # noqa: B018  # loaded now, while the walk runs elsewhere, not at the first changed file
@@ -235,6 +236,11 @@ def capture_tree(
                     abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
                     next_check = len(new) + 4096
                 if type(entry) is int:  # parent entries k..entry-1 unchanged: reuse entries, contents and lines
+                    last = spans[-1] if spans else None
+                    if last is not None and last[2] == k and last[0] + last[2] - last[1] == len(new):
+                        spans[-1] = (last[0], last[1], entry)  # continues the previous span
+                    else:
+                        spans.append((len(new), k, entry))
                     new.extend(prev, k, entry)
                     used[k:entry] = b"\x01" * (entry - k)
                     nfiles, nbytes = prev.files_and_bytes(k, entry)
@@ -297,8 +303,7 @@ def capture_tree(
             close()  # a walk in another process stops with the capture, whatever ended it
     new.seal()
     stats.entries = len(new)
-    for path, line in zip(new.paths, new.lines, strict=True):
-        tree.add_line(path, line)
+    _write_listing(tree, new, prev, spans)
     cap.deleted = _unused(prev, used)
     cap.item = {
         "name": item_name,
@@ -309,9 +314,25 @@ def capture_tree(
         "map": tree.finish(),
         "errors": len(stats.errors),
     }
+    new.pieces, new.piece_ends = tree.pieces, tree.ends
     if cache is not None:
         cache.store_later(cap.item, cache_slot, new)
     return cap
+
+
+def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tuple[int, int, int]]) -> None:
+    """Write the new listing: parent pieces that lie wholly within a run of unchanged entries are reused as they
+    are, every other entry goes line by line (and is cut into pieces by the usual rule)."""
+    paths, lines, add = new.paths, new.lines, tree.add_line
+    i = 0  # the next entry to write
+    for ns, ps, pe in spans:
+        for start, end, hexid in prev.whole_pieces(ps, pe):
+            for m in range(i, ns + start - ps):
+                add(paths[m], lines[m])
+            tree.add_piece(hexid, end - start)
+            i = ns + end - ps
+    for m in range(i, len(new)):
+        add(paths[m], lines[m])
 
 
 def _chunker(local: threading.local, cfg: dict) -> Chunker:

@@ -38,6 +38,8 @@ class TreeWriter:
     def __init__(self, store_meta: Callable[[bytes], bytes]) -> None:
         self.store_meta = store_meta
         self.pieces: list[str] = []
+        #: entries written when each piece ended (so a later capture knows which entries each piece holds)
+        self.ends: list[int] = []
         self._buf: list[bytes] = []
         self._size = 0
         self.count = 0
@@ -60,9 +62,18 @@ class TreeWriter:
         ):
             self._cut()
 
+    def add_piece(self, hexid: str, entries: int) -> None:
+        """Add a stored piece as it is: the ``entries`` lines it holds come next, unchanged since the snapshot
+        that stored it (a nightly incremental reuses most pieces of its parent without joining or hashing)."""
+        self._cut()
+        self.pieces.append(hexid)
+        self.count += entries
+        self.ends.append(self.count)
+
     def _cut(self) -> None:
         if self._buf:
             self.pieces.append(self.store_meta(b"".join(self._buf)).hex())
+            self.ends.append(self.count)
             self._buf, self._size = [], 0
 
     def finish(self) -> list[str]:
@@ -70,8 +81,8 @@ class TreeWriter:
         return self.pieces
 
 
-def iter_tree_lines(item: dict, read_meta: ReadMeta) -> Iterator[tuple[dict, bytes]]:
-    """Every entry of a tree item with its serialized line, in path order. Each piece is decoded with one
+def iter_tree_pieces(item: dict, read_meta: ReadMeta) -> Iterator[tuple[str, list[dict], list[bytes]]]:
+    """Each piece of a tree item: its id, its entries and their serialized lines. Each piece is decoded with one
     json.loads call (JSON strings never hold a raw newline, so lines join into an array safely)."""
     for hexid in item["map"]:
         piece = read_meta(bytes.fromhex(hexid))
@@ -82,8 +93,15 @@ def iter_tree_lines(item: dict, read_meta: ReadMeta) -> Iterator[tuple[dict, byt
             entries = json.loads(b"[" + b",".join(lines) + b"]")
         except ValueError:
             raise IntegrityError(f"item {item['name']}: tree piece {hexid[:12]} is not valid JSON lines") from None
-        for entry, line in zip(entries, lines, strict=True):
-            yield entry, line + b"\n"
+        if len(entries) != len(lines):
+            raise IntegrityError(f"item {item['name']}: tree piece {hexid[:12]} is not valid JSON lines")
+        yield hexid, entries, [line + b"\n" for line in lines]
+
+
+def iter_tree_lines(item: dict, read_meta: ReadMeta) -> Iterator[tuple[dict, bytes]]:
+    """Every entry of a tree item with its serialized line, in path order."""
+    for _hexid, entries, lines in iter_tree_pieces(item, read_meta):
+        yield from zip(entries, lines, strict=True)
 
 
 def iter_tree(item: dict, read_meta: ReadMeta) -> Iterator[dict]:
