@@ -521,3 +521,28 @@ def test_incremental_listing_reuses_parent_pieces_and_equals_a_fresh_capture(tmp
         return [{**e, "c": len(e["c"])} if "c" in e else e for e in iter_tree(it, v.read_chunk)]
 
     assert entries(third, vault) == entries(fresh, fresh_vault)
+
+
+def test_run_backs_up_when_the_catalog_cannot_be_opened(tmp_path: Path, cli: Cli) -> None:
+    """The catalog runs in a process of its own during `dobaas run`: when it cannot open, the snapshot is still
+    written, each catalog step says why it was skipped, and the catalog process does not outlive the run."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    policy = write_policy(tmp_path, tmp_path / "vault", [{"name": "docs", "plugin": "files", "paths": [str(src)]}])
+    cli("vault", "init", str(tmp_path / "vault"), "--kdf-cost", "12")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the catalog's directory should be")
+    p = cli("run", str(policy), "--catalog", str(blocker / "catalog.db"), "--json", check=False)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)["sources"][0]
+    assert res["status"] == "ok" and res["snapshot"]
+    assert any("catalog not updated" in w and "rebuild" in w for w in res["warnings"])
+    assert any("alerts not evaluated" in w for w in res["warnings"])
+    snaps = cli("snapshots", "--vault", str(tmp_path / "vault"), "--json")
+    assert [s["id"] for s in json.loads(snaps.stdout)] == [res["snapshot"]]
+    cli("catalog", "rebuild", "--vault", str(tmp_path / "vault"), "--catalog", str(tmp_path / "ok.db"))
+    found = json.loads(cli("find", "a.txt", "--catalog", str(tmp_path / "ok.db"), "--json").stdout)
+    assert [f["last_snapshot"] for f in found] == [res["snapshot"]]
+    left = subprocess.run(["pgrep", "-f", f"run {policy}"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a process of the run is still alive"

@@ -18,10 +18,13 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
-from orchestrator.catalog.db import Catalog
 from orchestrator.policy.model import Policy
 from orchestrator.units import parse_size
+
+if TYPE_CHECKING:  # the catalog may be a CatalogProcess standing for it
+    from orchestrator.catalog.db import Catalog
 
 log = logging.getLogger(__name__)
 

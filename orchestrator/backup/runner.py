@@ -30,8 +30,9 @@ from orchestrator.policy.model import Policy
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.tree import iter_tree
 
-if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a run records into it, not before
-    from orchestrator.catalog.db import Catalog, EntryRow
+if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported where a run records into it, not here
+    from orchestrator.catalog.db import Catalog
+    from orchestrator.catalog.rows import EntryRow
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeC
                       parent_trees: set[str]) -> None:
     """Record from the capture's changes when the catalog holds the parent snapshot and the parent had the same
     tree items (no re-reading of 100,000 unchanged entries), else from the full listing in the vault."""
-    from orchestrator.catalog.db import display_path, entry_rows
+    from orchestrator.catalog.rows import display_path, entry_rows
 
     trees = [i for i in snap.items if i["type"] == "tree"]
     delta_ok = (snap.parent is not None and catalog.latest_of_source(snap) == snap.parent

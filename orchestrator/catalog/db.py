@@ -8,70 +8,20 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, inspect, select, text, update
 
+from orchestrator.catalog.rows import EntryRow, default_url, display_path, entry_rows, to_url
 from orchestrator.catalog.schema import alert_state, clients, entries, jobs, restores, snapshots, sources
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
 HEAD = "0004"  # latest migration; the fast path skips importing alembic when the database is current
+__all__ = ["Catalog", "EntryRow", "default_url", "display_path", "entry_rows", "to_url"]
+
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
 OPEN = 2**31 - 1
-
-
-def default_url() -> str:
-    if os.environ.get("DOBAAS_CATALOG"):
-        return to_url(os.environ["DOBAAS_CATALOG"])
-    base = "/var/lib/dobaas" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/dobaas")
-    return to_url(os.path.join(base, "catalog.db"))
-
-
-def to_url(value: str) -> str:
-    """A path becomes an SQLite URL; URLs (postgresql://, sqlite:///) are kept."""
-    if "://" in value:
-        return value
-    path = os.path.abspath(value)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-@dataclass
-class EntryRow:
-    """What the catalog keeps of a file entry: enough to list, search and choose what to restore."""
-
-    item: str
-    path: str
-    parent: str
-    name: str
-    type: str
-    size: int
-    mtime_ns: int
-    mode: int
-    owner: str
-    grp: str
-
-    def signature(self) -> tuple:
-        return (self.type, self.size, self.mtime_ns, self.mode, self.owner, self.grp)
-
-
-def display_path(root: str, rel: str) -> tuple[str, str, str]:
-    """(path, parent, name) as users see them for an entry ``rel`` of a tree rooted at ``root``."""
-    if not rel:
-        return root, "", root
-    path = f"{root.rstrip('/')}/{rel}"
-    parent, _, name = path.rpartition("/")
-    return path, parent or "/", name
-
-
-def entry_rows(item: dict, tree_entries: Iterable[dict]) -> Iterable[EntryRow]:
-    root = item.get("root", item["name"])
-    for e in tree_entries:
-        path, parent, name = display_path(root, e["p"])
-        yield EntryRow(item["name"], path, parent, name, e["t"], e.get("s", 0), e.get("mt", 0), e.get("m", 0),
-                       e.get("U", ""), e.get("G", ""))
 
 
 class Catalog:

@@ -43,19 +43,27 @@ def check_cmd(file: str, discover: bool, as_json: bool) -> None:
 def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: bool) -> int:
     """Run every source of the policy FILE once, now. Exit 0: all saved; 1: a source failed (the others still
     ran); 9: all saved but some files could not be read or changed while being read."""
-    from orchestrator.backup.runner import run_policy
-    from orchestrator.catalog.background import CatalogWhenReady
-    from orchestrator.cli.common import read_passphrase
+    from orchestrator.backup.runner import run_policy  # noqa: F401  # imported once, before the fork below
+    from orchestrator.catalog.process import CatalogProcess
     from orchestrator.policy.model import load_policy
-    from orchestrator.vault.repository import Vault
 
     policy = load_policy(file)
     unknown = {o for o in only if o.split("/", 1)[0] not in {c.name for c in policy.source_configs}}
     if unknown:
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
-    passphrase = policy.passphrase() or read_passphrase()
-    catalog = CatalogWhenReady(catalog_url or policy.catalog)  # opens while the vault's key is derived and more
-    vault = Vault.open(policy.backend(), passphrase)
+    catalog = CatalogProcess(catalog_url or policy.catalog)  # opens and records while this process backs up
+    try:
+        return _run(policy, catalog, only, as_json)
+    finally:
+        catalog.close()
+
+
+def _run(policy, catalog, only: tuple[str, ...], as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from orchestrator.backup.runner import run_policy
+    from orchestrator.cli.common import read_passphrase
+    from orchestrator.vault.repository import Vault
+
+    vault = Vault.open(policy.backend(), policy.passphrase() or read_passphrase())
     bars = []
 
     def progress(name: str):  # type: ignore[no-untyped-def]
@@ -73,7 +81,11 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
             cm.__exit__(None, None, None)
     from orchestrator.alerts.notify import notify_after_run
 
-    notify_after_run(policy, report, catalog, vault)
+    try:
+        notify_after_run(policy, report, catalog, vault)
+    except Exception as e:  # the snapshots are safe in the vault; say why no alert could be evaluated
+        for s in report.sources:
+            s.warnings.append(f"alerts not evaluated: catalog unavailable ({e})")
     if as_json:
         emit_json(report.to_json())
         return report.exit_code

@@ -1,0 +1,60 @@
+"""What the catalog records of a tree entry, and where the catalog lives: plain Python, so a backup process can
+prepare its rows without importing the database layer (SQLAlchemy), which runs in a process of its own there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def default_url() -> str:
+    if os.environ.get("DOBAAS_CATALOG"):
+        return to_url(os.environ["DOBAAS_CATALOG"])
+    base = "/var/lib/dobaas" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/dobaas")
+    return to_url(os.path.join(base, "catalog.db"))
+
+
+def to_url(value: str) -> str:
+    """A path becomes an SQLite URL; URLs (postgresql://, sqlite:///) are kept."""
+    if "://" in value:
+        return value
+    path = os.path.abspath(value)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+@dataclass
+class EntryRow:
+    """What the catalog keeps of a file entry: enough to list, search and choose what to restore."""
+
+    item: str
+    path: str
+    parent: str
+    name: str
+    type: str
+    size: int
+    mtime_ns: int
+    mode: int
+    owner: str
+    grp: str
+
+    def signature(self) -> tuple:
+        return (self.type, self.size, self.mtime_ns, self.mode, self.owner, self.grp)
+
+
+def display_path(root: str, rel: str) -> tuple[str, str, str]:
+    """(path, parent, name) as users see them for an entry ``rel`` of a tree rooted at ``root``."""
+    if not rel:
+        return root, "", root
+    path = f"{root.rstrip('/')}/{rel}"
+    parent, _, name = path.rpartition("/")
+    return path, parent or "/", name
+
+
+def entry_rows(item: dict, tree_entries: Iterable[dict]) -> Iterable[EntryRow]:
+    root = item.get("root", item["name"])
+    for e in tree_entries:
+        path, parent, name = display_path(root, e["p"])
+        yield EntryRow(item["name"], path, parent, name, e["t"], e.get("s", 0), e.get("mt", 0), e.get("m", 0),
+                       e.get("U", ""), e.get("G", ""))
