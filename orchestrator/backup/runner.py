@@ -260,6 +260,9 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
                     **({"residency_consent": policy.residency_consent} if policy.residency_consent else {}),
                     **cap.meta}
             snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
+        for tc in captures:  # written while the catalog records the snapshot (a wait on another process)
+            if tc.listing is not None:
+                cache.store_later(tc.item, cache.slot(name, tc.item["name"]), tc.listing)
         res.bytes_stored = s.writer.stats.bytes_written
         res.bytes_new = s.writer.stats.raw_bytes_new
     res.snapshot = snap.id

@@ -25,11 +25,16 @@ OPEN = 2**31 - 1
 
 
 class Catalog:
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, checkpoint_early: bool = False) -> None:
+        """``checkpoint_early``: this connection copies the SQLite write-ahead log into the database now, not
+        when a commit fills it (``dobaas run`` opens its catalog while it backs up: the fsyncs of that copy
+        then happen in parallel, not after the snapshot, when the run waits for its catalog)."""
         self.url = url or default_url()
         self.engine: Engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            if checkpoint_early:
+                event.listen(self.engine, "connect", _checkpoint_now)
         self._migrate()
 
     def _current(self) -> bool:
@@ -381,6 +386,13 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.geteuid())
+
+
+def _checkpoint_now(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    cur.execute("PRAGMA wal_autocheckpoint=0")  # this connection leaves the log to the next opener
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

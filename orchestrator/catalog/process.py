@@ -67,7 +67,7 @@ def _serve(conn: Connection, url: str | None) -> None:
         try:
             from orchestrator.catalog.db import Catalog, to_url
 
-            catalog = Catalog(to_url(url) if url else None)
+            catalog = Catalog(to_url(url) if url else None, checkpoint_early=True)
         except Exception as e:  # every call answers with it
             error = e
         while True:

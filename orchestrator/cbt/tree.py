@@ -57,6 +57,8 @@ class TreeCapture:
     deleted: list[str] = field(default_factory=list)
     #: whether ``changed``/``deleted`` are relative to a parent item (else ``changed`` is everything)
     relative_to_parent: bool = False
+    #: the new listing, for the local cache once the snapshot is committed (``ListingCache.store_later``)
+    listing: Listing | None = None
 
 
 def _reusable(e: dict) -> bool:
@@ -124,7 +126,8 @@ def capture_tree(
 ) -> TreeCapture:
     """Capture a tree. Unchanged entries (same type, mode, owner, size, mtime, ctime, inode, links) keep their
     content references and their serialized listing line without being read or even parsed; only new or
-    changed files are read. With a ``cache``, the parent listing comes in compact form from local disk."""
+    changed files are read. With a ``cache``, the parent listing comes in compact form from local disk; the
+    caller stores the new one (``TreeCapture.listing``) once its snapshot is committed."""
     prev = _parent_listing(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
                            source, cache, cache_slot)
     stats = TreeStats()
@@ -315,24 +318,20 @@ def capture_tree(
         "errors": len(stats.errors),
     }
     new.pieces, new.piece_ends = tree.pieces, tree.ends
-    if cache is not None:
-        cache.store_later(cap.item, cache_slot, new)
+    cap.listing = new
     return cap
 
 
 def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tuple[int, int, int]]) -> None:
     """Write the new listing: parent pieces that lie wholly within a run of unchanged entries are reused as they
     are, every other entry goes line by line (and is cut into pieces by the usual rule)."""
-    paths, lines, add = new.paths, new.lines, tree.add_line
     i = 0  # the next entry to write
     for ns, ps, pe in spans:
         for start, end, hexid in prev.whole_pieces(ps, pe):
-            for m in range(i, ns + start - ps):
-                add(paths[m], lines[m])
+            tree.add_lines(new.paths, new.lines, i, ns + start - ps)
             tree.add_piece(hexid, end - start)
             i = ns + end - ps
-    for m in range(i, len(new)):
-        add(paths[m], lines[m])
+    tree.add_lines(new.paths, new.lines, i, len(new))
 
 
 def _chunker(local: threading.local, cfg: dict) -> Chunker:

@@ -65,7 +65,7 @@ class PackBuilder:
     def add(self, cid: bytes, data: bytes | memoryview, kind: int) -> None:
         payload: bytes | memoryview = data
         comp = COMP_NONE
-        if self._zstd is not None and self._worth_compressing(data):
+        if self._zstd is not None and (kind == KIND_META or self._worth_compressing(data)):  # listings: text
             packed = self._zstd.compress(data)
             if len(packed) < len(data) - len(data) // 32:  # keep raw when compression gains under ~3%
                 payload, comp = packed, COMP_ZSTD

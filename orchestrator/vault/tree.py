@@ -1,7 +1,8 @@
 """Tree items: a directory tree with full metadata, stored as meta chunks of JSON lines (one entry per line,
 sorted by path). Piece boundaries are chosen by a hash of the entry path (CRC-32: a piece ends after an entry whose path
-hashes to 0 in its low 5 bits, once the piece holds 16 KiB; at 256 KiB at the latest), so inserting a file
-changes only the piece around it and the rest of the listing deduplicates against the previous snapshot.
+hashes to 0 in its low 4 bits, once the piece holds 4 KiB; at 256 KiB at the latest; about 30 entries a piece),
+so inserting a file changes only the piece around it and the rest of the listing deduplicates against the
+previous snapshot (a nightly change of 1% of 100,000 files leaves about 70% of the pieces as they were).
 
 Entry fields (short keys keep the listing small): ``p`` path relative to the source root ('' for the root),
 ``t`` type (f file, d directory, l symlink, h hard link to ``l``, c/b char/block device, p fifo, s socket),
@@ -20,9 +21,9 @@ from collections.abc import Callable, Iterator
 
 from orchestrator.errors import IntegrityError
 
-PIECE_MIN = 16 * 1024
+PIECE_MIN = 4 * 1024
 PIECE_MAX = 256 * 1024
-BOUNDARY_MASK = 0x1F  # about one boundary every 32 entries once PIECE_MIN is reached
+BOUNDARY_MASK = 0x0F  # about one boundary every 16 entries once PIECE_MIN is reached
 
 ReadMeta = Callable[[bytes], bytes]
 
@@ -61,6 +62,20 @@ class TreeWriter:
             self._size >= PIECE_MIN and zlib.crc32(path.encode()) & BOUNDARY_MASK == 0
         ):
             self._cut()
+
+    def add_lines(self, paths: list[str], lines: list[bytes], i: int, j: int) -> None:
+        """``add_line`` for entries i..j-1 of two parallel lists, in one loop (the hot path of an incremental)."""
+        buf, size, crc, base = self._buf, self._size, zlib.crc32, self.count
+        for m in range(i, j):
+            line = lines[m]
+            buf.append(line)
+            size += len(line)
+            if size >= PIECE_MAX or (size >= PIECE_MIN and crc(paths[m].encode()) & BOUNDARY_MASK == 0):
+                self.count = base + m - i + 1
+                self._cut()
+                buf, size = self._buf, 0
+        self.count = base + j - i
+        self._size = size
 
     def add_piece(self, hexid: str, entries: int) -> None:
         """Add a stored piece as it is: the ``entries`` lines it holds come next, unchanged since the snapshot
