@@ -23,6 +23,7 @@ from orchestrator.cli import (
     vault_cmd,
     verify_cmd,
 )
+from orchestrator.cli.common import teardown_skipped
 from orchestrator.errors import DobaasError
 
 log = logging.getLogger("dobaas")
@@ -85,4 +86,10 @@ def main() -> None:
             raise
         click.echo(f"dobaas: internal error: {type(e).__name__}: {e} (set DOBAAS_DEBUG=1 for details)", err=True)
         sys.exit(1)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    code = rc if isinstance(rc, int) else 0
+    if teardown_skipped():  # everything is written and closed; only memory would be freed
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

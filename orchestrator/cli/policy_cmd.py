@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import catalog_option, emit_json, human_bytes, json_option, progress_bar
+from orchestrator.cli.common import (
+    catalog_option,
+    emit_json,
+    exit_without_teardown,
+    human_bytes,
+    json_option,
+    progress_bar,
+)
 from orchestrator.errors import UsageError
 
 
@@ -53,9 +60,11 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
     catalog = CatalogProcess(catalog_url or policy.catalog)  # opens and records while this process backs up
     try:
-        return _run(policy, catalog, only, as_json)
+        code = _run(policy, catalog, only, as_json)
     finally:
         catalog.close()
+    exit_without_teardown()
+    return code
 
 
 def _run(policy, catalog, only: tuple[str, ...], as_json: bool) -> int:  # type: ignore[no-untyped-def]
