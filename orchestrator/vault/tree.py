@@ -50,21 +50,12 @@ class TreeWriter:
         Returns the line."""
         if line is None:
             line = encode_entry(entry)
-        self.add_line(entry["p"], line)
+        self.add_lines([entry["p"]], [line], 0, 1)
         return line
 
-    def add_line(self, path: str, line: bytes) -> None:
-        """Add an already serialized entry (the hot path for unchanged entries)."""
-        self._buf.append(line)
-        self._size += len(line)
-        self.count += 1
-        if self._size >= PIECE_MAX or (
-            self._size >= PIECE_MIN and zlib.crc32(path.encode()) & BOUNDARY_MASK == 0
-        ):
-            self._cut()
-
     def add_lines(self, paths: list[str], lines: list[bytes], i: int, j: int) -> None:
-        """``add_line`` for entries i..j-1 of two parallel lists, in one loop (the hot path of an incremental)."""
+        """Add the already serialized entries i..j-1 of two parallel lists (paths, lines), cutting pieces by the
+        boundary rule as they go; one loop for a whole span (the hot path of an incremental)."""
         buf, size, crc, base = self._buf, self._size, zlib.crc32, self.count
         for m in range(i, j):
             line = lines[m]
