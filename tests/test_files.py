@@ -546,3 +546,28 @@ def test_run_backs_up_when_the_catalog_cannot_be_opened(tmp_path: Path, cli: Cli
     assert [f["last_snapshot"] for f in found] == [res["snapshot"]]
     left = subprocess.run(["pgrep", "-f", f"run {policy}"], capture_output=True, text=True)
     assert left.stdout.strip() == "", "a process of the run is still alive"
+
+
+def test_a_killed_walker_process_fails_the_source_and_the_next_run_recovers(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The walk's child process killed mid-run: the source fails naming the tree and the walk's end, nothing is
+    published, and the next run is a normal incremental."""
+    from plugins.files import walk_process
+
+    src, vault, catalog, policy, _tmp = setup
+    first = run_policy(policy, vault, catalog).sources[0]
+    (src / "docs" / "report.txt").write_text("edited\n")
+    real_init = walk_process._Walk.__init__
+
+    def killed(self, proc, tree):  # type: ignore[no-untyped-def]
+        proc.kill()  # as the OOM killer or an operator would
+        real_init(self, proc, tree)
+
+    monkeypatch.setattr(walk_process._Walk, "__init__", killed)
+    rep = run_policy(policy, vault, catalog)
+    res = rep.sources[0]
+    assert res.status == "failed" and rep.exit_code == 1 and res.snapshot is None
+    assert any(str(src) in e and "walk stopped (killed by signal 9)" in e for e in res.errors), res.errors
+    assert [s.id for s in vault.list_snapshots()[0]] == [first.snapshot]
+    monkeypatch.setattr(walk_process._Walk, "__init__", real_init)
+    again = run_policy(policy, vault, catalog).sources[0]
+    assert again.status == "ok" and again.mode == "incremental" and again.files_read == 1

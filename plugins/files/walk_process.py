@@ -115,10 +115,10 @@ class _Walk:
                     raise OSError(frame[1], frame[2])
                 return
             yield from frame
-        self.proc.wait()
+        rc = self.proc.wait()
         why = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
-        raise OSError(errno.EIO, f"{self.tree.path}: the walk stopped (exit code {self.proc.returncode}"
-                                 f"{': ' + why[-1] if why else ''})")
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+        raise OSError(errno.EIO, f"{self.tree.path}: the walk stopped ({how}{': ' + why[-1] if why else ''})")
 
     def close(self) -> None:
         self._items.close()
