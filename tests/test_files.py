@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -571,3 +572,31 @@ def test_a_killed_walker_process_fails_the_source_and_the_next_run_recovers(setu
     monkeypatch.setattr(walk_process._Walk, "__init__", real_init)
     again = run_policy(policy, vault, catalog).sources[0]
     assert again.status == "ok" and again.mode == "incremental" and again.files_read == 1
+
+
+def test_catalog_process_answers_and_a_killed_one_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """`dobaas run`'s catalog process: calls return what the catalog returns and raise what it raises; once the
+    process is gone, a call fails at once with a clear error."""
+    # in a fresh interpreter: the fork wants a process without threads, which pytest's is not
+    code = f"""
+import os, signal
+from orchestrator.catalog.process import CatalogProcess
+from orchestrator.errors import NotFound
+cat = CatalogProcess({str(tmp_path / 'c.db')!r})
+assert cat.snapshots() == []
+try:
+    cat.snapshot("abc")
+except NotFound as e:
+    print("raised:", e)
+os.kill(cat.pid, signal.SIGKILL)
+os.waitpid(cat.pid, 0)
+try:
+    cat.snapshots()
+except RuntimeError as e:
+    print("after kill:", e)
+cat.close()
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "raised: no snapshot with id abc in the catalog" in p.stdout
+    assert "after kill: the catalog process ended" in p.stdout
