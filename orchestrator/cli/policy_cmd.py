@@ -52,7 +52,7 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     ran); 9: all saved but some files could not be read or changed while being read."""
     from orchestrator.backup.runner import run_policy  # noqa: F401  # imported once, before the fork below
     from orchestrator.catalog.process import CatalogProcess
-    from orchestrator.cli.memory import keep_freed_memory
+    from orchestrator.memory import keep_freed_memory
     from orchestrator.policy.model import load_policy
 
     keep_freed_memory()

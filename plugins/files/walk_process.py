@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from orchestrator.memory import helper_env
 from plugins.files.walker import LocalTree
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def spawn_walk(tree: LocalTree, paths: list[str], sigs: list) -> Iterator | None
     request = _request_file(marshal.dumps((tree.path, tree.exclude, tree.one_file_system, paths, sigs)))
     try:
         proc = subprocess.Popen([sys.executable, "-m", "plugins.files.walk_process"], stdin=request,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, env=helper_env())
     except OSError as e:
         log.info("walk of %s in this process: no walker process (%s: %s)", tree.path, sys.executable, e.strerror)
         return None
