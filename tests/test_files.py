@@ -600,3 +600,27 @@ cat.close()
     assert p.returncode == 0, p.stderr
     assert "raised: no snapshot with id abc in the catalog" in p.stdout
     assert "after kill: the catalog process ended" in p.stdout
+
+
+def test_names_that_are_not_utf8_are_kept_byte_for_byte(setup) -> None:  # type: ignore[no-untyped-def]
+    """A Latin-1 name (an old file server's) is backed up, listed with \\xNN escapes, left unread when unchanged,
+    and restored with its original bytes."""
+    src, vault, catalog, policy, tmp = setup
+    name = b"caf\xe9 r\xe9sum\xe9.txt"
+    with open(os.path.join(os.fsencode(src), b"docs", name), "wb") as f:
+        f.write(b"latin-1 name")
+    first = run_policy(policy, vault, catalog).sources[0]
+    assert first.status == "ok", first.errors
+    (src / "docs" / "report.txt").write_text("edited\n")
+    second = run_policy(policy, vault, catalog).sources[0]
+    assert second.status == "ok" and second.files_read == 1
+    found = catalog.find("caf*")
+    assert [f["path"] for f in found] == [f"{src}/docs/caf\\xe9 r\\xe9sum\\xe9.txt"]
+    assert found[0]["snapshot_count"] == 2
+    restored = tmp / "restored"
+    restore_files(vault, vault.read_snapshot(second.snapshot), [str(src / "docs")], str(restored), "never", False,
+                  None)
+    assert (os.path.join(os.fsencode(restored), b"docs", name) in
+            [os.path.join(os.fsencode(restored), b"docs", n) for n in os.listdir(os.fsencode(restored / "docs"))])
+    with open(os.path.join(os.fsencode(restored), b"docs", name), "rb") as f:
+        assert f.read() == b"latin-1 name"

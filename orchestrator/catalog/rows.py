@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from orchestrator.vault.tree import printable
+
 
 def default_url() -> str:
     if os.environ.get("DOBAAS_CATALOG"):
@@ -46,8 +48,8 @@ class EntryRow:
 def display_path(root: str, rel: str) -> tuple[str, str, str]:
     """(path, parent, name) as users see them for an entry ``rel`` of a tree rooted at ``root``."""
     if not rel:
-        return root, "", root
-    path = f"{root.rstrip('/')}/{rel}"
+        return printable(root), "", printable(root)
+    path = printable(f"{root.rstrip('/')}/{rel}")
     parent, _, name = path.rpartition("/")
     return path, parent or "/", name
 

@@ -23,7 +23,7 @@ from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.plugin.streams import TreeSource, WalkItem
-from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_pieces
+from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree, iter_tree_pieces, printable
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -198,16 +198,19 @@ def capture_tree(
     new = Listing()
     reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
 
+    def where(entry: dict) -> str:
+        return printable(f"{source.root}/{entry['p']}")
+
     def finish_read(idx: int, entry: dict, fut: Future[dict]) -> None:
         result = fut.result()
         entry.update(result)
         if "e" in result:
-            stats.errors.append(f"{source.root}/{entry['p']}: {result['e']}")
+            stats.errors.append(f"{where(entry)}: {result['e']}")
         else:
             stats.files_read += 1
             stats.bytes_read += result["s"]
         if "w" in result:
-            stats.warnings.append(f"{source.root}/{entry['p']}: {result['w']}")
+            stats.warnings.append(f"{where(entry)}: {result['w']}")
         stats.bytes_total += entry.get("s", 0)
         cap.changed.append(entry)
         new.fill(idx, entry, encode_entry(entry), signature(entry))
@@ -291,7 +294,7 @@ def capture_tree(
                         finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
                     continue
                 if "e" in entry:
-                    stats.errors.append(f"{source.root}/{entry['p']}: {entry['e']}")
+                    stats.errors.append(f"{where(entry)}: {entry['e']}")
                 if line is None:
                     cap.changed.append(entry)
                     line = encode_entry(entry)

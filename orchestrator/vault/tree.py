@@ -29,8 +29,23 @@ ReadMeta = Callable[[bytes], bytes]
 
 
 def encode_entry(entry: dict) -> bytes:
-    """One listing line."""
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One listing line. A name that is not valid UTF-8 (Latin-1 names on an old file server) reaches us with
+    its bytes kept as surrogates; its line is written with JSON escapes, so it stays UTF-8 and reads back to the
+    same bytes."""
+    text = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+def printable(path: str) -> str:
+    """A path for people and databases: bytes that are not UTF-8 shown as \\xNN escapes."""
+    try:
+        path.encode()
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class TreeWriter:
