@@ -89,7 +89,10 @@ def main() -> None:
     code = rc if isinstance(rc, int) else 0
     if teardown_skipped():  # everything is written and closed; only memory would be freed
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a reader that went away (`dobaas run | head -1`): nothing more to tell it
+                pass
         os._exit(code)
     sys.exit(code)
