@@ -22,7 +22,8 @@ class CatalogProcess:
     Only method calls are forwarded. Open errors come back from the first call."""
 
     def __init__(self, url: str | None) -> None:
-        assert threading.active_count() == 1, "fork the catalog process before any thread starts"
+        if threading.active_count() != 1:  # a fork would copy locks other threads hold, held forever
+            raise RuntimeError("the catalog process must be forked before any thread starts")
         parent, child = Pipe(duplex=True)
         self._conn: Connection = parent
         self._lock = threading.Lock()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from orchestrator.cli.common import (
@@ -13,6 +15,10 @@ from orchestrator.cli.common import (
     progress_bar,
 )
 from orchestrator.errors import UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.catalog.process import CatalogProcess
+    from orchestrator.policy.model import Policy
 
 
 @click.group("policy")
@@ -50,7 +56,6 @@ def check_cmd(file: str, discover: bool, as_json: bool) -> None:
 def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: bool) -> int:
     """Run every source of the policy FILE once, now. Exit 0: all saved; 1: a source failed (the others still
     ran); 9: all saved but some files could not be read or changed while being read."""
-    from orchestrator.backup.runner import run_policy  # noqa: F401  # imported once, before the fork below
     from orchestrator.catalog.process import CatalogProcess
     from orchestrator.memory import keep_freed_memory
     from orchestrator.policy.model import load_policy
@@ -70,7 +75,7 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     return code
 
 
-def _run(policy, catalog, only: tuple[str, ...], as_json: bool) -> int:  # type: ignore[no-untyped-def]
+def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json: bool) -> int:
     from orchestrator.backup.runner import run_policy
     from orchestrator.cli.common import read_passphrase
     from orchestrator.vault.repository import Vault
