@@ -91,7 +91,8 @@ def add_key_cmd(vault_path: str) -> None:
 def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json: bool) -> int:
     """Provider maintenance, on the vault host: apply the client's retention and reclaim space, remove expired
     locks and the incomplete objects interrupted uploads left (append-only clients cannot), optionally verify.
-    Deferred (exit 0, reported) while a backup holds the vault. Exit 3 when verify finds damage."""
+    Deferred (exit 0, reported) while a backup holds the vault. Exit 3 when verify finds damage, or when an
+    undecodable object was kept because the data some snapshot references could not all be located."""
     from orchestrator.vault.maintain import maintain
 
     retention, names = None, None
@@ -114,10 +115,14 @@ def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json
         else:
             click.echo(f"removed {rep.locks_removed} expired lock(s) and {len(rep.incomplete_removed)} incomplete "
                        "object(s)")
+            if rep.reindexed_packs:
+                click.echo(f"indexed {rep.reindexed_packs} pack(s) again from their own headers")
+            if rep.refused:
+                click.echo(f"kept undecodable objects: {rep.refused}", err=True)
         if rep.verify is not None:
             click.echo(f"verify: {'ok' if rep.verify['ok'] else 'DAMAGE FOUND'} ({rep.verify['snapshots']} "
                        "snapshot(s))")
-    return 3 if rep.verify is not None and not rep.verify["ok"] else 0
+    return 3 if rep.refused or (rep.verify is not None and not rep.verify["ok"]) else 0
 
 
 @vault_group.command("locks")

@@ -81,6 +81,12 @@ class Index:
         self.packs: set[str] = set()
         #: index object names this index was loaded from
         self.objects: set[str] = set()
+        #: index objects that did not decode (damage, or an upload cut short), name -> why
+        self.damaged: dict[str, str] = {}
+        #: packs no readable index object describes, indexed from their own headers (not yet in an index object)
+        self.from_headers: dict[str, list[PackEntry]] = {}
+        #: packs no readable index object describes and whose header does not parse, name -> why
+        self.unreadable: dict[str, str] = {}
 
     def __contains__(self, cid: bytes) -> bool:
         return cid in self.chunks

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from orchestrator.errors import IntegrityError, VaultBusy
 from orchestrator.vault.backend import ObjectMissing
-from orchestrator.vault.index import decode_index_raw
 from orchestrator.vault.locks import read_locks
 from orchestrator.vault.pack import pack_path
-from orchestrator.vault.prune import PruneReport, prune
+from orchestrator.vault.prune import PruneReport, account_for_references, prune
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.verify import verify_vault
 
@@ -27,6 +26,10 @@ class MaintenanceReport:
     prune: dict | None = None
     locks_removed: int = 0
     incomplete_removed: list[str] = field(default_factory=list)
+    #: packs indexed again from their own headers (their index object was damaged or never written)
+    reindexed_packs: int = 0
+    #: why undecodable objects were kept: they could not be proved to hold nothing a snapshot needs
+    refused: str | None = None
     deferred: str | None = None
     verify: dict | None = None
 
@@ -48,7 +51,7 @@ def maintain(vault: Vault, retention: dict | None = None, names: Callable[[str],
                 if lk.name != lock.name and not lk.live(now):
                     _delete(vault, lk.name)
                     rep.locks_removed += 1
-            rep.incomplete_removed = _remove_incomplete(vault)
+            rep.incomplete_removed = _remove_incomplete(vault, rep)
         finally:
             lock.release()
     if retention:  # after the clean-up: reclaiming space writes a consolidated index first, which needs room
@@ -59,25 +62,34 @@ def maintain(vault: Vault, retention: dict | None = None, names: Callable[[str],
     return rep
 
 
-def _remove_incomplete(vault: Vault) -> list[str]:
+def _remove_incomplete(vault: Vault, rep: MaintenanceReport) -> list[str]:
     """Index objects that do not decode, and unindexed packs whose header does not parse: what uploads cut
-    short left behind (no backup runs: we hold the exclusive lock)."""
-    removed = []
-    for name, _size in list(vault.backend.list("index")):
-        try:
-            decode_index_raw(vault.cipher, name, vault.backend.get(name))
-        except IntegrityError:
-            _delete(vault, name)
-            removed.append(name)
+    short left behind (no backup runs: we hold the exclusive lock). An undecodable index object may also be a
+    damaged one that described live packs, so first every pack it could have described is indexed again from
+    the pack's own header, and nothing is deleted unless every chunk every snapshot references is located."""
     index = vault.load_index(refresh=True)
-    for pack, size in vault.pack_names().items():
-        if pack in index.packs:
-            continue
-        try:
-            vault.read_pack_header(pack, size)
-        except (IntegrityError, ObjectMissing):
-            _delete(vault, pack_path(pack))
-            removed.append(pack_path(pack))
+    vault.index_from_headers(index)
+    if not index.damaged and not index.unreadable:
+        if index.from_headers:
+            rep.reindexed_packs = vault.adopt_unindexed_packs(index)
+        return []
+    try:
+        account_for_references(vault, index, vault.pack_names())
+    except IntegrityError as e:
+        rep.refused = str(e)
+        log.error("maintenance kept %d undecodable index object(s) and %d unreadable pack(s): %s",
+                  len(index.damaged), len(index.unreadable), e)
+        return []
+    if index.from_headers:  # written before anything is deleted: the packs stay described at every step
+        rep.reindexed_packs = vault.adopt_unindexed_packs(index)
+    removed = []
+    for name in index.damaged:
+        _delete(vault, name)
+        removed.append(name)
+    for pack in index.unreadable:
+        _delete(vault, pack_path(pack))
+        removed.append(pack_path(pack))
+    vault.forget_index()
     return removed
 
 

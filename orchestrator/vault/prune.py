@@ -17,7 +17,7 @@ from datetime import datetime
 from orchestrator.errors import IntegrityError, VaultBusy
 from orchestrator.vault.backend import ObjectMissing
 from orchestrator.vault.crypto import AAD_PACK_HEADER, content_hash
-from orchestrator.vault.index import encode_index
+from orchestrator.vault.index import Index, encode_index
 from orchestrator.vault.pack import HEADER_MAGIC, TRAILER, PackEntry, encode_entries, pack_path
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot, item_meta_ids, item_refs
@@ -97,8 +97,11 @@ class GcReport:
     bytes_freed: int = 0
 
 
-def referenced_chunks(vault: Vault, ignore: set[str] = frozenset()) -> set[bytes]:  # type: ignore[assignment]
-    """Every chunk some snapshot references (snapshots in ``ignore`` excepted: a dry run's removals)."""
+def account_for_references(vault: Vault, index: Index, sizes: dict[str, int] | None,
+                           ignore: set[str] = frozenset()) -> set[bytes]:  # type: ignore[assignment]
+    """Every chunk some snapshot references, after checking that each one is located by ``index`` in a pack
+    that exists (``sizes``, when given). Raises IntegrityError, naming the snapshots, when any is not: nothing
+    may be deleted then, since a pack that looks unreferenced may hold what the damaged part described."""
     snaps, broken = vault.list_snapshots()
     snaps = [s for s in snaps if s.id not in ignore]
     if broken:
@@ -106,10 +109,26 @@ def referenced_chunks(vault: Vault, ignore: set[str] = frozenset()) -> set[bytes
             f"snapshot {broken[0][0][:12]} has a damaged manifest; garbage collection would be unsafe ({broken[0][1]})"
         )
     refs: set[bytes] = set()
+    lost: list[str] = []
     for s in snaps:
-        for item in s.items:
-            refs.update(item_meta_ids(item))
-            refs.update(cid for _o, _l, cid in item_refs(item, lambda c: vault.read_chunk(c, "block map")))
+        mine: set[bytes] = set()
+        try:
+            for item in s.items:
+                mine.update(item_meta_ids(item))
+                mine.update(cid for _o, _l, cid in item_refs(item, lambda c: vault.read_chunk(c, "block map")))
+        except IntegrityError as e:
+            lost.append(f"{s.id[:12]} ({s.name}): {e}")
+            continue
+        missing = [c for c in mine if (loc := index.get(c)) is None or (sizes is not None and loc.pack not in sizes)]
+        if missing:
+            lost.append(f"{s.id[:12]} ({s.name}): {len(missing)} chunk(s) not located in any pack")
+        refs |= mine
+    if lost:
+        raise IntegrityError(
+            f"garbage collection refused, nothing was deleted: {len(lost)} snapshot(s) reference data that no "
+            f"readable index or pack header accounts for — {'; '.join(lost[:3])}"
+            f"{' …' if len(lost) > 3 else ''}; run 'dobaas verify' and forget the damaged snapshots first"
+        )
     return refs
 
 
@@ -129,8 +148,11 @@ def collect_garbage(vault: Vault, dry_run: bool = False, ignore: set[str] = froz
 
 def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> None:
     index = vault.load_index(refresh=True)
-    refs = referenced_chunks(vault, ignore)
+    # packs no readable index object describes are read from their own headers: one damaged index object must
+    # not make a live pack look like an orphan
+    vault.index_from_headers(index)
     sizes = vault.pack_names()
+    refs = account_for_references(vault, index, sizes, ignore)
     packs = index.by_pack()
     dead_packs, repack = [], []
     for pack, entries in packs.items():
@@ -141,7 +163,7 @@ def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> No
             dead_bytes = sum(e.length for e in entries if e.id not in refs)
             if dead_bytes > REPACK_THRESHOLD * sizes.get(pack, 1):
                 repack.append(pack)
-    orphans = [p for p in sizes if p not in index.packs]
+    orphans = [p for p in sizes if p not in index.packs]  # headers unreadable, and nothing kept needs them
     rep.ran = True
     rep.packs_deleted = len(dead_packs)
     rep.packs_repacked = len(repack)

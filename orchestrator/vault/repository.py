@@ -106,16 +106,33 @@ class Vault:
         for name, _size in self.backend.list("index"):
             try:
                 tables = decode_index_raw(self.cipher, name, self.backend.get(name))
-            except IntegrityError as e:
-                # an upload cut short on append-only storage leaves an incomplete object that cannot be removed
-                # by the client: ignore it (its packs are adopted from their own headers); verify lists it
-                log.warning("ignoring index object %s: %s", name[:24], e)
+            except (IntegrityError, ObjectMissing) as e:
+                # an upload cut short on append-only storage, or damage: what it described is read from the
+                # packs' own headers below, so no chunk is lost with it; verify and maintenance report it
+                log.warning("index object %s does not decode (%s): reading pack headers instead", name[:24], e)
+                idx.damaged[name] = str(e)
                 continue
             for pack, table in tables:
                 idx.add_pack_raw(pack, table)
             idx.objects.add(name)
+        if idx.damaged:
+            self.index_from_headers(idx)
         self._index = idx
         return idx
+
+    def index_from_headers(self, index: Index) -> None:
+        """Index, in memory, every pack that no readable index object describes, from the pack's own header
+        (packs are self-describing); packs whose header does not parse are listed in ``index.unreadable``."""
+        for pack, size in self.pack_names().items():
+            if pack in index.packs:
+                continue
+            try:
+                entries = self.read_pack_header(pack, size)
+            except (IntegrityError, ObjectMissing) as e:
+                index.unreadable[pack] = str(e)
+                continue
+            index.from_headers[pack] = entries
+            index.add_pack(pack, entries)
 
     def pack_names(self) -> dict[str, int]:
         """Hash -> size of every complete pack object."""
@@ -132,21 +149,18 @@ class Vault:
         return parse_header(self.cipher, tail, size, what)
 
     def adopt_unindexed_packs(self, index: Index) -> int:
-        """Index packs that a killed backup stored but never indexed, so their chunks are reused."""
-        adopted: dict[str, list[PackEntry]] = {}
-        for pack, size in self.pack_names().items():
-            if pack in index.packs:
-                continue
-            try:
-                adopted[pack] = self.read_pack_header(pack, size)
-            except (IntegrityError, ObjectMissing) as e:
-                log.info("not adopting pack %s: %s", pack[:12], e)
+        """Write an index object for the packs no readable index object describes (a killed backup stored them
+        but never indexed them, or their index object is damaged), so their chunks are reused and later
+        readers need not read their headers."""
+        known = set(index.from_headers)
+        self.index_from_headers(index)
+        adopted = dict(index.from_headers)
         if adopted:
             name, _sealed = self.put_sealed("index", lambda: encode_index(self.cipher, adopted))
             index.objects.add(name)
-            for pack, entries in adopted.items():
-                index.add_pack(pack, entries)
-            log.info("adopted %d pack(s) left by an interrupted backup", len(adopted))
+            index.from_headers.clear()
+            log.info("indexed %d pack(s) from their own headers (%d new: left by an interrupted backup)",
+                     len(adopted), len(set(adopted) - known))
         return len(adopted)
 
     # ---- chunks -----------------------------------------------------------------------------------------
