@@ -76,7 +76,9 @@ class TreeWriter:
             line = lines[m]
             buf.append(line)
             size += len(line)
-            if size >= PIECE_MAX or (size >= PIECE_MIN and crc(paths[m].encode()) & BOUNDARY_MASK == 0):
+            # surrogateescape: a name that is not UTF-8 hashes as its original bytes
+            if size >= PIECE_MAX or (size >= PIECE_MIN and crc(paths[m].encode("utf-8", "surrogateescape"))
+                                     & BOUNDARY_MASK == 0):
                 self.count = base + m - i + 1
                 self._cut()
                 buf, size = self._buf, 0

@@ -1,0 +1,58 @@
+"""Names that are not UTF-8 anywhere in a listing: at every position of a listing piece, in link targets, in an
+incremental, and restored byte for byte."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backup.runner import run_policy
+from orchestrator.restore.files import restore_files
+from tests.test_files import setup  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.files
+
+
+def _names(n: int) -> list[bytes]:
+    """2,000 names, one in three Latin-1, of varying length, so non-UTF-8 names fall at the start, middle and
+    end of listing pieces (pieces end by a hash of the path once they hold 4 KiB)."""
+    out = []
+    for i in range(n):
+        stem = b"f%05d-" % i + b"x" * (i % 37)
+        out.append(stem + (b"-caf\xe9-\xff\xfe.txt" if i % 3 == 0 else b"-plain.txt"))
+    return out
+
+
+def _tree_bytes(root: bytes) -> dict[bytes, bytes]:
+    got = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            rel = os.path.relpath(p, root)
+            got[rel] = os.readlink(p) if os.path.islink(p) else open(p, "rb").read()
+    return got
+
+
+def test_two_thousand_names_with_latin1_at_every_piece_position(setup) -> None:  # type: ignore[no-untyped-def]
+    src, vault, catalog, policy, tmp = setup
+    big = os.path.join(os.fsencode(src), b"big-\xe9")
+    os.mkdir(big)
+    for i, name in enumerate(_names(2000)):
+        with open(os.path.join(big, name), "wb") as f:
+            f.write(b"%d" % i)
+    os.symlink(b"target-\xe9\xff", os.path.join(big, b"link-\xe0"))
+    first = run_policy(policy, vault, catalog).sources[0]
+    assert first.status == "ok", first.errors
+    assert len(vault.read_snapshot(first.snapshot).items[0]["map"]) > 10  # many pieces, so many positions
+    with open(os.path.join(big, b"f00003-xxx-caf\xe9-\xff\xfe.txt"), "ab") as f:
+        f.write(b" changed")
+    second = run_policy(policy, vault, catalog).sources[0]
+    assert second.status == "ok" and second.files_read == 1, second.errors
+    restored = tmp / "restored"
+    restore_files(vault, vault.read_snapshot(second.snapshot), [os.fsdecode(big)], str(restored), "never", False,
+                  None)
+    want = _tree_bytes(big)
+    assert _tree_bytes(os.path.join(os.fsencode(restored), b"big-\xe9")) == want
+    assert len(want) == 2001
