@@ -39,6 +39,11 @@ class StorageFull(DobaasError):
     exit_code = 8
 
 
+class AppendOnly(DobaasError):
+    """The vault refuses deletions (append-only client access): retention and space reclaim are the
+    provider's maintenance, not the client's."""
+
+
 class IntegrityError(DobaasError):
     """Stored data failed authentication or its hash: the vault holds damaged bytes."""
 

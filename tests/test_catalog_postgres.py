@@ -14,7 +14,8 @@ from orchestrator.policy.model import load_policy
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from tests.conftest import PASS
-from tests.test_files import _catalog_view, write_policy
+from tests.filetrees import write_policy
+from tests.test_files import _catalog_view
 
 pytestmark = pytest.mark.files
 

@@ -10,7 +10,6 @@ import pytest
 
 from orchestrator.backup.runner import run_policy
 from orchestrator.restore.files import restore_files
-from tests.test_files import setup  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.files
 
@@ -31,7 +30,7 @@ def _tree_bytes(root: bytes) -> dict[bytes, bytes]:
         for f in files:
             p = os.path.join(dirpath, f)
             rel = os.path.relpath(p, root)
-            got[rel] = os.readlink(p) if os.path.islink(p) else open(p, "rb").read()
+            got[rel] = os.readlink(p) if os.path.islink(p) else Path(os.fsdecode(p)).read_bytes()
     return got
 
 
@@ -56,3 +55,37 @@ def test_two_thousand_names_with_latin1_at_every_piece_position(setup) -> None: 
     want = _tree_bytes(big)
     assert _tree_bytes(os.path.join(os.fsencode(restored), b"big-\xe9")) == want
     assert len(want) == 2001
+
+
+def test_an_unexpected_exception_fails_one_source_only(setup, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A bug in a plugin (here: any exception that is not ours) fails that source with a job row and a
+    traceback in the log; the other sources still run and are saved."""
+    import logging
+
+    from orchestrator.backup.runner import run_policy
+    from orchestrator.policy.model import load_policy
+    from plugins.files.plugin import FilesPlugin
+    from tests.filetrees import write_policy
+
+    src, vault, catalog, _policy, tmp = setup
+    policy = load_policy(str(write_policy(tmp, Path(vault.backend.location), [
+        {"name": "buggy", "plugin": "files", "paths": [str(src / "docs")]},
+        {"name": "fine", "plugin": "files", "paths": [str(src)]}])))
+    real = FilesPlugin.capture
+
+    def capture(self, cfg, checkpoint, ctx):  # type: ignore[no-untyped-def]
+        if cfg.name == "buggy":
+            raise KeyError("a plugin bug")
+        return real(self, cfg, checkpoint, ctx)
+
+    monkeypatch.setattr(FilesPlugin, "capture", capture)
+    with caplog.at_level(logging.ERROR):
+        report = run_policy(policy, vault, catalog)
+    by = {s.source: s for s in report.sources}
+    assert by["buggy"].status == "failed" and by["buggy"].errors == [
+        "internal error: KeyError: 'a plugin bug' (traceback in the log)"]
+    assert by["fine"].status == "ok" and by["fine"].snapshot
+    assert report.exit_code == 1
+    assert any(r.exc_info for r in caplog.records), "the traceback goes to the log"
+    jobs = {j["source"]: j for j in catalog.jobs(policy="nightly")}
+    assert jobs["buggy"]["status"] == "failed" and jobs["fine"]["status"] == "ok"

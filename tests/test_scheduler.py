@@ -192,18 +192,21 @@ def test_run_outside_its_window_waits_for_it(tmp_path: Path) -> None:
 def test_window_end_stops_a_run_cleanly(tmp_path: Path, cli: Cli) -> None:
     pol = tmp_path / "policies"
     pol.mkdir()
-    big = tmp_path / "many"  # 40,000 small files take 12 s or more: longer than the window
-    for d in range(40):
+    # 48 MiB of incompressible data uploaded at 4 MiB/s (the policy's bandwidth limit): 12 s of work, whatever
+    # the machine's speed, so the window always closes mid-run
+    big = tmp_path / "many"
+    nfiles, size = 384, 128 * 1024
+    for d in range(8):
         (big / f"d{d:02d}").mkdir(parents=True)
-        for i in range(1000):
-            (big / f"d{d:02d}" / f"f{i:04d}").write_bytes(os.urandom(2048))
+        for i in range(nfiles // 8):
+            (big / f"d{d:02d}" / f"f{i:04d}").write_bytes(os.urandom(size))
     vault = tmp_path / "v"
     cli("vault", "init", str(vault), "--kdf-cost", "12", "--pack-size", "1MiB")
     now = datetime.now().astimezone()
-    # 6 s: room for the daemon to start and store a part even on a loaded machine, far from the whole
-    window = f"{now - timedelta(minutes=5):%H:%M:%S}-{now + timedelta(seconds=6):%H:%M:%S}"
+    # 4 s: room for the daemon to start and store a part even on a loaded machine, far from the whole
+    window = f"{now - timedelta(minutes=5):%H:%M:%S}-{now + timedelta(seconds=4):%H:%M:%S}"
     p = policy_file(pol, "big", "0 3 * * *", [str(big)], str(vault))
-    p.write_text(p.read_text().replace("sources:", f"window: '{window}'\nsources:"))
+    p.write_text(p.read_text().replace("sources:", f"window: '{window}'\nbandwidth_limit: 4MiB/s\nsources:"))
     env = {**os.environ, "DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": str(tmp_path / "cat.db")}
     d = subprocess.Popen([DOBAAS, "--log-json", "-v", "daemon", "--policies", str(pol), "--run-now"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -225,9 +228,10 @@ def test_window_end_stops_a_run_cleanly(tmp_path: Path, cli: Cli) -> None:
     assert job["status"] == "interrupted" and "window closed" in job["errors"][0], (job, err[-2000:])
     assert json.loads(cli("snapshots", "--vault", str(vault), "--json").stdout) == []
     assert json.loads(cli("verify", "--vault", str(vault), "--json").stdout)["ok"]
+    p.write_text(p.read_text().replace("bandwidth_limit: 4MiB/s\n", ""))
     res = json.loads(cli("run", str(p), "--json").stdout)["sources"][0]  # `run` ignores windows
-    assert res["status"] == "ok" and res["files"] == 40000
-    assert res["bytes_stored"] < 0.9 * 40000 * 2048  # what the stopped run stored is reused
+    assert res["status"] == "ok" and res["files"] == nfiles
+    assert res["bytes_stored"] < 0.95 * nfiles * size  # what the stopped run stored is reused
 
 
 def test_policies_run_concurrently_but_never_two_runs_of_a_source(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from orchestrator.vault.backend import AlreadyExists
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.backend.sftp import SftpBackend, SftpOptions
 from orchestrator.vault.repository import Vault
-from tests.conftest import PASS, Cli
+from tests.conftest import PASS, Cli, assert_one_line_error
 from tests.sshd import Sshd
 
 pytestmark = pytest.mark.sftp
@@ -105,11 +105,33 @@ def test_round_trip_host_keys_isolation_and_append_only(sshd: Sshd, cli: Cli, tm
     with pytest.raises(PermissionError):
         s.chmod(snap_file, 0o644)
     s.close()
-    # prune from the client cannot remove anything either: it fails and history survives
-    p = remote("prune", "--vault", sshd.url("a"), "--keep-last", "0", check=False)
-    assert p.returncode != 0
-    assert len(json.loads(remote("snapshots", "--vault", sshd.url("a"), "--json").stdout)) == 1
+    # prune from the client cannot remove anything either: it says why (retention is the provider's) and
+    # history survives
+    (src / "a.txt").write_text("hello again")
+    pol = policy(tmp_path, sshd, "a", [str(src)], retention={"keep_last": 1}, schedule="0 3 * * *")
+    remote("run", str(pol))
+    p = remote("prune", "--vault", sshd.url("a"), "--keep-last", "1", check=False)
+    assert_one_line_error(p, 1, "refuses deletions (append-only", "dobaas vault maintain")
+    assert len(json.loads(remote("snapshots", "--vault", sshd.url("a"), "--json").stdout)) == 2
     assert json.loads(remote("verify", "--vault", sshd.url("a"), "--json").stdout)["ok"]
+    # the daemon applies a policy's retention after each good run: on an append-only vault it leaves it to the
+    # provider and the run stays a success
+    pols = tmp_path / "policies"
+    pols.mkdir()
+    (pols / "a.yaml").write_text(pol.read_text())
+    d = remote.popen("--log-json", "-v", "daemon", "--policies", str(pols), "--run-now")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(json.loads(
+                remote("snapshots", "--vault", sshd.url("a"), "--json").stdout)) < 3:
+            time.sleep(0.3)
+        time.sleep(1.5)  # the retention step follows the snapshot
+    finally:
+        d.send_signal(signal.SIGTERM)
+        _out, err = d.communicate(timeout=60)
+    assert d.returncode == 0, err[-2000:]
+    assert "retention: not applied here" in err and "Traceback" not in err, err[-3000:]
+    assert len(json.loads(remote("snapshots", "--vault", sshd.url("a"), "--json").stdout)) == 3
 
 
 def test_cut_connection_mid_backup_resumes_without_resending(sshd: Sshd, cli: Cli, tmp_path: Path) -> None:

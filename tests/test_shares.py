@@ -16,8 +16,8 @@ from orchestrator.restore.files import restore_files
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from tests.conftest import PASS
+from tests.filetrees import write_policy
 from tests.samba import SambaServer
-from tests.test_files import write_policy
 
 pytestmark = [pytest.mark.files, pytest.mark.smb]
 

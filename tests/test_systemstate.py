@@ -13,7 +13,7 @@ from orchestrator.restore.files import restore_files
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from tests.conftest import PASS
-from tests.test_files import write_policy
+from tests.filetrees import write_policy
 
 pytestmark = pytest.mark.files
 

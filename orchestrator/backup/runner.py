@@ -93,8 +93,10 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             continue
         try:
             units = registry.load(cfg.plugin).units(cfg)
-        except DobaasError as e:  # e.g. a VM named in the policy does not exist: the source fails, others run
-            res = SourceResult(cfg.name, cfg.plugin, status="failed", errors=[str(e)])
+        except Exception as e:  # e.g. a VM named in the policy does not exist: the source fails, others run
+            res = SourceResult(cfg.name, cfg.plugin, status="failed", errors=[describe_failure(e)])
+            if not isinstance(e, DobaasError):
+                log.error("policy %s source %s: internal error", policy.policy, cfg.name, exc_info=True)
             report.sources.append(res)
             _record_job(catalog, run_id, policy, res, datetime.now(UTC).isoformat(), trigger)
             log.error("policy %s source %s: failed %s", policy.policy, cfg.name, e)
@@ -115,9 +117,10 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], True
         except DobaasError as e:
             res.status, res.errors = "failed", [*res.errors, str(e)]
-        except OSError as e:
-            res.status, res.errors = "failed", [*res.errors, f"{e.strerror or e}" + (f": {e.filename}" if
-                                                                                      e.filename else "")]
+        except Exception as e:  # a plugin's or the core's bug costs this source only, never the run or the daemon
+            res.status, res.errors = "failed", [*res.errors, describe_failure(e)]
+            if not isinstance(e, OSError):
+                log.error("policy %s source %s: internal error", policy.policy, res.source, exc_info=True)
         res.seconds = round(time.monotonic() - t0, 3)
         _record_job(catalog, run_id, policy, res, started, trigger)
         level = logging.ERROR if res.status == "failed" else logging.INFO
@@ -129,6 +132,16 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     finally:
         _warn_if_nearly_full(vault, report)
     return report
+
+
+def describe_failure(e: Exception) -> str:
+    """One line for the job history and the report: our own errors say what went wrong; a system error names
+    the file; anything else is an internal error (its traceback is in the log)."""
+    if isinstance(e, DobaasError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    return f"internal error: {type(e).__name__}: {e} (traceback in the log)"
 
 
 def _warn_if_nearly_full(vault: Vault, report: RunReport) -> None:

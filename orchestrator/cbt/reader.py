@@ -5,11 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
-import time
 from typing import Protocol
 
 from orchestrator.errors import BadInput
+from orchestrator.vault.backend.throttle import RateLimiter
 
 
 class BlockReader(Protocol):
@@ -72,24 +71,6 @@ class FileBlockReader:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-class RateLimiter:
-    """Token bucket shared by threads: keeps reads (or uploads) under ``rate`` bytes per second."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = float(rate)
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def take(self, nbytes: int) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + nbytes / self.rate
-            delay = start - now
-        if delay > 0:
-            time.sleep(delay)
 
 
 class ThrottledReader:

@@ -31,7 +31,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
     from orchestrator.backup.runner import run_policy, snapshot_names
     from orchestrator.catalog.db import Catalog, to_url
     from orchestrator.cli.common import read_passphrase
-    from orchestrator.errors import UsageError, WindowClosed
+    from orchestrator.errors import AppendOnly, UsageError, WindowClosed
     from orchestrator.policy.model import Policy
     from orchestrator.scheduler.daemon import Scheduler
     from orchestrator.scheduler.window import window_state
@@ -77,28 +77,40 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
             report = run_policy(policy, vault, catalog, None, only, trigger, abort)
         finally:
             abort.cancel()
-        notify_after_run(policy, report, catalog, vault)
+        try:
+            notify_after_run(policy, report, catalog, vault)
+        except Exception as e:  # the snapshots are safe; alerts that cannot be evaluated are logged
+            log.error("policy %s: alerts not evaluated (%s: %s)", policy.policy, type(e).__name__, e)
         for s in report.sources:
             log.log(logging.ERROR if s.status == "failed" else logging.INFO,
                     "policy %s source %s: %s, snapshot %s, read %d bytes, stored %d bytes, %d error(s)",
                     policy.policy, s.source, s.status, s.snapshot, s.bytes_read, s.bytes_stored, len(s.errors))
         rules = policy.retention.model_dump(exclude_none=True)
         if rules and all(s.status != "failed" for s in report.sources):
-            names = snapshot_names(policy)
-            rep = prune(vault, None, False, rules, names)
-            if rep.removed:
-                catalog.forget_missing(set(vault.snapshot_ids()))
-            log.info("policy %s retention: kept %d, removed %d, space reclaim %s", policy.policy, len(rep.kept),
-                     len(rep.removed), "done" if rep.gc.ran else f"deferred ({rep.gc.deferred_reason})")
+            apply_retention(policy, rules, vault, catalog)
         return report
 
-    def last_run(policy_name: str):  # type: ignore[no-untyped-def]
-        from datetime import datetime
-
+    def apply_retention(policy: Policy, rules: dict, vault: Vault, catalog: Catalog) -> None:
+        """Retention after a good run; it never fails the run (the snapshots are saved): an append-only vault
+        leaves it to the provider's maintenance, any other failure is logged for the support engineer."""
         try:
-            jobs = Catalog(to_url(catalog_url) if catalog_url else None).jobs(policy=policy_name, limit=1)
-        except Exception:
-            return None
+            rep = prune(vault, None, False, rules, snapshot_names(policy))
+        except AppendOnly as e:
+            log.info("policy %s retention: not applied here: %s", policy.policy, e)
+            return
+        except Exception as e:
+            log.error("policy %s retention failed (the run's snapshots are saved): %s: %s", policy.policy,
+                      type(e).__name__, e)
+            return
+        if rep.removed:
+            catalog.forget_missing(set(vault.snapshot_ids()))
+        log.info("policy %s retention: kept %d, removed %d, space reclaim %s", policy.policy, len(rep.kept),
+                 len(rep.removed), "done" if rep.gc.ran else f"deferred ({rep.gc.deferred_reason})")
+
+    def last_run(policy: Policy) -> datetime | None:
+        """When the policy last ran, from the catalog it records into (its own ``catalog:`` first); an error
+        reaches the scheduler, which logs it and skips the catch-up."""
+        jobs = catalog_for(policy).jobs(policy=policy.policy, limit=1)
         return datetime.fromisoformat(jobs[0]["started"]) if jobs else None
 
     def tick(policies: list[Policy]) -> None:

@@ -76,7 +76,8 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except DobaasError as e:
-        click.echo(f"dobaas: error: {e}", err=True)
+        for line in str(e).splitlines() or [type(e).__name__]:  # several problems (a policy's): a line each
+            click.echo(f"dobaas: error: {line}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("dobaas: interrupted; nothing partial was published", err=True)

@@ -29,16 +29,24 @@ def policy_group() -> None:
 @policy_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--discover", is_flag=True, help="Also ask each plugin what it would capture.")
+@click.option("--syntax-only", is_flag=True,
+              help="Check the file only, not this machine's secrets (for policies written for another machine).")
 @json_option
-def check_cmd(file: str, discover: bool, as_json: bool) -> None:
-    """Validate FILE: errors name the file, the line and the field."""
-    from orchestrator.plugin import registry
+def check_cmd(file: str, discover: bool, syntax_only: bool, as_json: bool) -> None:
+    """Validate FILE: errors name the file, the line and the field; every problem is reported at once, including
+    what a run would fail on (secrets that cannot be read; with --discover, paths, VMs or databases not found)."""
+    from orchestrator.errors import BadInput
     from orchestrator.policy.model import load_policy
+    from orchestrator.policy.preflight import preflight
 
     p = load_policy(file)
+    if syntax_only and discover:
+        raise UsageError("--syntax-only and --discover exclude each other")
+    problems, found = ([], {}) if syntax_only else preflight(p, discover)
+    if problems:
+        raise BadInput("\n".join(x if x.startswith(file) else f"{file}: {x}" for x in problems))
     out = {"policy": p.policy, "client": p.client, "vault": p.vault, "schedule": p.schedule,
-           "sources": [{"name": c.name, "plugin": c.plugin,
-                        **({"items": registry.load(c.plugin).discover(c)} if discover else {})}
+           "sources": [{"name": c.name, "plugin": c.plugin, **({"items": found[c.name]} if discover else {})}
                        for c in p.source_configs]}
     if as_json:
         emit_json(out)

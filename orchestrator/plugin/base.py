@@ -27,7 +27,7 @@ from orchestrator.secret import read_secret
 class SourceConfig(BaseModel):
     """Fields every source has in a policy; plugins extend it with their own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the policy itself (see policy.model.STRICT)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     plugin: str
 

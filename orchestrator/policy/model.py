@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,18 +18,24 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 INLINE_SECRETS = {"password", "passphrase", "secret", "token", "key"}
 
 
+#: policies are validated strictly: YAML reads `true`, `1e30` (a string in YAML 1.1) or `'1'` as something else
+#: than a person meant, and a retention count of `true` must be refused, not read as 1
+STRICT = ConfigDict(extra="forbid", strict=True)
+MAX_KEEP = 100_000  # snapshots a rule may keep: far beyond any subscription, small enough to compute with
+
+
 class Retention(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    keep_last: int | None = Field(default=None, ge=1)
-    keep_hourly: int | None = Field(default=None, ge=0)
-    keep_daily: int | None = Field(default=None, ge=0)
-    keep_weekly: int | None = Field(default=None, ge=0)
-    keep_monthly: int | None = Field(default=None, ge=0)
-    keep_yearly: int | None = Field(default=None, ge=0)
+    model_config = STRICT
+    keep_last: int | None = Field(default=None, ge=1, le=MAX_KEEP)
+    keep_hourly: int | None = Field(default=None, ge=0, le=MAX_KEEP)
+    keep_daily: int | None = Field(default=None, ge=0, le=MAX_KEEP)
+    keep_weekly: int | None = Field(default=None, ge=0, le=MAX_KEEP)
+    keep_monthly: int | None = Field(default=None, ge=0, le=MAX_KEEP)
+    keep_yearly: int | None = Field(default=None, ge=0, le=MAX_KEEP)
 
 
 class EmailAlerts(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
     to: list[str] = Field(min_length=1)
     sender: str = Field(alias="from")
     smtp: str = "localhost:25"  # host:port
@@ -39,23 +46,35 @@ class EmailAlerts(BaseModel):
 
 
 class Alerts(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     webhook: str | None = None  # JSON POST
     email: EmailAlerts | None = None
-    no_success_hours: float | None = Field(default=None, gt=0)
-    change_rate_limit: float = Field(default=0.002, gt=0)  # of the initially saved volume, per run (daily)
+    no_success_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+    change_rate_limit: float = Field(default=0.002, gt=0, le=1)  # of the initially saved volume, per run (daily)
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        if v is not None:
+            from urllib.parse import urlsplit
+
+            u = urlsplit(v)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError("a webhook is an http:// or https:// URL with a host name")
+        return v
 
 
 class Retry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     attempts: int = Field(default=3, ge=0, le=20)
-    delay_minutes: float = Field(default=5, gt=0)  # first delay; each next one is three times longer
+    #: first delay; each next one is three times longer (never more than a week: MAX_RETRY_DELAY)
+    delay_minutes: float = Field(default=5, gt=0, le=24 * 60)
 
 
 class RemoteSettings(PasswordFields):
     """How to reach an sftp:// vault: the server's published host key, and our key or password."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     known_hosts: str | None = None  # default ~/.ssh/known_hosts
     identity_file: str | None = None
 
@@ -64,7 +83,7 @@ class RemoteSettings(PasswordFields):
 
 
 class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     policy: str = Field(pattern=NAME)
     client: str = Field(pattern=NAME)
     vault: str
@@ -79,7 +98,7 @@ class Policy(BaseModel):
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     concurrency: int = Field(default=1, ge=1, le=16)  # sources (units) of this policy backed up at once
     remote: RemoteSettings | None = None  # access to an sftp:// vault
-    bandwidth_limit: str | None = None  # uploads to a remote vault, e.g. 20MiB/s
+    bandwidth_limit: str | None = None  # uploads to the vault (remote, or a mounted directory), e.g. 20MiB/s
     #: the client's written agreement to store outside France (its reference); required for a non-FR vault
     residency_consent: str | None = None
     sources: list[dict[str, Any]] = Field(min_length=1)
@@ -119,7 +138,7 @@ class Policy(BaseModel):
         """The vault's storage backend (a remote vault is reached with the policy's ``remote:`` access)."""
         from orchestrator.vault.backend.opener import RemoteAccess, open_backend
 
-        access = None
+        access = RemoteAccess(bandwidth_limit=self.bandwidth_limit)
         if self.vault.startswith("sftp://"):
             r = self.remote or RemoteSettings()
             access = RemoteAccess(r.known_hosts, r.identity_file, r.password(), self.bandwidth_limit)
@@ -141,9 +160,11 @@ class Policy(BaseModel):
             from orchestrator.units import parse_size
 
             try:
-                parse_size(v, "quota")
+                size = parse_size(v, "quota")
             except Exception as e:
                 raise ValueError(str(e)) from None
+            if size < 2**30:
+                raise ValueError(f"a quota is the subscribed volume, at least 1 GiB (e.g. 500GiB), not {v!r}")
         return v
 
     @field_validator("schedule")
@@ -153,10 +174,23 @@ class Policy(BaseModel):
 
         if v is not None and (len(v.split()) != 5 or not croniter.is_valid(v)):
             raise ValueError("a schedule is a cron expression with 5 fields, e.g. '0 22 * * *'")
+        if v is not None and next_time(v) is None:
+            raise ValueError(f"the schedule {v!r} never comes round (a date that does not exist, like 30 February)")
         return v
 
     def passphrase(self) -> str | None:
         return read_secret(self.passphrase_env, self.passphrase_file, self.file, "passphrase")
+
+
+def next_time(schedule: str, after: datetime | None = None) -> datetime | None:
+    """The next time a cron schedule fires after ``after`` (now), or None when it never does (``0 0 30 2 *``)
+    or cannot be computed."""
+    from croniter import croniter
+
+    try:
+        return croniter(schedule, after or datetime.now().astimezone()).get_next(datetime)
+    except Exception:  # CroniterBadDateError and friends: no such date within croniter's search
+        return None
 
 
 class PolicyError(BadInput):
@@ -167,55 +201,77 @@ def _field(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _raise(located: Located, file: str, prefix: tuple, err: ValidationError) -> None:
-    first = err.errors()[0]
-    loc = (*prefix, *first["loc"])
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif first["type"] == "missing":
-        msg = "required field is missing"
-    raise PolicyError(f"{file}:{located.line_of(loc)}: {_field(loc)}: {msg}")
+def _problems(located: Located, file: str, prefix: tuple, err: ValidationError) -> list[str]:
+    """Every error pydantic found, each as ``file:line: field: message``."""
+    out = []
+    for e in err.errors():
+        loc = (*prefix, *e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        out.append(f"{file}:{located.line_of(loc)}: {_field(loc)}: {msg}")
+    return out
 
 
 def parse_policy(text: str, file: str) -> Policy:
+    """Validate a policy; every problem of the file is reported at once (one line each), not the first only."""
     try:
         located = load_located(text, file)
     except YamlError as e:
         raise PolicyError(str(e)) from None
     if not isinstance(located.data, dict):
         raise PolicyError(f"{file}:1: a policy is a YAML mapping (policy:, client:, vault:, sources: …)")
+    problems: list[str] = []
+    policy: Policy | None = None
+    # top-level keys starting with 'x-' are the policy author's (a place for YAML anchors that sources merge
+    # with '<<: *defaults'), as in Compose files
+    data = {k: v for k, v in located.data.items() if not k.startswith("x-")}
     try:
-        policy = Policy.model_validate(located.data)
+        policy = Policy.model_validate(data)
     except ValidationError as e:
-        _raise(located, file, (), e)
-    policy.file = file
+        problems += _problems(located, file, (), e)
+    configs: list[SourceConfig] = []
     names: set[str] = set()
-    for i, src in enumerate(policy.sources):
-        where = ("sources", i)
-        if not isinstance(src, dict):
-            raise PolicyError(f"{file}:{located.line_of(where)}: sources.{i}: a source is a mapping")
-        for key in src:
-            if key.lower() in INLINE_SECRETS:
-                raise PolicyError(f"{file}:{located.line_of((*where, key))}: sources.{i}.{key}: secrets are never "
-                                  f"written inline: use {key}_env or {key}_file")
-        plugin_name = src.get("plugin")
-        if not plugin_name:
-            raise PolicyError(f"{file}:{located.line_of(where)}: sources.{i}.plugin: required field is missing")
-        try:
-            plugin = registry.load(str(plugin_name))
-        except Exception as e:
-            raise PolicyError(f"{file}:{located.line_of((*where, 'plugin'))}: sources.{i}.plugin: {e}") from None
-        try:
-            cfg = plugin.Config.model_validate(src)
-        except ValidationError as e:
-            _raise(located, file, where, e)
-        if cfg.name in names:
-            raise PolicyError(f"{file}:{located.line_of((*where, 'name'))}: sources.{i}.name: "
-                              f"duplicate source name {cfg.name!r}")
-        names.add(cfg.name)
-        policy.source_configs.append(cfg)
+    sources = located.data.get("sources")
+    for i, src in enumerate(sources if isinstance(sources, list) else []):
+        problems += _check_source(located, file, i, src, names, configs)
+    if problems:
+        raise PolicyError("\n".join(problems))
+    assert policy is not None
+    policy.file = file
+    policy.source_configs = configs
     return policy
+
+
+def _check_source(located: Located, file: str, i: int, src: Any, names: set[str],
+                  configs: list[SourceConfig]) -> list[str]:
+    where = ("sources", i)
+    if not isinstance(src, dict):
+        return [f"{file}:{located.line_of(where)}: sources.{i}: a source is a mapping"]
+    problems = []
+    for key in src:
+        if key.lower() in INLINE_SECRETS:
+            problems.append(f"{file}:{located.line_of((*where, key))}: sources.{i}.{key}: secrets are never "
+                            f"written inline: use {key}_env or {key}_file")
+    plugin_name = src.get("plugin")
+    if not plugin_name:
+        return [*problems, f"{file}:{located.line_of(where)}: sources.{i}.plugin: required field is missing"]
+    try:
+        plugin = registry.load(str(plugin_name))
+    except Exception as e:
+        return [*problems, f"{file}:{located.line_of((*where, 'plugin'))}: sources.{i}.plugin: {e}"]
+    try:
+        cfg = plugin.Config.model_validate(src)
+    except ValidationError as e:
+        return problems + _problems(located, file, where, e)
+    if cfg.name in names:
+        problems.append(f"{file}:{located.line_of((*where, 'name'))}: sources.{i}.name: "
+                        f"duplicate source name {cfg.name!r}")
+    names.add(cfg.name)
+    configs.append(cfg)
+    return problems
 
 
 def load_policy(path: str) -> Policy:

@@ -21,11 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from croniter import croniter
-
 from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import DobaasError
-from orchestrator.policy.model import Policy, load_policy
+from orchestrator.policy.model import Policy, load_policy, next_time
 from orchestrator.scheduler.clock import Clock, FakeClock, RealClock
 from orchestrator.scheduler.window import window_state
 
@@ -33,7 +31,9 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[[Policy, str, list[str] | None, AbortSignal], object]
 CHECK_EVERY = 3600.0  # the daemon wakes at least hourly for its periodic checks
-LastRun = Callable[[str], datetime | None]
+LastRun = Callable[[Policy], datetime | None]
+#: the longest wait before a retry, whatever the policy's delay and attempt count (3**20 minutes overflows)
+MAX_RETRY_DELAY = 7 * 24 * 3600.0
 
 
 class StopRequested(BaseException):
@@ -58,7 +58,7 @@ class Scheduler:
     directory: str
     runner: Runner
     clock: Clock = field(default_factory=RealClock)
-    last_run: LastRun = lambda _name: None
+    last_run: LastRun = lambda _policy: None
     catch_up: bool = True
     run_now: bool = False
     #: called once per loop with the loaded policies (the daemon's periodic checks: sources without success)
@@ -88,7 +88,10 @@ class Scheduler:
             if p.policy in found:
                 log.error("policy name %s is used twice (%s); the second is ignored", p.policy, path)
                 continue
-            found[p.policy] = Entry(p, self._first_run(p, now, first))
+            try:
+                found[p.policy] = Entry(p, self._first_run(p, now, first))
+            except Exception as e:  # a schedule that never comes round: this policy is skipped, never the daemon
+                log.error("policy %s ignored: cannot compute its next run (%s: %s)", path, type(e).__name__, e)
         self.entries = found
         log.info("loaded %d scheduled policies from %s", len(found), self.directory)
 
@@ -98,14 +101,22 @@ class Scheduler:
         old = self.entries.get(p.policy)
         if old is not None and old.policy.schedule == p.schedule:
             return old.next_run
+        assert p.schedule is not None
         if first and self.catch_up:
-            last = self.last_run(p.policy)
+            try:
+                last = self.last_run(p)
+            except Exception as e:  # the policy's catalog cannot be read: no catch-up, said in the log
+                log.error("policy %s: no catch-up, its last run could not be read from its catalog (%s)", p.policy, e)
+                last = None
             if last is not None:
-                missed = croniter(p.schedule, last.astimezone(now.tzinfo)).get_next(datetime)
-                if missed <= now:
+                missed = next_time(p.schedule, last.astimezone(now.tzinfo))
+                if missed is not None and missed <= now:
                     log.info("policy %s missed its run of %s: catching up now", p.policy, missed)
                     return now
-        return croniter(p.schedule, now).get_next(datetime)
+        nxt = next_time(p.schedule, now)
+        if nxt is None:
+            raise DobaasError(f"the schedule {p.schedule!r} never comes round")
+        return nxt
 
     def step(self) -> bool:
         """Run what is due, then wait for the next due time (or a wake-up: a run ended, a signal). Returns False
@@ -132,7 +143,12 @@ class Scheduler:
             if due_run:
                 log.info("running policy %s (due %s)", name, entry.next_run)
                 entry.attempts, entry.retry_at, entry.retry_sources = 0, None, []
-                entry.next_run = croniter(entry.policy.schedule, now).get_next(datetime)
+                assert entry.policy.schedule is not None
+                nxt = next_time(entry.policy.schedule, now)
+                if nxt is None:
+                    log.error("policy %s: its schedule never comes round again; it runs now, then no more", name)
+                    nxt = datetime.max.replace(tzinfo=now.tzinfo)
+                entry.next_run = nxt
                 self._start(entry, "schedule", None)
             else:
                 log.info("retrying policy %s sources %s (attempt %d)", name, ", ".join(entry.retry_sources),
@@ -200,9 +216,13 @@ class Scheduler:
         except DobaasError as e:  # the whole policy could not run (vault missing, passphrase…)
             log.error("policy %s failed: %s", entry.policy.policy, e)
             failed = only or [c.name for c in entry.policy.source_configs]
+        except Exception as e:  # whatever a policy or a plugin raises, the daemon goes on with the others
+            log.error("policy %s failed with an internal error: %s: %s", entry.policy.policy, type(e).__name__, e,
+                      exc_info=True)
+            failed = only or [c.name for c in entry.policy.source_configs]
         retry = entry.policy.retry
         if failed and entry.attempts < retry.attempts:
-            delay = retry.delay_minutes * 60 * 3**entry.attempts
+            delay = min(retry.delay_minutes * 60 * 3**entry.attempts, MAX_RETRY_DELAY)
             entry.attempts += 1
             entry.retry_at = self.clock.now() + timedelta(seconds=delay)
             entry.retry_sources = failed

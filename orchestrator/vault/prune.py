@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from orchestrator.errors import IntegrityError, VaultBusy
+from orchestrator.errors import AppendOnly, IntegrityError, VaultBusy
 from orchestrator.vault.backend import ObjectMissing
 from orchestrator.vault.crypto import AAD_PACK_HEADER, content_hash
 from orchestrator.vault.index import Index, encode_index
@@ -251,7 +251,13 @@ def prune(vault: Vault, keep_last: int | None = None, dry_run: bool = False, ret
         snaps = [s for s in snaps if names(s.name)]
     keep, remove, why = select_retention(snaps, retention if retention is not None else {"keep_last": keep_last})
     rep = PruneReport([s.id for s in keep], [s.id for s in remove], why, dry_run=dry_run)
-    if not dry_run:
-        forget(vault, remove)
-    rep.gc = collect_garbage(vault, dry_run, set(rep.removed) if dry_run else set())
+    try:
+        if not dry_run:
+            forget(vault, remove)
+        rep.gc = collect_garbage(vault, dry_run, set(rep.removed) if dry_run else set())
+    except PermissionError:
+        raise AppendOnly(
+            f"the vault at {vault.backend.location} refuses deletions (append-only access, as client access to a "
+            "provider's vault is): retention is applied on the provider side by 'dobaas vault maintain --policy "
+            "FILE'; nothing was deleted here") from None
     return rep

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from pydantic import Field, field_validator
 
+from orchestrator.errors import NotFound
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.streams import Capture, TreeStream
 from plugins.files.walker import LocalTree
@@ -37,6 +38,9 @@ class FilesPlugin(SourcePlugin):
     Config = FilesConfig
 
     def discover(self, cfg: FilesConfig) -> list[str]:
+        missing = [p for p in cfg.paths if not os.path.exists(p)]
+        if missing:
+            raise NotFound(f"{', '.join(missing)}: no such file or directory")
         return list(cfg.paths)
 
     @contextmanager

@@ -53,4 +53,10 @@ def open_backend(location: str, access: RemoteAccess | None = None, must_exist: 
         return backend
     if "://" in location and not location.startswith("file://"):
         raise BadInput(f"vault {location!r}: only paths, file:// and sftp:// locations are supported")
-    return open_local(location.removeprefix("file://"), must_exist)
+    local = open_local(location.removeprefix("file://"), must_exist)
+    rate = bandwidth(access.bandwidth_limit) if access is not None else None
+    if rate:  # a vault directory on a mount reached over a slow link
+        from orchestrator.vault.backend.throttle import ThrottledBackend
+
+        return ThrottledBackend(local, rate)  # type: ignore[return-value]
+    return local

@@ -66,7 +66,7 @@ class SftpBackend:
         self._clients: list[Any] = []
         self._limiter = None
         if options.bandwidth:
-            from orchestrator.cbt.reader import RateLimiter
+            from orchestrator.vault.backend.throttle import RateLimiter
 
             self._limiter = RateLimiter(options.bandwidth)
         self._sftp()  # fail now, with a clear message, rather than in the middle of a backup
