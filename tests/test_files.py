@@ -177,7 +177,8 @@ def test_restore_overwrite_modes_and_in_place(setup) -> None:  # type: ignore[no
 
 
 def test_restore_refuses_unsafe_paths_and_symlinked_parents(tmp_path: Path) -> None:
-    from orchestrator.cbt.tree import restore_tree
+    from orchestrator.restore.local_sink import LocalSink
+    from orchestrator.restore.tree import restore_tree
     from orchestrator.vault.tree import TreeWriter
 
     store: dict[bytes, bytes] = {}
@@ -198,7 +199,9 @@ def test_restore_refuses_unsafe_paths_and_symlinked_parents(tmp_path: Path) -> N
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, target / "sub")  # planted by someone before the restore
-    rep = restore_tree(lambda c, w: store[c], item, lambda c: store[c], str(target), None, "always")
+    sink = LocalSink(str(target))
+    rep = restore_tree(lambda c, w: store[c], item, lambda c: store[c], sink, None, "always")
+    sink.close()
     assert any("unsafe path" in e for e in rep.errors) and len([e for e in rep.errors if "unsafe" in e]) == 2
     assert not (tmp_path / "escape.txt").exists() and not list(outside.iterdir())
 

@@ -24,16 +24,18 @@ class FileBlockReader:
     """A raw image file or block device."""
 
     def __init__(self, path: str) -> None:
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
+        try:  # O_NONBLOCK: opening a FIFO without a writer would block for ever
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BadInput(f"image {path} does not exist") from None
         except OSError as e:
             raise BadInput(f"image {path} cannot be opened ({e.strerror})") from None
         st = os.fstat(self.fd)
-        if stat.S_ISDIR(st.st_mode):
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             os.close(self.fd)
-            raise BadInput(f"image {path} is a directory")
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file or block device"
+            raise BadInput(f"image {path} is {kind}")
+        os.set_blocking(self.fd, True)
         self.is_device = stat.S_ISBLK(st.st_mode)
         self.size = os.lseek(self.fd, 0, os.SEEK_END) if self.is_device else st.st_size
         self.path = path

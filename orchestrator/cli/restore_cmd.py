@@ -199,7 +199,8 @@ def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: st
               user: str | None, password_env: str | None, overwrite: str, catalog_url: str | None,
               as_json: bool) -> int:
     """Restore files or directories (PATHS as shown by ls/find) from SNAPSHOT with their metadata.
-    Exit 0: all restored; 9: some entries skipped or failed (listed); 1: nothing could be restored."""
+    Exit 0: all restored; 9: some entries skipped or failed (listed); 3: every intact file was restored but some
+    are damaged in the vault (each listed, none written); 1: nothing could be restored."""
     from orchestrator.restore.files import restore_files
 
     vault = open_vault(vault_path)
@@ -216,7 +217,12 @@ def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: st
                        + ", ".join(res.skipped[:10]) + (" …" if len(res.skipped) > 10 else ""))
         for e in res.errors[:50]:
             click.echo(f"error: {e}", err=True)
-    return {"ok": 0, "partial": 9, "failed": 1}[res.status]
+        if len(res.errors) > 50:
+            click.echo(f"… {len(res.errors) - 50} more errors (see --json)", err=True)
+        if res.damaged:
+            click.echo(f"{len(res.damaged)} file(s) damaged in the vault were not restored; every other file was. "
+                       "'dobaas verify' names the damage; an older snapshot may hold intact copies", err=True)
+    return {"ok": 0, "partial": 9, "failed": 1, "damaged": 3}[res.status]
 
 
 def register(cli: click.Group) -> None:

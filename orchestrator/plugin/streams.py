@@ -39,23 +39,42 @@ class TreeSource(Protocol):
         """(size, mtime_ns) now, to tell whether the file changed while it was read; None if it is gone."""
 
 
-class TreeSink(Protocol):
-    """Where restored entries can be written other than a local directory (a share, in place or elsewhere)."""
+class UnsupportedEntry(Exception):
+    """A sink cannot hold this kind of entry (a symbolic link on a share, a device file without root)."""
 
-    #: the location written to, as users see it ("smb://server/share/folder")
+
+class TreeSink(Protocol):
+    """Where restored entries are written: a local directory (orchestrator.restore.local_sink) or a plugin's
+    destination such as a share (``SourcePlugin.open_sink``). One restore loop (orchestrator.restore.tree)
+    drives every sink; paths are relative to the sink's root, in path order, parents before children."""
+
+    #: the location written to, as users see it ("/tmp/restore", "smb://server/share/folder")
     root: str
 
     def lexists(self, rel: str) -> tuple[bool, bool, int]:
-        """(exists, is a directory, modification time ns) of ``rel``."""
+        """(exists, is a directory, modification time ns) of ``rel``, without following links."""
 
     def make_dir(self, rel: str) -> None:
-        """Create a directory and its missing parents (no error when it exists)."""
+        """Create a directory and its missing parents (no error when it exists); never through a link."""
 
-    def write_file(self, rel: str, chunks: Iterator[bytes]) -> int:
-        """Write a file completely under a temporary name, then put it in place; returns the bytes written."""
+    def remove(self, rel: str) -> None:
+        """Remove the non-directory at ``rel`` (a directory of the snapshot replaces it)."""
+
+    def write_file(self, rel: str, chunks: Iterator[bytes], entry: dict) -> int:
+        """Write a file completely under a temporary name, then put it in place; on any failure (a damaged chunk
+        raises from ``chunks``) remove the temporary file and re-raise. A sink may set the entry's metadata
+        here already (the local one does, on the descriptor, before the rename). Returns the bytes written."""
+
+    def write_stream(self, rel: str, name: str, chunks: Iterator[bytes]) -> int:
+        """An alternate data stream (``:name:$DATA``) of a file already written; OSError when it cannot be kept."""
+
+    def make_special(self, rel: str, entry: dict, link_to: str | None) -> None:
+        """A symbolic link, a hard link to ``link_to`` (restored earlier in this restore), a FIFO or a device
+        file; raise UnsupportedEntry when the destination cannot hold it."""
 
     def set_meta(self, rel: str, entry: dict) -> None:
-        """Put back what the destination can hold of the entry's metadata (times, attributes)."""
+        """What the destination can hold of an entry's metadata: a directory's once its contents are restored,
+        a file's once its streams are (nothing to do for a sink that set it in ``write_file``)."""
 
     def close(self) -> None: ...
 

@@ -6,9 +6,10 @@ import os
 from dataclasses import asdict, dataclass
 
 from orchestrator.catalog.db import Catalog
-from orchestrator.cbt.tree import TreeRestoreReport, restore_tree
 from orchestrator.errors import NotFound, UsageError
-from orchestrator.restore.sink import restore_tree_to_sink
+from orchestrator.plugin.streams import TreeSink
+from orchestrator.restore.local_sink import LocalSink
+from orchestrator.restore.tree import TreeRestoreReport, restore_tree
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
@@ -102,20 +103,19 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         else:
             dest = os.path.join(target, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 \
                 else target  # type: ignore[arg-type]
-        if is_remote(dest):  # type: ignore[arg-type]
-            sink = _open_sink(snap, dest, options or {})  # type: ignore[arg-type]
-            try:
-                rep = restore_tree_to_sink(vault.read_chunk, item, read_meta, sink, rels, overwrite, progress)
-            finally:
-                sink.close()
-        elif in_place and not root.startswith("/"):
+        if in_place and not is_remote(dest) and not root.startswith("/"):  # type: ignore[arg-type]
             raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
-        else:
-            rep = restore_tree(vault.read_chunk, item, read_meta, dest, rels, overwrite, progress)  # type: ignore[arg-type]
+        sink: TreeSink = _open_sink(snap, dest, options or {}) if is_remote(dest) else LocalSink(dest)  # type: ignore[arg-type]
+        try:
+            rep = restore_tree(vault.read_chunk, item, read_meta, sink, rels, overwrite, progress)
+        finally:
+            sink.close()
         res.merge(rep, root)
         if rep.files + rep.dirs + rep.links == 0 and not rep.skipped and not rep.errors:
             raise NotFound(f"nothing in snapshot {snap.id[:12]} matches {', '.join(rels)} under {root}")
     res.status = "failed" if res.errors and not (res.files or res.dirs) else ("partial" if res.errors else "ok")
+    if res.damaged:
+        res.status = "damaged"
     if catalog is not None:
         catalog.record_restore(snap.id, paths, res.target, overwrite, res.status, res.files, res.bytes,
                                {"skipped": res.skipped[:1000], "errors": res.errors[:1000]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import fnmatch
 import grp
 import os
@@ -189,12 +190,7 @@ class LocalTree:
         return names, None
 
     def open(self, entry: dict) -> BinaryIO:
-        path = os.path.join(self.path, entry["p"])
-        try:  # O_NOATIME: a backup should not touch access times (allowed for the owner and root)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
-        except PermissionError:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        return os.fdopen(fd, "rb", buffering=0)
+        return open_regular(os.path.join(self.path, entry["p"]))
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
         try:
@@ -202,3 +198,24 @@ class LocalTree:
         except FileNotFoundError:
             return None
         return st.st_size, st.st_mtime_ns
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a file that the walk saw as regular. O_NONBLOCK and a type check on the open descriptor: a file
+    replaced by a FIFO (or a device) between the walk and the read must neither hang the backup (opening a
+    FIFO without a writer blocks) nor be read; O_NOATIME: a backup should not touch access times (allowed for
+    the owner and root)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NOATIME)
+    except PermissionError:
+        fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "no longer a regular file (replaced while the backup ran)", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb", buffering=0)

@@ -12,6 +12,7 @@ from smbclient import _os as smb_os
 from smbprotocol.exceptions import SMBException, SMBOSError
 
 from orchestrator.errors import DobaasError, NotFound
+from orchestrator.plugin.streams import UnsupportedEntry
 from plugins.shares.security import write_dacl
 from plugins.shares.smbtree import SmbTree
 
@@ -69,8 +70,19 @@ class SmbSink:
         except (SMBOSError, SMBException) as e:
             raise OSError(f"folder cannot be created: {e}") from None
 
-    def write_file(self, rel: str, chunks: Iterator[bytes]) -> int:
-        """Write to a temporary name beside the destination, then rename over it. Returns the bytes written."""
+    def remove(self, rel: str) -> None:
+        try:
+            smbclient.remove(self._path(rel), **self.tree._kw())
+        except (SMBOSError, SMBException) as e:
+            raise OSError(f"cannot be removed: {e}") from None
+
+    def make_special(self, rel: str, entry: dict, link_to: str | None) -> None:
+        what = "a link" if entry["t"] in "lh" else "a special file"
+        raise UnsupportedEntry(f"{what} cannot be restored to {self.root}")
+
+    def write_file(self, rel: str, chunks: Iterator[bytes], entry: dict) -> int:
+        """Write to a temporary name beside the destination, then rename over it (its metadata follows in
+        ``set_meta``, after its streams: a read-only file takes no stream). Returns the bytes written."""
         folder = rel.rpartition("/")[0]
         tmp_rel = f"{folder}/.dobaas-restore-{secrets.token_hex(6)}" if folder else \
             f".dobaas-restore-{secrets.token_hex(6)}"
