@@ -30,7 +30,7 @@ HOSTILE = {
     "date 30 february": (HEAD + "window: 2026-02-30\n" + SRC, 4, "day is out of range"),
     "webhook path": (HEAD + "alerts: {webhook: ../../etc/passwd}\n" + SRC, 4, "alerts.webhook"),
     "boolean rate": (HEAD + "alerts: {change_rate_limit: true}\n" + SRC, 4, "alerts.change_rate_limit"),
-    "quota without unit": (HEAD + "quota: '1'\n" + SRC, 4, "at least 1 GiB"),
+    "quota without unit": (HEAD + "quota: '1'\n" + SRC, 4, "with its unit"),
     "huge keep_last": (HEAD + "retention: {keep_last: 1e30}\n" + SRC, 4, "retention.keep_last"),
     "huge keep_last float": (HEAD + "retention: {keep_last: 1.0e+30}\n" + SRC, 4, "retention.keep_last"),
     "huge hours": (HEAD + "alerts: {no_success_hours: 1.0e+308}\n" + SRC, 4, "alerts.no_success_hours"),

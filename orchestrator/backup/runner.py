@@ -87,6 +87,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     check_residency(policy, vault)
     report = RunReport(policy.policy, policy.client, [])
     run_id = secrets.token_hex(8)
+    _close_dead_jobs(catalog)
     tasks: list[tuple[object, str, SourceResult]] = []
     for cfg in policy.source_configs:
         if only and cfg.name not in only and not any(o.startswith(cfg.name + "/") for o in only):
@@ -111,6 +112,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         started = datetime.now(UTC).isoformat()
         t0 = time.monotonic()
         closed = False
+        job_id = _start_job(catalog, run_id, policy, res, started, trigger)
         try:
             _run_source(policy, vault, catalog, cfg, unit, res, progress(res.source) if progress else None, abort)
         except WindowClosed as e:
@@ -121,8 +123,15 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             res.status, res.errors = "failed", [*res.errors, describe_failure(e)]
             if not isinstance(e, OSError):
                 log.error("policy %s source %s: internal error", policy.policy, res.source, exc_info=True)
+        except BaseException as e:  # the daemon stopping, Ctrl-C: the job is closed as interrupted, then it goes on
+            res.status = "interrupted"
+            res.errors = [*res.errors, f"stopped before it finished ({type(e).__name__}: {e}); nothing partial was "
+                                       "published"]
+            res.seconds = round(time.monotonic() - t0, 3)
+            _record_job(catalog, run_id, policy, res, started, trigger, job_id)
+            raise
         res.seconds = round(time.monotonic() - t0, 3)
-        _record_job(catalog, run_id, policy, res, started, trigger)
+        _record_job(catalog, run_id, policy, res, started, trigger, job_id)
         level = logging.ERROR if res.status == "failed" else logging.INFO
         log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
         return closed
@@ -203,12 +212,40 @@ def check_residency(policy: Policy, vault: Vault) -> None:
                           "'<reference of that agreement>' to the policy")
 
 
-def _record_job(catalog: Catalog | None, run_id: str, policy: Policy, res: SourceResult, started: str,
-                trigger: str) -> None:
+def _close_dead_jobs(catalog: Catalog | None) -> None:
+    """Jobs left ``running`` by a run that was killed become ``interrupted`` (said in the log)."""
     if catalog is None:
         return
     try:
-        catalog.record_job(run_id=run_id, policy=policy.policy, client=policy.client, source=res.source,
+        n = catalog.close_dead_jobs()
+    except Exception as e:
+        log.warning("could not look for interrupted jobs in the catalog: %s", e)
+        return
+    if n:
+        log.warning("%d job(s) of an earlier run were interrupted (the process was killed); marked so", n)
+
+
+def _start_job(catalog: Catalog | None, run_id: str, policy: Policy, res: SourceResult, started: str,
+               trigger: str) -> int | None:
+    """The job's row, ``running`` while it runs: a killed run leaves it for the next start to close."""
+    if catalog is None:
+        return None
+    try:
+        from orchestrator.process_identity import me
+
+        return int(catalog.start_job(me(), run_id=run_id, policy=policy.policy, client=policy.client,
+                                     source=res.source, plugin=res.plugin, trigger=trigger, started=started))
+    except Exception as e:  # history is best effort; the backup goes on
+        res.warnings.append(f"job history not recorded ({e})")
+        return None
+
+
+def _record_job(catalog: Catalog | None, run_id: str, policy: Policy, res: SourceResult, started: str,
+                trigger: str, job_id: int | None = None) -> None:
+    if catalog is None:
+        return
+    try:
+        catalog.record_job(job_id=job_id, run_id=run_id, policy=policy.policy, client=policy.client, source=res.source,
                            plugin=res.plugin, trigger=trigger, status=res.status, started=started,
                            ended=datetime.now(UTC).isoformat(), snapshot_id=res.snapshot,
                            bytes_read=res.bytes_read, bytes_stored=res.bytes_stored, files=res.files,

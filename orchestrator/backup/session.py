@@ -9,9 +9,10 @@ import time
 from types import TracebackType
 
 from orchestrator.backup.abort import AbortSignal
+from orchestrator.errors import BadInput
 from orchestrator.vault.index import Index
 from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import Snapshot
+from orchestrator.vault.snapshot import Snapshot, name_problem
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ DEFAULT_LOCK_WAIT = 300.0
 class BackupSession:
     def __init__(self, vault: Vault, name: str, lock_wait: float = DEFAULT_LOCK_WAIT, uploaders: int = 2,
                  abort: AbortSignal | None = None) -> None:
+        problem = name_problem(name)
+        if problem:
+            raise BadInput(problem)
         self.vault = vault
         self.abort = abort
         self.name = name

@@ -17,7 +17,7 @@ from orchestrator.catalog.schema import alert_state, clients, entries, jobs, res
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
-HEAD = "0004"  # latest migration; the fast path skips importing alembic when the database is current
+HEAD = "0005"  # latest migration; the fast path skips importing alembic when the database is current
 __all__ = ["Catalog", "EntryRow", "default_url", "display_path", "entry_rows", "to_url"]
 
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
@@ -269,12 +269,46 @@ class Catalog:
         return out
 
     # ---- job history ----------------------------------------------------------------------------------------
-    def record_job(self, **row: object) -> None:
+    def record_job(self, job_id: int | None = None, **row: object) -> int:
+        """Insert a job row, or complete the one ``start_job`` made; returns its id."""
         row = dict(row)
         row["warnings"] = json.dumps(row.get("warnings", []))
         row["errors"] = json.dumps(row.get("errors", []))
         with self.engine.begin() as conn:
-            conn.execute(insert(jobs).values(**row))
+            if job_id is not None:
+                row["holder"] = None
+                if conn.execute(update(jobs).where(jobs.c.id == job_id).values(**row)).rowcount:
+                    return job_id
+            return int(conn.execute(insert(jobs).values(**row)).inserted_primary_key[0])
+
+    def start_job(self, holder: dict, **row: object) -> int:
+        """A job row with status ``running``, held by the process ``holder`` (process_identity.me() of the
+        process that backs up: the catalog may live in a process of its own), completed by ``record_job``."""
+        return self.record_job(**{"status": "running", "ended": row.get("started", ""), "snapshot_id": None,
+                                  "bytes_read": 0, "bytes_stored": 0, "files": 0, **row,
+                                  "holder": json.dumps(holder)})
+
+    def close_dead_jobs(self) -> int:
+        """Mark ``interrupted`` the jobs still ``running`` whose process on this host is gone (killed, power
+        cut): a run that died leaves a line in the history, found at the next start. Returns how many."""
+        from orchestrator.process_identity import is_gone
+
+        done = 0
+        with self.engine.begin() as conn:
+            for r in conn.execute(select(jobs.c.id, jobs.c.holder).where(jobs.c.status == "running")).all():
+                try:
+                    h = json.loads(r.holder or "{}")
+                    gone = is_gone(h["host"], int(h["pid"]), h.get("pstart"))
+                except (ValueError, KeyError, TypeError):
+                    gone = False
+                if gone:
+                    conn.execute(update(jobs).where(jobs.c.id == r.id).values(
+                        status="interrupted", ended=datetime.now(UTC).isoformat(), holder=None,
+                        errors=json.dumps([f"the run stopped without finishing (process {h['pid']} on {h['host']} "
+                                           "ended: killed or the machine went down); nothing partial was "
+                                           "published, the next run resumes"])))
+                    done += 1
+        return done
 
     def jobs(self, policy: str | None = None, source: str | None = None, limit: int = 100) -> list[dict]:
         """The latest jobs, newest first."""
@@ -377,6 +411,7 @@ def _job_dict(r) -> dict:  # type: ignore[no-untyped-def]
     d = dict(r)
     d["warnings"] = json.loads(d["warnings"])
     d["errors"] = json.loads(d["errors"])
+    d["holder"] = json.loads(d["holder"]) if d.get("holder") else None
     return d
 
 

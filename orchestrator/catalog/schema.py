@@ -80,7 +80,7 @@ jobs = Table(
     Column("source", String(200), nullable=False),
     Column("plugin", String(100), nullable=False),
     Column("trigger", String(20), nullable=False),  # manual | schedule
-    Column("status", String(20), nullable=False),  # ok | partial | failed
+    Column("status", String(20), nullable=False),  # running | ok | partial | failed | interrupted
     Column("started", String(40), nullable=False),
     Column("ended", String(40), nullable=False),
     Column("snapshot_id", String(64), nullable=True),
@@ -89,6 +89,7 @@ jobs = Table(
     Column("files", Integer, nullable=False),
     Column("warnings", Text, nullable=False),  # JSON list
     Column("errors", Text, nullable=False),  # JSON list
+    Column("holder", String(300), nullable=True),  # JSON {host, pid, pstart} of the process running it (0005)
     Index("ix_jobs_source_started", "client", "source", "started"),
     Index("ix_jobs_policy_started", "policy", "started"),
 )

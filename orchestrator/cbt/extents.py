@@ -42,6 +42,8 @@ def load_extents_file(path: str, size: int | None = None) -> list[Extent]:
         raise BadInput(f"extents file {path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"extents file {path}: cannot be read ({e})") from None
+    except RecursionError:
+        raise BadInput(f"extents file {path}: nested too deeply; expected [[offset, length], …]") from None
     return parse_extents(raw, f"extents file {path}", size)
 
 

@@ -16,6 +16,7 @@ from orchestrator.cli.common import (
     progress_bar,
     vault_option,
 )
+from orchestrator.errors import UsageError
 
 
 @click.group("backup")
@@ -36,6 +37,10 @@ def backup_group() -> None:
 def image_cmd(file: str, vault_path: str, name: str, extents_path: str | None, read_limit: str | None,
               lock_wait: float, as_json: bool) -> None:
     """Back up the raw image FILE (a file or a block device)."""
+    from orchestrator.vault.snapshot import name_problem
+
+    if problem := name_problem(name):
+        raise UsageError(f"--name: {problem}")
     probe = FileBlockReader(file)
     size = probe.size
     probe.close()

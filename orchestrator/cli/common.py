@@ -18,7 +18,7 @@ from orchestrator.units import parse_size  # noqa: F401  (re-exported for the co
 from orchestrator.vault.repository import Vault
 
 vault_option = click.option(
-    "--vault", "vault_path", envvar="DOBAAS_VAULT", required=True, metavar="PATH",
+    "--vault", "vault_path", envvar="DOBAAS_VAULT", metavar="PATH",
     help="Vault location (or DOBAAS_VAULT).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
@@ -86,10 +86,12 @@ def read_passphrase(confirm: bool = False) -> str:
     return pw
 
 
-def open_vault(path: str) -> Vault:
+def open_vault(path: str | None) -> Vault:
     """A vault by path or URL (sftp:// access from DOBAAS_SFTP_KNOWN_HOSTS / _IDENTITY / _PASSWORD(_FILE))."""
     from orchestrator.vault.backend.opener import open_backend
 
+    if not path:
+        raise UsageError("no vault given: use --vault PATH or set DOBAAS_VAULT")
     return Vault.open(open_backend(path), read_passphrase())
 
 

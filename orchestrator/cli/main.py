@@ -72,8 +72,13 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("dobaas: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, as every error: what is wrong and where to look
+        sub = e.ctx.command_path.partition(" ")[2] if e.ctx else ""
+        hint = f" (see 'dobaas {sub} --help')" if sub else " (see 'dobaas --help')"
+        click.echo(f"dobaas: error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"dobaas: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except DobaasError as e:
         for line in str(e).splitlines() or [type(e).__name__]:  # several problems (a policy's): a line each
@@ -82,6 +87,15 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("dobaas: interrupted; nothing partial was published", err=True)
         sys.exit(130)
+    except OSError as e:  # the system refused something (a missing directory, no permission): say what and where
+        if os.environ.get("DOBAAS_DEBUG"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"dobaas: error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
+    except RecursionError:
+        click.echo("dobaas: error: an input is nested too deeply to be read", err=True)
+        sys.exit(6)
     except Exception as e:
         if os.environ.get("DOBAAS_DEBUG"):
             raise

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from orchestrator.cli.common import emit_json, json_option, open_vault, parse_size, read_passphrase, vault_option
-from orchestrator.errors import UsageError
+from orchestrator.errors import StorageFull, UsageError
 from orchestrator.vault.config import DEFAULT_BLOCK_SIZE
 from orchestrator.vault.keys import DEFAULT_KDF_COST, MAX_KDF_COST, MIN_KDF_COST
 from orchestrator.vault.locks import read_locks
@@ -21,7 +21,7 @@ def vault_group() -> None:
 
 
 @vault_group.command("init")
-@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("path", type=click.Path(file_okay=False), envvar="DOBAAS_VAULT")
 @click.option("--location", default="FR", show_default=True, help="Country code where this vault is hosted.")
 @click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE), show_default=True,
               help="Block size for disk images (power of two, 4KiB-16MiB).")
@@ -31,7 +31,7 @@ def vault_group() -> None:
               show_default=True, help="Argon2id memory as log2(KiB): 16 = 64 MiB; lower only for tests.")
 @json_option
 def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost: int, as_json: bool) -> None:
-    """Create an encrypted vault at PATH."""
+    """Create an encrypted vault at PATH (or DOBAAS_VAULT)."""
     location = location.strip().upper()
     if len(location) != 2 or not location.isalpha():
         raise UsageError(f"--location must be a two-letter country code, not {location!r}")
@@ -42,8 +42,11 @@ def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost
     pw = read_passphrase(confirm=True)
     from orchestrator.vault.backend.opener import open_backend
 
-    backend = open_backend(path, must_exist=False)
-    vault = Vault.create(backend, pw, kdf_cost=kdf_cost, location=location, block_size=bs, pack_size=ps)
+    try:
+        backend = open_backend(path, must_exist=False)
+        vault = Vault.create(backend, pw, kdf_cost=kdf_cost, location=location, block_size=bs, pack_size=ps)
+    except OSError as e:
+        raise StorageFull(f"cannot create a vault at {path}: {e.strerror or e}") from None
     if as_json:
         emit_json({"path": vault.backend.location, "id": vault.config.id, "location": location, "block_size": bs})
     else:

@@ -163,8 +163,9 @@ class Policy(BaseModel):
                 size = parse_size(v, "quota")
             except Exception as e:
                 raise ValueError(str(e)) from None
-            if size < 2**30:
-                raise ValueError(f"a quota is the subscribed volume, at least 1 GiB (e.g. 500GiB), not {v!r}")
+            if not re.search(r"[A-Za-z]\s*$", v) or size < 2**20:
+                raise ValueError(f"a quota is the subscribed volume with its unit, at least 1MiB (e.g. 500GiB), "
+                                 f"not {v!r}")
         return v
 
     @field_validator("schedule")

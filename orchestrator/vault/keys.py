@@ -30,13 +30,28 @@ ARGON2_LANES = 1
 
 
 def _kek(passphrase: str, kdf: dict) -> bytes:
-    secret, salt = passphrase.encode("utf-8"), b64d(kdf["salt"])
+    # surrogateescape: a passphrase that is not UTF-8 (typed in a Latin-1 terminal) derives from its bytes
+    secret, salt = passphrase.encode("utf-8", "surrogateescape"), b64d(kdf["salt"])
     if kdf["name"] == "argon2id":
-        return Argon2id(salt=salt, length=32, iterations=int(kdf["t"]), lanes=int(kdf["p"]),
-                        memory_cost=int(kdf["m"])).derive(secret)
+        m, t, p = int(kdf["m"]), int(kdf["t"]), int(kdf["p"])
+        if not (2**MIN_KDF_COST <= m <= 2**MAX_KDF_COST and 1 <= t <= 16 and 1 <= p <= 16):
+            raise ValueError(f"argon2id parameters out of bounds (m={m}, t={t}, p={p})")  # would exhaust memory
+        return Argon2id(salt=salt, length=32, iterations=t, lanes=p, memory_cost=m).derive(secret)
     if kdf["name"] == "scrypt":
-        return Scrypt(salt=salt, length=32, n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"])).derive(secret)
+        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+        if not (2 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+            raise ValueError(f"scrypt parameters out of bounds (n={n}, r={r}, p={p})")
+        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret)
     raise ValueError(f"unknown kdf {kdf['name']!r}")
+
+
+def _checksum(kf: dict) -> str:
+    """An unkeyed checksum of a key file's fields: tells damage to the file from a wrong passphrase (both make
+    the unwrapping fail). It protects against accidents, not attackers: the AEAD does that."""
+    import hashlib
+
+    body = json.dumps({k: v for k, v in kf.items() if k != "check"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def wrap_master(master: MasterKey, passphrase: str, kdf_cost: int = DEFAULT_KDF_COST) -> dict:
@@ -47,7 +62,7 @@ def wrap_master(master: MasterKey, passphrase: str, kdf_cost: int = DEFAULT_KDF_
     nonce = os.urandom(12)
     plain = json.dumps(master.to_json()).encode()
     wrapped = AESGCM(_kek(passphrase, kdf)).encrypt(nonce, plain, AAD_KEY)
-    return {
+    kf = {
         "version": 1,
         "type": "passphrase",
         "created": datetime.now(UTC).isoformat(),
@@ -55,6 +70,8 @@ def wrap_master(master: MasterKey, passphrase: str, kdf_cost: int = DEFAULT_KDF_
         "nonce": b64e(nonce),
         "wrapped": b64e(wrapped),
     }
+    kf["check"] = _checksum(kf)
+    return kf
 
 
 def add_key_file(backend: Backend, master: MasterKey, passphrase: str, kdf_cost: int = DEFAULT_KDF_COST) -> str:
@@ -69,18 +86,30 @@ def unwrap_master(backend: Backend, passphrase: str, vault_id: str) -> tuple[Mas
     names = sorted(n for n, _ in backend.list("keys"))
     if not names:
         raise NotFound(f"vault at {backend.location} has no key files")
+    damaged: list[str] = []
+    tried = 0
     for name in names:
         try:
             kf = json.loads(backend.get(name))
+            if not isinstance(kf, dict):
+                raise ValueError("not a JSON object")
             if kf.get("type") != "passphrase":
                 continue
+            if "check" in kf and kf["check"] != _checksum(kf):
+                raise ValueError("its checksum does not match")
+            tried += 1
             kek = _kek(passphrase, kf["kdf"])
             plain = AESGCM(kek).decrypt(b64d(kf["nonce"]), b64d(kf["wrapped"]), AAD_KEY)
+            master = MasterKey.from_json(json.loads(plain))
         except InvalidTag:
             continue
-        except (ValueError, KeyError, TypeError) as e:
-            raise IntegrityError(f"key file {name} is damaged ({e})") from None
-        master = MasterKey.from_json(json.loads(plain))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # another key file may still open it
+            damaged.append(f"key file {name} is damaged ({e})")
+            continue
         if master.vault_id == vault_id:
             return master, name
-    raise WrongPassphrase(f"wrong passphrase for vault at {backend.location}")
+    if damaged and not tried:
+        raise IntegrityError(f"vault at {backend.location}: {'; '.join(damaged)}; put back the copy of the key "
+                             "file kept apart from the vault")
+    extra = f" ({'; '.join(damaged)})" if damaged else ""
+    raise WrongPassphrase(f"wrong passphrase for vault at {backend.location}{extra}")

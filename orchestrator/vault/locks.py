@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 
 from orchestrator.errors import VaultBusy
+from orchestrator.process_identity import is_gone, me
 from orchestrator.vault.backend import Backend, ObjectMissing
 
 log = logging.getLogger(__name__)
@@ -35,18 +34,10 @@ class LockInfo:
     pid: int
     purpose: str
     expires: float
+    pstart: int | None = None  # the holder's start time: a reused pid is not the holder
 
     def live(self, now: float) -> bool:
-        if self.expires < now:
-            return False
-        if self.host == socket.gethostname():
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-        return True
+        return self.expires >= now and not is_gone(self.host, self.pid, self.pstart)
 
     def describe(self) -> str:
         return f"{self.purpose} (pid {self.pid} on {self.host})"
@@ -57,7 +48,8 @@ def read_locks(backend: Backend) -> list[LockInfo]:
     for name, _size in backend.list("locks"):
         try:
             d = json.loads(backend.get(name))
-            out.append(LockInfo(name, d["kind"], d["host"], int(d["pid"]), d.get("purpose", "?"), float(d["expires"])))
+            out.append(LockInfo(name, d["kind"], d["host"], int(d["pid"]), d.get("purpose", "?"), float(d["expires"]),
+                                d.get("pstart")))
         except (ObjectMissing, ValueError, KeyError):
             continue  # vanished or unreadable: an expired lock being cleaned up
     return out
@@ -72,21 +64,31 @@ class VaultLock:
         self.purpose = purpose
         self.name = ""
         self.last_refresh = time.time()
+        self.stale_removed = 0  # stale locks of others removed while acquiring this one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _write(self) -> str:
         name = "locks/" + secrets.token_hex(16)
-        doc = {
-            "kind": self.kind, "host": socket.gethostname(), "pid": os.getpid(), "purpose": self.purpose,
-            "time": time.time(), "expires": time.time() + LOCK_TTL,
-        }
+        doc = {"kind": self.kind, **me(), "purpose": self.purpose, "time": time.time(),
+               "expires": time.time() + LOCK_TTL}
         self.backend.put(name, json.dumps(doc).encode())
         return name
 
     def _conflicts(self) -> list[LockInfo]:
+        """Live locks that conflict with ours; stale ones (expired, or of a dead process of this host) are
+        removed on the way, so a killed command's lock does not linger until the next maintenance."""
         now = time.time()
-        others = [lk for lk in read_locks(self.backend) if lk.name != self.name and lk.live(now)]
+        others = []
+        for lk in read_locks(self.backend):
+            if lk.name == self.name:
+                continue
+            if lk.live(now):
+                others.append(lk)
+            else:
+                log.info("removing stale vault lock of %s", lk.describe())
+                if self._remove(lk.name):
+                    self.stale_removed += 1
         if self.kind == "exclusive":
             return others
         return [lk for lk in others if lk.kind == "exclusive"]
@@ -117,11 +119,12 @@ class VaultLock:
             except Exception as e:  # keep the old lock; it expires on its own
                 log.warning("could not refresh vault lock: %s", e)
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, name: str) -> bool:
         try:
             self.backend.delete(name)
+            return True
         except (ObjectMissing, PermissionError, OSError):
-            pass  # append-only storage: the lock expires instead
+            return False  # append-only storage: the lock expires instead
 
     def release(self) -> None:
         self._stop.set()

@@ -46,6 +46,7 @@ def maintain(vault: Vault, retention: dict | None = None, names: Callable[[str],
     except VaultBusy as e:
         rep.deferred = str(e)
     else:
+        rep.locks_removed = lock.stale_removed
         try:
             for lk in read_locks(vault.backend):
                 if lk.name != lock.name and not lk.live(now):

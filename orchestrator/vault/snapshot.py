@@ -56,6 +56,21 @@ class Snapshot:
         return datetime.fromisoformat(self.time)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a snapshot, or None. Names are ``client/source[/unit]`` or a user's own: any
+    characters (a VM may be called "Web (old) 01"), but not empty, no control characters, and slash-separated
+    parts that are neither empty nor '.' nor '..' (a name must never read as a path that leaves somewhere)."""
+    if not name or not name.strip():
+        return "a snapshot name must not be empty"
+    if len(name) > 500:
+        return "a snapshot name is at most 500 characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a snapshot name has no control characters"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return f"snapshot name {name!r}: parts between slashes must not be empty, '.' or '..'"
+    return None
+
+
 def encode_snapshot(cipher: Cipher, snap: Snapshot) -> tuple[str, bytes]:
     plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(snap.to_json()).encode())
     sealed = cipher.seal(plain, AAD_SNAPSHOT)
