@@ -269,6 +269,9 @@ def test_standalone_esxi_host_backup_and_one_disk_restored_to_a_file(tmp_path: P
         (src,) = res["sources"]
         assert src["status"] == "ok" and src["consistency"] == "crash-consistent (quiesce: false)", src
         assert src["source"] == "vms/esx-vm"
+        # `policy check --discover` and `run` logged out of every session they opened (os._exit skips atexit)
+        sm = si.content.sessionManager
+        assert [x.key for x in sm.sessionList] == [sm.currentSession.key]
         out_file = tmp_path / "scsi0_0.raw"
         cli("restore", "image", src["snapshot"], "--vault", str(vault_dir), "--item", "scsi0:0",
             "--output", str(out_file))

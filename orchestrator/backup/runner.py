@@ -140,7 +140,9 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         _execute_all(policy, tasks, execute, report, abort)
     finally:
         _warn_if_nearly_full(vault, report)
+        registry.end_run({cfg.plugin for cfg in policy.source_configs})
     return report
+
 
 
 def describe_failure(e: Exception) -> str:

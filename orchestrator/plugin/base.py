@@ -74,6 +74,11 @@ class SourcePlugin(ABC):
         """Quiesce, snapshot and yield the capture; release on exit (the exception, if any, tells whether the
         snapshot was published)."""
 
+    def end_run(self) -> None:
+        """The run (or command) is over: release what the plugin kept between units (API sessions, …). Called
+        once per plugin used, whatever happened; the process may end right after without running atexit."""
+        return None
+
     def check_machine_restore(self, meta: dict, options: dict) -> None:
         """Refuse a VM restore before any byte is written (name taken, files in the way, hypervisor down)."""
         raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")

@@ -3,6 +3,7 @@ installing a package that declares ``[project.entry-points."dobaas.plugins"] nam
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -10,6 +11,7 @@ from orchestrator.errors import UsageError
 from orchestrator.plugin.base import SourcePlugin
 
 GROUP = "dobaas.plugins"
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -26,3 +28,13 @@ def load(name: str) -> SourcePlugin:
     if not (isinstance(cls, type) and issubclass(cls, SourcePlugin)):
         raise UsageError(f"plugin {name!r} does not provide a SourcePlugin")
     return cls()
+
+
+def end_run(names: set[str]) -> None:
+    """Every plugin a run used releases what it kept between units (API sessions): commands may end with
+    os._exit, which skips atexit handlers."""
+    for name in sorted(names):
+        try:
+            load(name).end_run()
+        except Exception as e:
+            log.warning("plugin %s: releasing its sessions failed: %s", name, e)

@@ -27,11 +27,14 @@ def preflight(policy: Policy, discover: bool) -> tuple[list[str], dict[str, list
         except DobaasError as e:
             problems.append(str(e))
     if discover:
-        for cfg in policy.source_configs:
-            try:
-                found[cfg.name] = registry.load(cfg.plugin).discover(cfg)
-            except DobaasError as e:
-                problems.append(f"source {cfg.name}: {e}")
-            except Exception as e:  # a plugin's unexpected failure is still this source's problem, reported
-                problems.append(f"source {cfg.name}: {type(e).__name__}: {e}")
+        try:
+            for cfg in policy.source_configs:
+                try:
+                    found[cfg.name] = registry.load(cfg.plugin).discover(cfg)
+                except DobaasError as e:
+                    problems.append(f"source {cfg.name}: {e}")
+                except Exception as e:  # a plugin's unexpected failure is still this source's problem, reported
+                    problems.append(f"source {cfg.name}: {type(e).__name__}: {e}")
+        finally:
+            registry.end_run({cfg.plugin for cfg in policy.source_configs})
     return problems, found

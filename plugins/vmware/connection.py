@@ -152,7 +152,8 @@ def session(host: str, user: str, password: str | None, trust: TlsTrust) -> Iter
 
 
 @atexit.register
-def _logout_all() -> None:
+def logout_all() -> None:
+    """Log out of the sessions kept for reuse (the plugin's end_run; atexit too, for anything else)."""
     with _idle_lock:
         idle = list(_idle.values())
         _idle.clear()

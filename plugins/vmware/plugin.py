@@ -20,7 +20,7 @@ from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfi
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.vmware import restore, snapshots
 from plugins.vmware.changes import ChangeIdRejected, changed_areas
-from plugins.vmware.connection import Session, pyvmomi, session
+from plugins.vmware.connection import Session, logout_all, pyvmomi, session
 from plugins.vmware.datastore import DatastoreDisk, DatastoreHttp, flat_extent
 from plugins.vmware.inventory import VmInfo, cached_vms, list_vms, match_vms, properties, refresh
 from plugins.vmware.tasks import TaskFailed, wait
@@ -74,6 +74,10 @@ class VmwarePlugin(SourcePlugin):
 
     def discover(self, cfg: VmwareConfig) -> list[str]:
         return self.units(cfg)
+
+    def end_run(self) -> None:
+        """Log out of every vSphere session kept for the run's VMs (vCenter limits sessions per user)."""
+        logout_all()
 
     def check_machine_restore(self, meta: dict, options: dict) -> None:
         restore.check(meta, options)
