@@ -61,7 +61,7 @@ def test_incremental_reads_only_changed_files(setup) -> None:  # type: ignore[no
 
 def test_unreadable_and_changing_files_are_reported(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     src, vault, catalog, policy, _tmp = setup
-    from plugins.files import walker
+    from orchestrator.plugin.localtree import walk as walker
 
     real_open = walker.LocalTree.open
 
@@ -367,8 +367,8 @@ def test_verify_names_the_damaged_file(setup) -> None:  # type: ignore[no-untype
 def test_walk_in_a_child_process_reports_what_the_in_process_walk_does(tmp_path: Path) -> None:
     """The child walk's runs and entries, expanded, are exactly the in-process walk's answer, through additions,
     deletions, changes, hard links and excludes; a missing root is an OSError naming it."""
-    from plugins.files.walk_process import spawn_walk
-    from plugins.files.walker import LocalTree
+    from orchestrator.plugin.localtree.delta import spawn_walk
+    from orchestrator.plugin.localtree.walk import LocalTree
 
     root = tmp_path / "t"
     for d in range(3):
@@ -486,7 +486,7 @@ def test_run_backs_up_when_the_catalog_cannot_be_opened(tmp_path: Path, cli: Cli
 def test_a_killed_walker_process_fails_the_source_and_the_next_run_recovers(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The walk's child process killed mid-run: the source fails naming the tree and the walk's end, nothing is
     published, and the next run is a normal incremental."""
-    from plugins.files import walk_process
+    from orchestrator.plugin.localtree import delta as walk_process
 
     src, vault, catalog, policy, _tmp = setup
     first = run_policy(policy, vault, catalog).sources[0]

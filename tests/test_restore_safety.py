@@ -133,7 +133,7 @@ def test_metadata_goes_on_descriptors_never_through_links(tmp_path: Path) -> Non
 
 
 def test_a_file_replaced_by_a_fifo_before_its_read_does_not_hang_a_backup(tmp_path: Path) -> None:
-    from plugins.files.walker import LocalTree
+    from orchestrator.plugin.localtree.walk import LocalTree
 
     (tmp_path / "x").write_text("regular at walk time")
     tree = LocalTree(str(tmp_path), [], False)

@@ -329,9 +329,9 @@ def test_a_stop_request_ends_a_walk_of_unchanged_files_without_waiting_for_reads
     from orchestrator.backup.session import BackupSession
     from orchestrator.cbt.tree import capture_tree
     from orchestrator.errors import WindowClosed
+    from orchestrator.plugin.localtree.walk import LocalTree
     from orchestrator.vault.backend.local import LocalBackend
     from orchestrator.vault.repository import Vault
-    from plugins.files.walker import LocalTree
 
     src = tmp_path / "src"
     src.mkdir()

@@ -15,8 +15,8 @@ from pydantic import Field, field_validator
 
 from orchestrator.errors import NotFound
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.localtree.walk import LocalTree
 from orchestrator.plugin.streams import Capture, TreeStream
-from plugins.files.walker import LocalTree
 
 
 class FilesConfig(SourceConfig):

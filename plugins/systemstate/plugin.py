@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pydantic import Field
 
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.localtree.walk import LocalTree
 from orchestrator.plugin.streams import Capture, TreeStream
-from plugins.files.walker import LocalTree
 from plugins.systemstate.collect import collect, write_manifest
 
 DEFAULT_TREES = ["/etc", "/boot/grub", "/var/spool/cron"]

@@ -1,5 +1,6 @@
-"""The local walk in a process of its own, so the 100,000 lstat calls of a nightly incremental run on the second
-core while the backup process opens the vault, reads the changed files and writes the listing.
+"""The local walk in a process of its own (``child``), so the 100,000 lstat calls of a nightly incremental run on
+the second core while the backup process opens the vault, reads the changed files and writes the listing. This
+module is the backup process's side: it starts the child and reads its frames.
 
 Input (stdin, one marshal blob): root, exclude patterns, one_file_system, and the parent listing as two lists in
 walk order: paths and stat signatures (None: must not be reused). Output (stdout): length-prefixed marshal frames,
@@ -7,7 +8,8 @@ each a list of items in walk order (see ``orchestrator.plugin.streams.WalkItem``
 i..j-1 unchanged, ``(k, entry)`` a new or changed entry (k: its parent index, -1 if new). A final frame
 ``("end",)`` or ``("oserror", errno, text)`` closes the stream.
 
-Only the standard library and the walker are imported here: the process starts in a few tens of milliseconds.
+The child imports only the standard library, this module's framing and the walk: it starts in a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from orchestrator.memory import helper_env
-from plugins.files.walker import LocalTree
 
 log = logging.getLogger(__name__)
 
@@ -35,45 +35,28 @@ FRAME_ITEMS = 256
 FRAME_DELAY = 0.02
 
 
-def _write(fd: int, obj: object) -> None:
+class Tree(Protocol):
+    """What the child needs to walk a tree again (a LocalTree; not imported here: the walk imports us)."""
+
+    path: str
+    exclude: list[str]
+    one_file_system: bool
+
+
+def write_frame(fd: int, obj: object) -> None:
     data = marshal.dumps(obj)
     view = memoryview(FRAME.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def walk_items(tree: LocalTree, paths: list[str], sigs: list) -> Iterator:
-    """Items in walk order: runs of unchanged parent entries, and new or changed entries."""
-    index = {p: k for k, p in enumerate(paths)}
-
-    def previous(path: str) -> bytes | None:
-        k = index.get(path)
-        return None if k is None else sigs[k]
-
-    start = end = -1  # the run being built: parent entries start..end-1
-    for e in tree.walk(previous if paths else None):
-        if type(e) is str:
-            k = index[e]
-            if k != end:
-                if start >= 0:
-                    yield (start, end)
-                start = k
-            end = k + 1
-            continue
-        if start >= 0:
-            yield (start, end)
-        start = end = -1
-        yield (index.get(e["p"], -1), e)
-    if start >= 0:
-        yield (start, end)
-
-def spawn_walk(tree: LocalTree, paths: list[str], sigs: list) -> Iterator | None:
+def spawn_walk(tree: Tree, paths: list[str], sigs: list) -> Iterator | None:
     """Start ``walk_items`` for ``tree`` in a child process; its items as they come, or None when no child can
     be started here (the caller walks in its own process then). The request goes through an in-memory file, so
     the child starts walking at once while this process goes on with other work."""
     request = _request_file(marshal.dumps((tree.path, tree.exclude, tree.one_file_system, paths, sigs)))
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "plugins.files.walk_process"], stdin=request,
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.plugin.localtree.child"], stdin=request,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, env=helper_env())
     except OSError as e:
         log.info("walk of %s in this process: no walker process (%s: %s)", tree.path, sys.executable, e.strerror)
@@ -96,7 +79,7 @@ def _request_file(data: bytes) -> BinaryIO:
 class _Walk:
     """The child's items. ``close`` (also when the items were never read) stops the child."""
 
-    def __init__(self, proc: subprocess.Popen, tree: LocalTree) -> None:
+    def __init__(self, proc: subprocess.Popen, tree: Tree) -> None:
         self.proc, self.tree = proc, tree
         self._items = self._read()
 
@@ -129,30 +112,3 @@ class _Walk:
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
-
-def main() -> int:
-    root, exclude, one_fs, paths, sigs = marshal.loads(sys.stdin.buffer.read())
-    out = sys.stdout.fileno()
-    tree = LocalTree(root, exclude, one_fs)
-    batch: list = []
-    sent = time.monotonic()
-    try:
-        for item in walk_items(tree, paths, sigs):
-            batch.append(item)
-            if len(batch) >= FRAME_ITEMS or (type(item[1]) is dict and time.monotonic() - sent >= FRAME_DELAY):
-                _write(out, batch)
-                batch, sent = [], time.monotonic()
-    except OSError as e:
-        _write(out, batch)
-        _write(out, ("oserror", e.errno or 0, e.strerror or str(e)))
-        return 0
-    _write(out, batch)
-    _write(out, ("end",))
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # the backup process stopped reading (aborted): nothing to tell anyone
-        os._exit(1)

@@ -152,8 +152,8 @@ class LocalTree:
 
     def walk_delta(self, paths: list[str], signatures: list) -> Iterator | None:
         """``walk`` in a child process, against the parent listing: the lstat calls of 100,000 unchanged files
-        then cost the backup process nothing (see walk_process)."""
-        from plugins.files.walk_process import spawn_walk
+        then cost the backup process nothing (see orchestrator.plugin.localtree.delta)."""
+        from orchestrator.plugin.localtree.delta import spawn_walk
 
         return spawn_walk(self, paths, signatures)
 
