@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backup.image import backup_image_file
-from orchestrator.cbt.image import restore_image
 from orchestrator.errors import IntegrityError, VaultBusy
+from orchestrator.restore.image import restore_image
 from orchestrator.vault.crypto import ID_LEN
 from orchestrator.vault.locks import VaultLock
 from orchestrator.vault.pack import pack_path

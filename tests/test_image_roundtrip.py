@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator.backup.image import backup_image_file
 from orchestrator.cbt.extents import blocks_touched
-from orchestrator.cbt.image import restore_image
+from orchestrator.restore.image import restore_image
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.verify import verify_vault

@@ -13,8 +13,8 @@ import yaml
 
 from orchestrator.backup.runner import run_policy
 from orchestrator.catalog.db import Catalog
-from orchestrator.cbt.image import restore_image
 from orchestrator.policy.model import load_policy
+from orchestrator.restore.image import restore_image
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from tests.conftest import PASS, Cli

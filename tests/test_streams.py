@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from orchestrator.backup.session import BackupSession
 from orchestrator.cbt.chunker import Chunker
-from orchestrator.cbt.stream import capture_stream, restore_stream
+from orchestrator.cbt.stream import capture_stream
+from orchestrator.restore.stream import restore_stream
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.verify import verify_vault
 from tests.conftest import mixed_bytes, reopen

@@ -6,10 +6,10 @@ import logging
 import time
 
 from orchestrator.backup.session import DEFAULT_LOCK_WAIT, BackupSession
-from orchestrator.cbt.extents import Extent
 from orchestrator.cbt.image import capture_image
 from orchestrator.cbt.pipeline import Progress
-from orchestrator.cbt.reader import BlockReader, FileBlockReader, ThrottledReader
+from orchestrator.cbt.reader import FileBlockReader, ThrottledReader
+from orchestrator.plugin.blocks import BlockReader, Extent
 from orchestrator.vault.repository import Vault
 
 log = logging.getLogger(__name__)

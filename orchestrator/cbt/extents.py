@@ -6,8 +6,7 @@ import json
 from collections.abc import Iterable
 
 from orchestrator.errors import BadInput
-
-Extent = tuple[int, int]  # (offset, length) in bytes
+from orchestrator.plugin.blocks import Extent
 
 
 def parse_extents(raw: object, source: str, size: int | None = None) -> list[Extent]:

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from orchestrator.cbt.reader import BlockReader
 from orchestrator.errors import BadInput
+from orchestrator.plugin.blocks import BlockReader
 from orchestrator.vault.crypto import ID_LEN, ZERO_ID
 from orchestrator.vault.writer import BackupWriter
 

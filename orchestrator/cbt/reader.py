@@ -1,23 +1,15 @@
-"""Block readers: the small interface the CBT core reads images through (size + read at offset)."""
+"""Block readers of the core: raw files and block devices, and a throttle (the interface is
+``orchestrator.plugin.blocks.BlockReader``)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
-from typing import Protocol
 
 from orchestrator.errors import BadInput
+from orchestrator.plugin.blocks import BlockReader
 from orchestrator.vault.backend.throttle import RateLimiter
-
-
-class BlockReader(Protocol):
-    size: int
-
-    def readinto(self, offset: int, buf: memoryview) -> int:
-        """Fill ``buf`` from ``offset``; return the byte count (short only at the end of the image)."""
-
-    def close(self) -> None: ...
 
 
 class FileBlockReader:

@@ -7,11 +7,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from orchestrator.cbt.chunker import Chunker, Readable
-from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import STREAM_ENTRY, item_refs, split_map
+from orchestrator.vault.snapshot import STREAM_ENTRY, split_map
 from orchestrator.vault.writer import BackupWriter
 
 IN_FLIGHT = 8  # chunks being stored at once: bounds memory to IN_FLIGHT x max chunk size
@@ -55,14 +53,3 @@ def capture_stream(
     pieces = [writer.store_meta(p).hex() for p in split_map(entries, STREAM_ENTRY.size)]
     item = {"name": item_name, "type": "stream", "size": total, "map": pieces}
     return StreamCapture(item, total, len(futures))
-
-
-def restore_stream(vault: Vault, item: dict, out: BinaryIO, what: str = "") -> int:
-    """Write a stream item to ``out`` in order; every chunk is authenticated and re-hashed. Returns bytes written."""
-    what = what or f"item {item['name']}"
-    written = 0
-    for offset, _length, cid in item_refs(item, lambda c: vault.read_chunk(c, f"{what} map")):
-        data = vault.read_chunk(cid, f"{what} at offset {offset}")
-        out.write(data)
-        written += len(data)
-    return written

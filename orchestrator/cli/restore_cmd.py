@@ -7,7 +7,6 @@ import time
 
 import click
 
-from orchestrator.cbt.image import restore_image
 from orchestrator.cli.common import (
     catalog_option,
     emit_json,
@@ -19,6 +18,7 @@ from orchestrator.cli.common import (
     vault_option,
 )
 from orchestrator.errors import UsageError
+from orchestrator.restore.image import restore_image
 
 
 @click.group("restore")
@@ -152,21 +152,11 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
     """Restore a MySQL/MariaDB snapshot into a running server under a new database name, at the snapshot's
     instant or at any point between the previous snapshot and this one; checked against the capture."""
     from orchestrator.restore.database import restore_database
-    from plugins.mysql.connection import Endpoint
-    from plugins.mysql.restore import parse_position, parse_time
 
-    if not as_database and not target_datadir:
-        raise UsageError("give --as-database NEW (the restore never writes over an existing database), or "
-                         "--target-datadir DIR for a physical snapshot")
-    if to_time and to_position:
-        raise UsageError("give --to-time or --to-position, not both")
-    if password_env and password_env not in os.environ:
-        raise UsageError(f"--password-env names {password_env}, which is not set")
-    options = {"endpoint": Endpoint(host, port, socket, user, os.environ[password_env] if password_env else None),
-               "as_database": as_database, "database": database,
-               "to_time": parse_time(to_time) if to_time else None, "to_time_text": to_time,
-               "to_position": parse_position(to_position) if to_position else None, "target_datadir": target_datadir,
-               "with_users": with_users}
+    # the command's values as given: the plugin checks and interprets them (restore contract, docs/plugins.md)
+    options = {"as_database": as_database, "database": database, "host": host, "port": port, "socket": socket,
+               "user": user, "password_env": password_env, "to_time": to_time, "to_position": to_position,
+               "target_datadir": target_datadir, "with_users": with_users}
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
     res = restore_database(vault, snap, "mysql", options)

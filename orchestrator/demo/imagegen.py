@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 
-from orchestrator.cbt.extents import Extent
+from orchestrator.plugin.blocks import Extent
 
 TEXT_ROOTS = ("/usr/share/perl", "/usr/share/perl5", "/usr/lib/python3", "/usr/share/doc", "/usr/share/common-licenses",
               "/usr/include", "/etc")

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.backup.image import backup_image_file
-from orchestrator.cbt.image import restore_image
 from orchestrator.demo.imagegen import make_image, scatter_writes
+from orchestrator.restore.image import restore_image
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.verify import verify_vault

@@ -6,8 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from orchestrator.cbt.extents import Extent
-from orchestrator.cbt.reader import BlockReader
+from orchestrator.plugin.blocks import BlockReader, Extent
 
 #: What the core consumes from a walk, in walk order: ``(i, j)`` the parent listing's entries i..j-1 are unchanged;
 #: ``(k, entry)`` a new or changed entry, k its index in the parent listing or -1.

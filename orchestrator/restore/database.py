@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import BinaryIO
 
-from orchestrator.cbt.stream import restore_stream
 from orchestrator.errors import UsageError
 from orchestrator.plugin import registry
+from orchestrator.restore.stream import restore_stream
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 

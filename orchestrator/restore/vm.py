@@ -8,9 +8,9 @@ import os
 import time
 from collections.abc import Callable
 
-from orchestrator.cbt.image import compare_image, restore_image
 from orchestrator.errors import IntegrityError, UsageError
 from orchestrator.plugin import registry
+from orchestrator.restore.image import compare_image, restore_image
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 

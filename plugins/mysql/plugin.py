@@ -49,7 +49,7 @@ class MysqlPlugin(SourcePlugin):
     Config = MysqlConfig
 
     def restore_database(self, meta: dict, items: list[str], write_item, options: dict) -> dict:  # type: ignore[no-untyped-def]
-        return restore.restore(meta, items, write_item, options)
+        return restore.restore(meta, items, write_item, restore.options_from_command(options))
 
     def discover(self, cfg: MysqlConfig) -> list[str]:
         d = SnapshotDump(cfg.endpoint())

@@ -36,6 +36,30 @@ def parse_position(text: str) -> tuple[str, int]:
     return file, int(pos)
 
 
+def options_from_command(raw: dict) -> dict:
+    """The command's values (``dobaas restore mysql``: strings as typed, None when absent) checked and turned
+    into what ``restore`` uses: the core passes them through without knowing what a database server is."""
+    if not raw.get("as_database") and not raw.get("target_datadir"):
+        raise UsageError("give --as-database NEW (the restore never writes over an existing database), or "
+                         "--target-datadir DIR for a physical snapshot")
+    if raw.get("to_time") and raw.get("to_position"):
+        raise UsageError("give --to-time or --to-position, not both")
+    password_env = raw.get("password_env")
+    if password_env and password_env not in os.environ:
+        raise UsageError(f"--password-env names {password_env}, which is not set")
+    try:
+        port = int(raw.get("port") or 3306)
+    except ValueError:
+        raise UsageError(f"--port {raw.get('port')!r} is not a number") from None
+    return {"endpoint": Endpoint(raw.get("host") or "127.0.0.1", port, raw.get("socket"), raw.get("user") or "root",
+                                 os.environ[password_env] if password_env else None),
+            "as_database": raw.get("as_database"), "database": raw.get("database"),
+            "to_time": parse_time(raw["to_time"]) if raw.get("to_time") else None, "to_time_text": raw.get("to_time"),
+            "to_position": parse_position(raw["to_position"]) if raw.get("to_position") else None,
+            "target_datadir": raw.get("target_datadir"), "with_users": bool(raw.get("with_users")),
+            "staging": raw.get("staging")}
+
+
 def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) -> dict:
     if options.get("target_datadir"):
         if meta.get("mode") != "physical":

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from orchestrator.cbt.extents import Extent
 from orchestrator.errors import DobaasError, NotFound
+from orchestrator.plugin.blocks import Extent
 from plugins.vmware.connection import Session
 
 log = logging.getLogger(__name__)
