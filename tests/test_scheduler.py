@@ -163,7 +163,7 @@ def test_failed_sources_are_retried_with_backoff(tmp_path: Path) -> None:
 
 
 def test_window_arithmetic() -> None:
-    from orchestrator.scheduler.window import parse_window, window_state
+    from orchestrator.policy.window import parse_window, window_state
 
     at = lambda h, m: datetime(2026, 11, 26, h, m).astimezone()  # noqa: E731
     assert window_state("22:00-06:00", at(23, 0))[:2] == (True, at(6, 0) + timedelta(days=1))

@@ -34,7 +34,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
     from orchestrator.errors import AppendOnly, UsageError, WindowClosed
     from orchestrator.policy.model import Policy
     from orchestrator.scheduler.daemon import Scheduler
-    from orchestrator.scheduler.window import window_state
+    from orchestrator.policy.window import window_state
     from orchestrator.vault.prune import prune
     from orchestrator.vault.repository import Vault
 

@@ -148,7 +148,7 @@ class Policy(BaseModel):
     @classmethod
     def _window(cls, v: str | None) -> str | None:
         if v is not None:
-            from orchestrator.scheduler.window import parse_window
+            from orchestrator.policy.window import parse_window
 
             parse_window(v)
         return v

@@ -25,7 +25,7 @@ from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import DobaasError
 from orchestrator.policy.model import Policy, load_policy, next_time
 from orchestrator.scheduler.clock import Clock, FakeClock, RealClock
-from orchestrator.scheduler.window import window_state
+from orchestrator.policy.window import window_state
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 from pydantic import Field, field_validator
 
-from orchestrator.errors import NotFound
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.errors import NotFound
 from orchestrator.plugin.localtree.walk import LocalTree
 from orchestrator.plugin.streams import Capture, TreeStream
 

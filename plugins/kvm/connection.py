@@ -6,7 +6,7 @@ import fnmatch
 from typing import Any
 from urllib.parse import urlparse
 
-from orchestrator.errors import BadInput, DobaasError, NotFound
+from orchestrator.plugin.errors import BadInput, DobaasError, NotFound
 
 
 def libvirt_module() -> Any:

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import DobaasError
+from orchestrator.plugin.errors import DobaasError
 from plugins.kvm import checkpoints, workdir
 from plugins.kvm.connection import libvirt_module
 from plugins.kvm.domxml import Disk

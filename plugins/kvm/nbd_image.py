@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator.errors import BadInput, DobaasError
 from orchestrator.plugin.blocks import Extent
+from orchestrator.plugin.errors import BadInput, DobaasError
 
 ALLOCATION = "base:allocation"
 STATUS_SPAN = 1 << 30  # one block-status request covers at most this much

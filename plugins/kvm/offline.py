@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from orchestrator.errors import DobaasError
+from orchestrator.plugin.errors import DobaasError
 from plugins.kvm.domxml import Disk
 
 START_TIMEOUT = 30.0

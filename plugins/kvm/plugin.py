@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.errors import DobaasError, UsageError
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.errors import DobaasError, UsageError
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.kvm import checkpoints, restore, workdir
 from plugins.kvm.connection import connect, is_remote, libvirt_module, lookup, match_domains

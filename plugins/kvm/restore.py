@@ -9,7 +9,7 @@ import subprocess
 import time
 from typing import Any
 
-from orchestrator.errors import DobaasError, UsageError
+from orchestrator.plugin.errors import DobaasError, UsageError
 from plugins.kvm.connection import connect, libvirt_module
 from plugins.kvm.domxml import for_restore
 

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from orchestrator.errors import DobaasError, StorageFull
+from orchestrator.plugin.errors import DobaasError, StorageFull
 from plugins.mysql.connection import Endpoint
 
 

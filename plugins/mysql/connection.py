@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import BadInput, DobaasError
+from orchestrator.plugin.errors import BadInput, DobaasError
 
 
 @dataclass

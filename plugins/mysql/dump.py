@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import DobaasError
+from orchestrator.plugin.errors import DobaasError
 from plugins.mysql.connection import Endpoint, connect, connector, explain
 
 SYSTEM_SCHEMAS = {"mysql", "information_schema", "performance_schema", "sys"}

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from orchestrator.errors import DobaasError, StorageFull
+from orchestrator.plugin.errors import DobaasError, StorageFull
 from plugins.mysql.connection import Endpoint
 
 READ = 1 << 20

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO
 
-from orchestrator.errors import DobaasError, IntegrityError, UsageError
+from orchestrator.plugin.errors import DobaasError, IntegrityError, UsageError
 from plugins.mysql import physical
 from plugins.mysql.connection import Endpoint, connect, connector, explain
 from plugins.mysql.dump import ident

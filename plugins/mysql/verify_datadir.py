@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from orchestrator.errors import DobaasError, IntegrityError
+from orchestrator.plugin.errors import DobaasError, IntegrityError
 
 START_TIMEOUT = 60.0
 

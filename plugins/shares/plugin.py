@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.errors import UsageError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
+from orchestrator.plugin.errors import UsageError
+from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.streams import Capture, TreeStream
-from orchestrator.secret import read_secret
 from plugins.shares.sink import SmbSink
 from plugins.shares.smbtree import SmbTree, parse_smb_url
 

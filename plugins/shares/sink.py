@@ -11,7 +11,7 @@ import smbclient
 from smbclient import _os as smb_os
 from smbprotocol.exceptions import SMBException, SMBOSError
 
-from orchestrator.errors import DobaasError, NotFound
+from orchestrator.plugin.errors import DobaasError, NotFound
 from orchestrator.plugin.streams import UnsupportedEntry
 from plugins.shares.security import write_dacl
 from plugins.shares.smbtree import SmbTree

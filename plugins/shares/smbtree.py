@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import smbclient
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
 
-from orchestrator.errors import BadInput, DobaasError, NotFound
+from orchestrator.plugin.errors import BadInput, DobaasError, NotFound
 from plugins.shares.security import read_sd
 
 FILE_ATTRIBUTE_READONLY = 0x1

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.errors import DobaasError
 from orchestrator.plugin.blocks import Extent
+from orchestrator.plugin.errors import DobaasError
 from plugins.vmware.connection import pyvmomi
 
 

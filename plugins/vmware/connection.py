@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import BadInput, DobaasError
+from orchestrator.plugin.errors import BadInput, DobaasError
 from plugins.vmware.tls import TlsTrust, server_fingerprint
 
 CONNECT_TIMEOUT = 30.0

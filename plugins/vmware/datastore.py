@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from orchestrator.errors import DobaasError, NotFound
 from orchestrator.plugin.blocks import Extent
+from orchestrator.plugin.errors import DobaasError, NotFound
 from plugins.vmware.connection import Session
 
 log = logging.getLogger(__name__)

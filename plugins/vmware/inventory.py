@@ -8,7 +8,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import NotFound
+from orchestrator.plugin.errors import NotFound
 from plugins.vmware.connection import Session, pyvmomi
 
 PAGE = 1000  # objects per RetrievePropertiesEx page

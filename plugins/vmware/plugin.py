@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
+from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.vmware import restore, snapshots
 from plugins.vmware.changes import ChangeIdRejected, changed_areas

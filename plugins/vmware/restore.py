@@ -9,8 +9,8 @@ import logging
 import os
 from typing import Any
 
-from orchestrator.errors import DobaasError, NotFound, UsageError
-from orchestrator.secret import read_secret
+from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
+from orchestrator.plugin.secret import read_secret
 from plugins.vmware.connection import Session, connect, pyvmomi
 from plugins.vmware.datastore import DatastoreHttp, parse_ds_path
 from plugins.vmware.inventory import list_vms, properties, retrieve

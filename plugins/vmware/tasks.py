@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.errors import DobaasError
+from orchestrator.plugin.errors import DobaasError
 from plugins.vmware.connection import Session
 from plugins.vmware.inventory import properties
 

@@ -10,7 +10,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from orchestrator.errors import BadInput, DobaasError
+from orchestrator.plugin.errors import BadInput, DobaasError
 
 _HASHES = {40: "sha1", 64: "sha256", 128: "sha512"}
 
