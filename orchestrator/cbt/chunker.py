@@ -5,13 +5,13 @@ pyfastcdc (Cython, releases the GIL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyfastcdc import FastCDC
 
 
 class Readable(Protocol):
-    def readinto(self, b: memoryview) -> int: ...
+    def readinto(self, b: Any, /) -> int | None: ...
 
 
 class Chunker:

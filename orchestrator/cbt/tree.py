@@ -1,4 +1,5 @@
-"""File trees: capture a walked tree (reading only files whose metadata changed) and restore entries of it.
+"""File trees: capture a walked tree, reading only files whose metadata changed (restoring one is
+``orchestrator.restore.tree``).
 
 Capture keeps walk order: file reads run on worker threads while the walk continues, and entries are written
 to the tree listing in order as their reads complete (bounded, so memory stays flat on huge trees).
@@ -7,12 +8,15 @@ to the tree listing in order as their reads complete (bounded, so memory stays f
 from __future__ import annotations
 
 import collections
+import functools
+import io
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
@@ -86,11 +90,11 @@ def _in_process_items(source: TreeSource, prev: Listing) -> Iterator[WalkItem]:
     pos = {p: k for k, p in enumerate(prev.paths)}
     signatures = {p: sig for p, sig in zip(prev.paths, prev.sigs, strict=True) if sig is not None}
     for e in source.walk(signatures.get if signatures else None):
-        if type(e) is str:
+        if isinstance(e, str):
             k = pos[e]
             yield (k, k + 1)
         else:
-            yield (pos.get(e["p"], -1), e)  # type: ignore[index]
+            yield (pos.get(e["p"], -1), e)
 
 
 def _unused(prev: Listing, used: bytearray) -> list[str]:
@@ -106,6 +110,81 @@ def _same_file(old: dict, new: dict) -> bool:
     """The parent's entry describes this file exactly (same metadata; the parent also has content ``c``, and
     no ``w``/``e`` mark, which would force a new read)."""
     return len(old) == len(new) + 1 and "c" in old and old.items() >= new.items()
+
+
+class FileReader:
+    """Reads one changed file into chunks (whole files up to WHOLE_READ cut in memory, larger ones streamed),
+    with its alternate data streams, and tells whether it changed while it was read. Thread-safe: one chunker
+    per thread."""
+
+    def __init__(self, writer: BackupWriter, source: TreeSource, chunker_cfg: dict,
+                 progress: Callable[[int], None] | None) -> None:
+        self.writer, self.source, self.cfg, self.progress = writer, source, chunker_cfg, progress
+        self.local = threading.local()
+        self.min_cut = chunker_cfg["min"]
+
+    def chunker(self) -> Chunker:
+        c = getattr(self.local, "chunker", None)
+        if c is None:
+            c = self.local.chunker = Chunker.from_config(self.cfg)
+        return c
+
+    def read(self, entry: dict) -> dict:
+        """What to add to ``entry``: content ``c`` and size ``s``, or an error ``e``; ``w`` when it changed."""
+        try:
+            f = self.source.open(entry)
+        except OSError as e:
+            return {"e": f"cannot be read: {e.strerror or e}"}
+        refs, total = [], 0
+        store = self.writer.store
+        try:
+            with f:
+                pieces: Iterable[bytes | memoryview]
+                if entry["s"] <= WHOLE_READ:
+                    data = f.read(WHOLE_READ + 1)
+                    if len(data) <= WHOLE_READ:  # cut in memory: no stream buffer to set up per file
+                        pieces = [data] if len(data) <= self.min_cut else self.chunker().cut_buf(data)
+                    else:  # grew since the walk: fall back to streaming the rest
+                        pieces = _stream_rest(data, f, self.chunker())
+                else:
+                    pieces = self.chunker().cut_stream(f)
+                for piece in pieces:
+                    refs.append([store(bytes(piece) if isinstance(piece, memoryview) else piece).hex(), len(piece)])
+                    total += len(piece)
+        except OSError as e:
+            return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
+        out: dict = {"c": refs, "s": total}
+        if entry.get("xn") and hasattr(self.source, "open_stream"):
+            out.update(self.read_streams(entry))
+        now = self.source.restat(entry)
+        if now is None:
+            out["w"] = "; ".join(filter(None, ("deleted while being read", out.get("w"))))
+        elif now != (entry["s"], entry["mt"]) or total != entry["s"]:
+            out["w"] = "; ".join(filter(None, ("changed while being read", out.get("w"))))
+        if self.progress:
+            self.progress(total)
+        return out
+
+    def read_streams(self, entry: dict) -> dict:
+        """Alternate data streams the source listed (``xn``) stored like content, as ``xs`` {name: refs}; the
+        ``xn`` list is dropped. A stream that cannot be read is a warning: the file itself is saved."""
+        streams, warnings = {}, []
+        open_stream = self.source.open_stream  # type: ignore[attr-defined]  # optional (shares)
+        for name in entry["xn"]:
+            refs = []
+            try:
+                with open_stream(entry, name) as f:
+                    for piece in self.chunker().cut_stream(f):
+                        refs.append([self.writer.store(bytes(piece)).hex(), len(piece)])
+            except OSError as e:
+                warnings.append(f"stream {name} not saved: {e.strerror or e}")
+                continue
+            streams[name] = refs
+        entry.pop("xn")
+        out: dict = {"xs": streams} if streams else {}
+        if warnings:
+            out["w"] = "; ".join(warnings)
+        return out
 
 
 def capture_tree(
@@ -125,199 +204,181 @@ def capture_tree(
     caller stores the new one (``TreeCapture.listing``) once its snapshot is committed."""
     prev = _parent_listing(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
                            source, cache, cache_slot)
-    stats = TreeStats()
-    cap = TreeCapture({}, stats, relative_to_parent=prev is not None)
-    prev = prev or Listing()
-    signature = _signature(getattr(source, "signature", None))
-    tree = TreeWriter(writer.store_meta)
-    local = threading.local()
-    seen_inodes: dict[tuple[int, int], str] = {}
-    min_cut = chunker_cfg["min"]
-
-    def read(entry: dict) -> dict:
-        try:
-            f = source.open(entry)
-        except OSError as e:
-            return {"e": f"cannot be read: {e.strerror or e}"}
-        refs, total = [], 0
-        try:
-            with f:
-                if entry["s"] <= WHOLE_READ:
-                    data = f.read(WHOLE_READ + 1)
-                    if len(data) <= WHOLE_READ:  # cut in memory: no stream buffer to set up per file
-                        pieces = [data] if len(data) <= min_cut else _chunker(local, chunker_cfg).cut_buf(data)
-                    else:  # grew since the walk: fall back to streaming the rest
-                        pieces = _stream_rest(data, f, _chunker(local, chunker_cfg))
-                else:
-                    pieces = _chunker(local, chunker_cfg).cut_stream(f)
-                for piece in pieces:
-                    refs.append([writer.store(bytes(piece) if isinstance(piece, memoryview) else piece).hex(),
-                                 len(piece)])
-                    total += len(piece)
-        except OSError as e:
-            return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
-        out: dict = {"c": refs, "s": total}
-        if entry.get("xn") and hasattr(source, "open_stream"):
-            out.update(read_streams(entry))
-        now = source.restat(entry)
-        if now is None:
-            out["w"] = "; ".join(filter(None, ("deleted while being read", out.get("w"))))
-        elif now != (entry["s"], entry["mt"]) or total != entry["s"]:
-            out["w"] = "; ".join(filter(None, ("changed while being read", out.get("w"))))
-        if progress:
-            progress(total)
-        return out
-
-    def read_streams(entry: dict) -> dict:
-        """Alternate data streams the source listed (``xn``) stored like content, as ``xs`` {name: refs}; the
-        ``xn`` list is dropped. A stream that cannot be read is a warning: the file itself is saved."""
-        streams, warnings = {}, []
-        for name in entry["xn"]:
-            refs = []
-            try:
-                with source.open_stream(entry, name) as f:  # type: ignore[attr-defined]
-                    for piece in _chunker(local, chunker_cfg).cut_stream(f):
-                        refs.append([writer.store(bytes(piece)).hex(), len(piece)])
-            except OSError as e:
-                warnings.append(f"stream {name} not saved: {e.strerror or e}")
-                continue
-            streams[name] = refs
-        entry.pop("xn")
-        out: dict = {"xs": streams} if streams else {}
-        if warnings:
-            out["w"] = "; ".join(warnings)
-        return out
-
-    # The new listing in walk order; a file being read has a placeholder until its read completes. The listing is
-    # cut into pieces at the end, so unchanged entries never wait behind a read in flight.
-    new = Listing()
-    reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
-
-    def where(entry: dict) -> str:
-        return printable(f"{source.root}/{entry['p']}")
-
-    def finish_read(idx: int, entry: dict, fut: Future[dict]) -> None:
-        result = fut.result()
-        entry.update(result)
-        if "e" in result:
-            stats.errors.append(f"{where(entry)}: {result['e']}")
-        else:
-            stats.files_read += 1
-            stats.bytes_read += result["s"]
-        if "w" in result:
-            stats.warnings.append(f"{where(entry)}: {result['w']}")
-        stats.bytes_total += entry.get("s", 0)
-        cap.changed.append(entry)
-        new.fill(idx, entry, encode_entry(entry), signature(entry))
-
+    run = _TreeRun(writer, source, prev, FileReader(writer, source, chunker_cfg, progress))
     walk_delta = getattr(source, "walk_delta", None)  # the source may walk in a process of its own
-    delta = walk_delta(prev.paths, prev.sigs) if walk_delta is not None else None
-    items: Iterable[WalkItem] = delta if delta is not None else _in_process_items(source, prev)
+    delta = walk_delta(run.prev.paths, run.prev.sigs) if walk_delta is not None else None
+    items: Iterable[WalkItem] = delta if delta is not None else _in_process_items(source, run.prev)
+    if delta is not None:
+        writer.index  # noqa: B018  # loaded now, while the walk runs elsewhere, not at the first changed file
     # only in-process incremental walks hold reads back: a first backup is mostly reads, and must make progress
     # from its first seconds (a backup window may end it; the next run reuses what it stored)
-    deferred: list[tuple[Future[dict], dict]] | None = [] if cap.relative_to_parent and delta is None else None
-
-    def start_deferred() -> None:
-        for placeholder, entry in deferred:
-            pool.submit(read, entry).add_done_callback(
-                lambda f, p=placeholder: p.set_exception(f.exception()) if f.exception() else p.set_result(f.result()))
-        deferred.clear()
-
-    spans: list[tuple[int, int, int]] = []  # (position in the new listing, parent start, parent end) of runs
+    run.deferring = run.cap.relative_to_parent and delta is None
+    workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
     try:
-        if delta is not None:
-            writer.index  # noqa: B018  # loaded now, while the walk runs elsewhere, not at the first changed file
-        used = bytearray(len(prev))  # parent entries claimed by the walk; the others were deleted
-        workers = min(workers, getattr(source, "max_workers", workers))  # 0: read in this thread
-        with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
-            abort_check = writer.abort_check
-            next_check = 0
-            for k, entry in items:
-                if abort_check is not None and len(new) >= next_check:
-                    abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
-                    next_check = len(new) + 4096
-                if type(entry) is int:  # parent entries k..entry-1 unchanged: reuse entries, contents and lines
-                    last = spans[-1] if spans else None
-                    if last is not None and last[2] == k and last[0] + last[2] - last[1] == len(new):
-                        spans[-1] = (last[0], last[1], entry)  # continues the previous span
-                    else:
-                        spans.append((len(new), k, entry))
-                    new.extend(prev, k, entry)
-                    used[k:entry] = b"\x01" * (entry - k)
-                    nfiles, nbytes = prev.files_and_bytes(k, entry)
-                    stats.files += nfiles
-                    stats.files_unchanged += nfiles
-                    stats.bytes_total += nbytes
-                    for m in prev.links_in(k, entry):  # later names of these inodes are hard links to them
-                        seen_inodes.setdefault(prev.links[m], prev.paths[m])
-                    continue
-                fut, line = None, None
-                old_line = prev.lines[k] if k >= 0 else None
-                if k >= 0:
-                    used[k] = 1
-                old = json.loads(old_line) if old_line is not None else None
-                if entry["t"] == "f" and "e" not in entry:
-                    stats.files += 1
-                    key = (entry.get("dv", 0), entry.get("i", 0))
-                    if entry.get("n", 1) > 1 and key in seen_inodes:
-                        entry = {**entry, "t": "h", "l": seen_inodes[key]}
-                        if old == entry:
-                            line = old_line
-                    else:
-                        if entry.get("n", 1) > 1:
-                            seen_inodes[key] = entry["p"]
-                        if old is not None and _same_file(old, entry):
-                            entry, line = old, old_line
-                            stats.files_unchanged += 1
-                            stats.bytes_total += entry.get("s", 0)
-                        elif workers and deferred is not None:
-                            fut = Future()
-                            deferred.append((fut, entry))
-                            if len(deferred) >= DEFER_READS:
-                                start_deferred()
-                                deferred = None  # type: ignore[assignment]  # from now on, reads run as they come
-                        elif workers:
-                            fut = pool.submit(read, entry)
-                        else:
-                            fut = Future()
-                            fut.set_result(read(entry))
-                elif old is not None and old == entry:
-                    line = old_line
-                if fut is not None:
-                    reads.append((new.placeholder(), entry, fut))
-                    while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
-                        finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
-                    continue
-                if "e" in entry:
-                    stats.errors.append(f"{where(entry)}: {entry['e']}")
-                if line is None:
-                    cap.changed.append(entry)
-                    line = encode_entry(entry)
-                new.append(entry, line, signature(entry))
-            if deferred:
-                start_deferred()
-            while reads:
-                finish_read(*reads.popleft())
+        run.walk(items, workers)
     finally:
         close = getattr(items, "close", None)
         if close is not None:
             close()  # a walk in another process stops with the capture, whatever ended it
-    new.seal()
-    stats.entries = len(new)
-    _write_listing(tree, new, prev, spans)
-    cap.deleted = _unused(prev, used)
-    cap.item = {
-        "name": item_name,
-        "type": "tree",
-        "root": source.root,
-        "entries": stats.entries,
-        "size": stats.bytes_total,
-        "map": tree.finish(),
-        "errors": len(stats.errors),
-    }
-    new.pieces, new.piece_ends = tree.pieces, tree.ends
-    cap.listing = new
-    return cap
+    return run.finish(item_name)
+
+
+class _TreeRun:
+    """One capture of a tree: the walk items in, the new listing out, in walk order. A file being read has a
+    placeholder in the listing until its read completes; the listing is cut into pieces at the end, so
+    unchanged entries never wait behind a read in flight."""
+
+    def __init__(self, writer: BackupWriter, source: TreeSource, prev: Listing | None, reader: FileReader) -> None:
+        self.writer, self.source, self.reader = writer, source, reader
+        self.stats = TreeStats()
+        self.cap = TreeCapture({}, self.stats, relative_to_parent=prev is not None)
+        self.prev = prev or Listing()
+        self.signature = _signature(getattr(source, "signature", None))
+        self.new = Listing()
+        self.reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
+        self.deferring = False  # reads held back until the walk ends (or DEFER_READS wait)
+        self.deferred: list[tuple[Future[dict], dict]] = []
+        #: (position in the new listing, parent start, parent end) of runs of unchanged entries
+        self.spans: list[tuple[int, int, int]] = []
+        self.used = bytearray(len(self.prev))  # parent entries claimed by the walk; the others were deleted
+        self.seen_inodes: dict[tuple[int, int], str] = {}
+
+    def walk(self, items: Iterable[WalkItem], workers: int) -> None:
+        with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
+            abort_check = self.writer.abort_check
+            next_check = 0
+            new = self.new
+            for k, entry in items:
+                if abort_check is not None and len(new) >= next_check:
+                    abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
+                    next_check = len(new) + 4096
+                if isinstance(entry, int):
+                    self.unchanged(k, entry)
+                else:
+                    self.changed(k, entry, pool, workers)
+            if self.deferred:
+                self.start_deferred(pool)
+            while self.reads:
+                self.finish_read(*self.reads.popleft())
+
+    def unchanged(self, k: int, end: int) -> None:
+        """Parent entries k..end-1 are unchanged: reuse their entries, contents and lines."""
+        prev, spans = self.prev, self.spans
+        last = spans[-1] if spans else None
+        if last is not None and last[2] == k and last[0] + last[2] - last[1] == len(self.new):
+            spans[-1] = (last[0], last[1], end)  # continues the previous span
+        else:
+            spans.append((len(self.new), k, end))
+        self.new.extend(prev, k, end)
+        self.used[k:end] = b"\x01" * (end - k)
+        nfiles, nbytes = prev.files_and_bytes(k, end)
+        self.stats.files += nfiles
+        self.stats.files_unchanged += nfiles
+        self.stats.bytes_total += nbytes
+        for m in prev.links_in(k, end):  # later names of these inodes are hard links to them
+            self.seen_inodes.setdefault(prev.links[m], prev.paths[m])
+
+    def changed(self, k: int, entry: dict, pool: ThreadPoolExecutor, workers: int) -> None:
+        """A new or changed entry (k: its index in the parent listing, -1 if new): reuse what can be reused,
+        read the rest."""
+        fut: Future[dict] | None = None
+        line: bytes | None = None
+        old_line = self.prev.lines[k] if k >= 0 else None
+        if k >= 0:
+            self.used[k] = 1
+        old = json.loads(old_line) if old_line is not None else None
+        if entry["t"] == "f" and "e" not in entry:
+            entry, line, fut = self.changed_file(entry, old, old_line, pool, workers)
+        elif old is not None and old == entry:
+            line = old_line
+        if fut is not None:
+            self.reads.append((self.new.placeholder(), entry, fut))
+            reads = self.reads
+            while reads and (len(reads) > MAX_PENDING or reads[0][2].done()):
+                self.finish_read(*reads.popleft())  # bounded: the walk waits when reads fall behind
+            return
+        if "e" in entry:
+            self.stats.errors.append(f"{self.where(entry)}: {entry['e']}")
+        if line is None:
+            self.cap.changed.append(entry)
+            line = encode_entry(entry)
+        self.new.append(entry, line, self.signature(entry))
+
+    def changed_file(self, entry: dict, old: dict | None, old_line: bytes | None, pool: ThreadPoolExecutor,
+                     workers: int) -> tuple[dict, bytes | None, Future[dict] | None]:
+        """A regular file: a later name of an inode already seen becomes a hard link; a file the parent has
+        exactly is reused; anything else is read (now, or deferred). Returns (entry, its line if reused, the
+        read in flight)."""
+        self.stats.files += 1
+        key = (entry.get("dv", 0), entry.get("i", 0))
+        if entry.get("n", 1) > 1 and key in self.seen_inodes:
+            link = {**entry, "t": "h", "l": self.seen_inodes[key]}
+            return link, old_line if old == link else None, None
+        if entry.get("n", 1) > 1:
+            self.seen_inodes[key] = entry["p"]
+        if old is not None and _same_file(old, entry):
+            self.stats.files_unchanged += 1
+            self.stats.bytes_total += old.get("s", 0)
+            return old, old_line, None
+        fut: Future[dict]
+        if workers and self.deferring:
+            fut = Future()
+            self.deferred.append((fut, entry))
+            if len(self.deferred) >= DEFER_READS:
+                self.start_deferred(pool)
+                self.deferring = False  # from now on, reads run as they come
+        elif workers:
+            fut = pool.submit(self.reader.read, entry)
+        else:
+            fut = Future()
+            fut.set_result(self.reader.read(entry))
+        return entry, None, fut
+
+    def start_deferred(self, pool: ThreadPoolExecutor) -> None:
+        for placeholder, entry in self.deferred:
+            pool.submit(self.reader.read, entry).add_done_callback(functools.partial(_settle, placeholder))
+        self.deferred.clear()
+
+    def where(self, entry: dict) -> str:
+        return printable(f"{self.source.root}/{entry['p']}")
+
+    def finish_read(self, idx: int, entry: dict, fut: Future[dict]) -> None:
+        result = fut.result()
+        entry.update(result)
+        stats = self.stats
+        if "e" in result:
+            stats.errors.append(f"{self.where(entry)}: {result['e']}")
+        else:
+            stats.files_read += 1
+            stats.bytes_read += result["s"]
+        if "w" in result:
+            stats.warnings.append(f"{self.where(entry)}: {result['w']}")
+        stats.bytes_total += entry.get("s", 0)
+        self.cap.changed.append(entry)
+        self.new.fill(idx, entry, encode_entry(entry), self.signature(entry))
+
+    def finish(self, item_name: str) -> TreeCapture:
+        """Cut the listing into pieces (reusing the parent's where whole runs are unchanged): the item."""
+        new, cap = self.new, self.cap
+        new.seal()
+        self.stats.entries = len(new)
+        tree = TreeWriter(self.writer.store_meta)
+        _write_listing(tree, new, self.prev, self.spans)
+        cap.deleted = _unused(self.prev, self.used)
+        cap.item = {"name": item_name, "type": "tree", "root": self.source.root, "entries": self.stats.entries,
+                    "size": self.stats.bytes_total, "map": tree.finish(), "errors": len(self.stats.errors)}
+        new.pieces, new.piece_ends = tree.pieces, tree.ends
+        cap.listing = new
+        return cap
+
+
+def _settle(placeholder: Future[dict], done: Future[dict]) -> None:
+    """Pass a deferred read's outcome to the placeholder the listing waits on."""
+    exc = done.exception()
+    if exc is not None:
+        placeholder.set_exception(exc)
+    else:
+        placeholder.set_result(done.result())
 
 
 def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tuple[int, int, int]]) -> None:
@@ -332,16 +393,8 @@ def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tu
     tree.add_lines(new.paths, new.lines, i, len(new))
 
 
-def _chunker(local: threading.local, cfg: dict) -> Chunker:
-    c = getattr(local, "chunker", None)
-    if c is None:
-        c = local.chunker = Chunker.from_config(cfg)
-    return c
-
-
-def _stream_rest(head: bytes, f, chunker: Chunker):  # type: ignore[no-untyped-def]
+def _stream_rest(head: bytes, f: io.RawIOBase, chunker: Chunker) -> Iterator[memoryview]:
     """Chunk ``head`` followed by the rest of ``f`` as one stream."""
-    import io
 
     class Joined(io.RawIOBase):
         def __init__(self) -> None:
@@ -350,12 +403,12 @@ def _stream_rest(head: bytes, f, chunker: Chunker):  # type: ignore[no-untyped-d
         def readable(self) -> bool:
             return True
 
-        def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        def readinto(self, b: Any) -> int:
             if self.head:
                 n = min(len(b), len(self.head))
                 b[:n] = self.head[:n]
                 self.head = self.head[n:]
                 return n
-            return f.readinto(b)
+            return f.readinto(b) or 0
 
     return chunker.cut_stream(Joined())

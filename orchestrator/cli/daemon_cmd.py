@@ -33,8 +33,8 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
     from orchestrator.cli.common import read_passphrase
     from orchestrator.errors import AppendOnly, UsageError, WindowClosed
     from orchestrator.policy.model import Policy
-    from orchestrator.scheduler.daemon import Scheduler
     from orchestrator.policy.window import window_state
+    from orchestrator.scheduler.daemon import Scheduler
     from orchestrator.vault.prune import prune
     from orchestrator.vault.repository import Vault
 

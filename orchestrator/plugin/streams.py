@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
@@ -31,8 +32,8 @@ class TreeSource(Protocol):
     # against the parent listing given as two lists in walk order; the core then uses it instead of ``walk``
     # (None: it cannot here, use ``walk``).
 
-    def open(self, entry: dict) -> BinaryIO:
-        """Open a regular file for reading (raise OSError when it cannot be read)."""
+    def open(self, entry: dict) -> io.RawIOBase:
+        """Open a regular file for unbuffered reading (raise OSError when it cannot be read)."""
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
         """(size, mtime_ns) now, to tell whether the file changed while it was read; None if it is gone."""

@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import DobaasError
 from orchestrator.policy.model import Policy, load_policy, next_time
-from orchestrator.scheduler.clock import Clock, FakeClock, RealClock
 from orchestrator.policy.window import window_state
+from orchestrator.scheduler.clock import Clock, FakeClock, RealClock
 
 log = logging.getLogger(__name__)
 
