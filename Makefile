@@ -47,12 +47,14 @@ compile: install
 demo: install compile
 	$(BIN)/dobaas demo
 
+# ruff, the type checker (a `# type: ignore` that hides nothing fails), and the import contracts of pyproject.toml
 lint: install
 	$(BIN)/ruff check orchestrator plugins tests
+	$(BIN)/mypy
+	PYTHONPATH=. $(BIN)/lint-imports
 
-test: install install-plugins compile
+test: install install-plugins compile lint
 	@$(APT) $(TEST_PKGS)
-	$(BIN)/ruff check orchestrator plugins tests
 	$(BIN)/python -m pytest -q
 
 bench: install install-plugins compile

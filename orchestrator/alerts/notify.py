@@ -36,7 +36,7 @@ class Condition:
     summary: str
 
 
-def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> list[Condition]:  # type: ignore[no-untyped-def]
+def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> list[Condition]:
     out: list[Condition] = []
     limit = policy.alerts.change_rate_limit if policy.alerts else 0.002
     for s in report.sources:
@@ -65,7 +65,7 @@ def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> li
     return out
 
 
-def notify_after_run(policy: Policy, report, catalog: Catalog, vault) -> list[str]:  # type: ignore[no-untyped-def]
+def notify_after_run(policy: Policy, report, catalog: Catalog, vault) -> list[str]:
     """Everything to check after a run of ``policy``; the vault's stored volume is listed only for a quota."""
     stored = sum(vault.pack_names().values()) if policy.quota else 0
     return deliver(policy, catalog, after_run(policy, report, catalog, stored) + stale(policy, catalog))
@@ -119,7 +119,8 @@ def deliver(policy: Policy, catalog: Catalog, conditions: list[Condition]) -> li
 
 
 def _email(policy: Policy, c: Condition, payload: dict) -> None:
-    cfg = policy.alerts.email  # type: ignore[union-attr]
+    cfg = policy.alerts.email if policy.alerts else None
+    assert cfg is not None  # only called when the policy has e-mail alerts
     host, _, port = cfg.smtp.rpartition(":")
     msg = EmailMessage()
     msg["Subject"] = f"[Do'BaaS] {c.summary[:150]}"

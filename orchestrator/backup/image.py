@@ -33,8 +33,8 @@ def backup_image(
     with BackupSession(vault, name, lock_wait) as s:
         cap = capture_image(s.writer, reader, item_name, bs, s.parent_item(item_name), extents, workers, progress)
         s.warnings.extend(cap.warnings)
-        for w in cap.warnings:
-            log.warning("%s: %s", name, w)
+        for warning in cap.warnings:
+            log.warning("%s: %s", name, warning)
         extra = {"bytes_read": cap.stats.bytes_read, "zero_blocks": cap.stats.zero_blocks, "mode": cap.mode}
         snap = s.commit([cap.item], meta, extra)
         w = s.writer.stats

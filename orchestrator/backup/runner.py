@@ -107,7 +107,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             if not only or cfg.name in only or label in only:
                 tasks.append((cfg, unit, SourceResult(label, cfg.plugin)))
 
-    def execute(cfg, unit: str, res: SourceResult) -> bool:  # type: ignore[no-untyped-def]
+    def execute(cfg, unit: str, res: SourceResult) -> bool:
         """Run one unit; True when the backup window closed during it."""
         started = datetime.now(UTC).isoformat()
         t0 = time.monotonic()
@@ -172,7 +172,7 @@ def _warn_if_nearly_full(vault: Vault, report: RunReport) -> None:
         log.warning("%s", w)
 
 
-def _execute_all(policy: Policy, tasks: list, execute: Callable, report: RunReport,  # type: ignore[type-arg]
+def _execute_all(policy: Policy, tasks: list, execute: Callable, report: RunReport,
                  abort: AbortSignal | None) -> None:
     if policy.concurrency <= 1 or len(tasks) <= 1:
         for cfg, unit, res in tasks:
@@ -187,7 +187,7 @@ def _execute_all(policy: Policy, tasks: list, execute: Callable, report: RunRepo
         return
     started: list[SourceResult] = []
 
-    def worker(cfg, unit: str, res: SourceResult) -> bool:  # type: ignore[no-untyped-def]
+    def worker(cfg, unit: str, res: SourceResult) -> bool:
         if abort is not None and abort.fired:
             return False  # the run is stopping: this source waits for the next one
         started.append(res)
@@ -263,7 +263,7 @@ def snapshot_names(policy: Policy) -> Callable[[str], bool]:
     return lambda name: any(name == p or name.startswith(p + "/") for p in prefixes)
 
 
-def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit: str,  # type: ignore[no-untyped-def]
+def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit: str,
                 res: SourceResult, progress: Callable[[int], None] | None, abort: AbortSignal | None = None) -> None:
     plugin = registry.load(cfg.plugin)
     name = f"{policy.client}/{res.source}"
@@ -330,7 +330,7 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
     cache.wait()  # the listing cache was written meanwhile (an unfinished one is never used: written, then renamed)
 
 
-def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture],  # type: ignore[no-untyped-def]
+def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture],
                       parent_trees: set[str]) -> None:
     """Record from the capture's changes when the catalog holds the parent snapshot and the parent had the same
     tree items (no re-reading of 100,000 unchanged entries), else from the full listing in the vault."""

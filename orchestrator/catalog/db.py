@@ -84,7 +84,7 @@ class Catalog:
             yield
 
     # ---- recording ----------------------------------------------------------------------------------------
-    def _source_id(self, conn, client: str, source: str, plugin: str) -> int:  # type: ignore[no-untyped-def]
+    def _source_id(self, conn, client: str, source: str, plugin: str) -> int:
         cid = conn.execute(select(clients.c.id).where(clients.c.name == client)).scalar()
         if cid is None:
             cid = conn.execute(insert(clients).values(name=client)).inserted_primary_key[0]
@@ -158,7 +158,7 @@ class Catalog:
             for i in range(0, len(rows), 5000):
                 conn.execute(insert(entries), rows[i : i + 5000])
 
-    def _insert_snapshot(self, conn, snap: Snapshot, src: int, seq: int, vault: str) -> None:  # type: ignore[no-untyped-def]
+    def _insert_snapshot(self, conn, snap: Snapshot, src: int, seq: int, vault: str) -> None:
         conn.execute(insert(snapshots).values(
             id=snap.id, source_id=src, seq=seq, name=snap.name, time=_utc(snap.time), vault=vault,
             hostname=snap.hostname, stats=json.dumps(snap.stats),
@@ -279,13 +279,15 @@ class Catalog:
                 row["holder"] = None
                 if conn.execute(update(jobs).where(jobs.c.id == job_id).values(**row)).rowcount:
                     return job_id
-            return int(conn.execute(insert(jobs).values(**row)).inserted_primary_key[0])
+            key = conn.execute(insert(jobs).values(**row)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def start_job(self, holder: dict, **row: object) -> int:
         """A job row with status ``running``, held by the process ``holder`` (process_identity.me() of the
         process that backs up: the catalog may live in a process of its own), completed by ``record_job``."""
-        return self.record_job(**{"status": "running", "ended": row.get("started", ""), "snapshot_id": None,
-                                  "bytes_read": 0, "bytes_stored": 0, "files": 0, **row,
+        return self.record_job(None, **{"status": "running", "ended": row.get("started", ""), "snapshot_id": None,
+                                        "bytes_read": 0, "bytes_stored": 0, "files": 0, **row,
                                   "holder": json.dumps(holder)})
 
     def close_dead_jobs(self) -> int:
@@ -331,6 +333,7 @@ class Catalog:
                 last = conn.execute(base.order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
                 ok = conn.execute(base.where(jobs.c.status.in_(("ok", "partial")))
                                   .order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
+                assert last is not None  # the source has jobs: it was listed from them
                 age = (now - datetime.fromisoformat(ok["ended"])).total_seconds() if ok else None
                 first = conn.execute(select(func.min(jobs.c.started)).where(
                     and_(jobs.c.client == client, jobs.c.source == source))).scalar()
@@ -387,14 +390,14 @@ def _utc(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).isoformat()
 
 
-def _snapshot_query():  # type: ignore[no-untyped-def]
+def _snapshot_query():
     """Snapshots with the names of their source and client: what every snapshot lookup returns."""
     return (select(snapshots, sources.c.name.label("source"), clients.c.name.label("client"))
             .join(sources, sources.c.id == snapshots.c.source_id)
             .join(clients, clients.c.id == sources.c.client_id))
 
 
-def _snap_dict(r) -> dict:  # type: ignore[no-untyped-def]
+def _snap_dict(r) -> dict:
     d = dict(r)
     d["items"] = json.loads(d["items"])
     d["stats"] = json.loads(d["stats"])
@@ -407,7 +410,7 @@ def _row(src: int, r: EntryRow, seq: int) -> dict:
             "first_seq": seq, "last_seq": OPEN}
 
 
-def _job_dict(r) -> dict:  # type: ignore[no-untyped-def]
+def _job_dict(r) -> dict:
     d = dict(r)
     d["warnings"] = json.loads(d["warnings"])
     d["errors"] = json.loads(d["errors"])
@@ -427,14 +430,14 @@ def _user() -> str:
         return str(os.geteuid())
 
 
-def _checkpoint_now(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _checkpoint_now(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
     cur.execute("PRAGMA wal_autocheckpoint=0")  # this connection leaves the log to the next opener
     cur.close()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.catalog.db import Catalog, entry_rows
+from orchestrator.catalog.rows import EntryRow
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.tree import iter_tree
 
@@ -14,7 +15,7 @@ def rebuild(vault: Vault, catalog: Catalog) -> tuple[int, int]:
     catalog.clear()
     files = 0
     for snap in snaps:
-        rows = []
+        rows: list[EntryRow] = []
         for item in snap.items:
             if item["type"] == "tree":
                 rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))

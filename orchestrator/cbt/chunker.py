@@ -5,13 +5,10 @@ pyfastcdc (Cython, releases the GIL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
 
 from pyfastcdc import FastCDC
 
-
-class Readable(Protocol):
-    def readinto(self, b: Any, /) -> int | None: ...
+from orchestrator.plugin.streams import Readable
 
 
 class Chunker:
@@ -28,7 +25,7 @@ class Chunker:
 
     def cut_stream(self, stream: Readable) -> Iterator[memoryview]:
         """Yield chunk views; each is valid only until the next one is produced."""
-        for c in self._cdc.cut_stream(stream):
+        for c in self._cdc.cut_stream(stream):  # type: ignore[arg-type]  # pyfastcdc only calls readinto
             yield c.data
 
     def cut_buf(self, buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:

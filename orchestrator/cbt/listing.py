@@ -117,7 +117,7 @@ class Listing:
         return out
 
     @classmethod
-    def from_pieces(cls, pieces, sig: Callable[[dict], object]) -> Listing:  # type: ignore[no-untyped-def]
+    def from_pieces(cls, pieces, sig: Callable[[dict], object]) -> Listing:
         """From the (id, entries, lines) pieces of a stored listing, ``sig`` giving each reusable entry's
         signature."""
         out = cls()

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from orchestrator.cbt.chunker import Chunker, Readable
+from orchestrator.cbt.chunker import Chunker
+from orchestrator.plugin.streams import Readable
 from orchestrator.vault.snapshot import STREAM_ENTRY, split_map
 from orchestrator.vault.writer import BackupWriter
 

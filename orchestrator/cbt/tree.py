@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
-from orchestrator.plugin.streams import TreeSource, WalkItem
+from orchestrator.plugin.streams import SourceFile, TreeSource, WalkItem
 from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree_pieces, printable
 from orchestrator.vault.writer import BackupWriter
 
@@ -393,7 +393,7 @@ def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tu
     tree.add_lines(new.paths, new.lines, i, len(new))
 
 
-def _stream_rest(head: bytes, f: io.RawIOBase, chunker: Chunker) -> Iterator[memoryview]:
+def _stream_rest(head: bytes, f: SourceFile, chunker: Chunker) -> Iterator[memoryview]:
     """Chunk ``head`` followed by the rest of ``f`` as one stream."""
 
     class Joined(io.RawIOBase):

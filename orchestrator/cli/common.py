@@ -42,7 +42,7 @@ def teardown_skipped() -> bool:
     return _exit_without_teardown
 
 
-def open_catalog(url: str | None):  # type: ignore[no-untyped-def]
+def open_catalog(url: str | None):
     from orchestrator.catalog.db import Catalog, to_url
 
     return Catalog(to_url(url) if url else None)

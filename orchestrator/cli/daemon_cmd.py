@@ -52,7 +52,7 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
                 catalogs[url] = Catalog(url)
             return catalogs[url]
 
-    def run_one(policy: Policy, trigger: str, only: list[str] | None, abort: AbortSignal):  # type: ignore[no-untyped-def]
+    def run_one(policy: Policy, trigger: str, only: list[str] | None, abort: AbortSignal):
         try:
             passphrase = policy.passphrase() or read_passphrase()
         except UsageError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -17,6 +17,7 @@ from orchestrator.cli.common import (
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
+    from orchestrator.catalog.db import Catalog
     from orchestrator.catalog.process import CatalogProcess
     from orchestrator.policy.model import Policy
 
@@ -52,8 +53,8 @@ def check_cmd(file: str, discover: bool, syntax_only: bool, as_json: bool) -> No
         emit_json(out)
         return
     click.echo(f"{file}: OK — policy {p.policy} for client {p.client}, {len(p.source_configs)} source(s)")
-    for s in out["sources"]:
-        click.echo(f"  {s['name']} ({s['plugin']})" + (f": {', '.join(s['items'])}" if discover else ""))
+    for c in p.source_configs:
+        click.echo(f"  {c.name} ({c.plugin})" + (f": {', '.join(found[c.name])}" if discover else ""))
 
 
 @click.command("run")
@@ -91,7 +92,7 @@ def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json
     vault = Vault.open(policy.backend(), policy.passphrase() or read_passphrase())
     bars = []
 
-    def progress(name: str):  # type: ignore[no-untyped-def]
+    def progress(name: str):
         if as_json:
             return None
         cm = progress_bar(f"{policy.client}/{name}", None, True)
@@ -100,14 +101,14 @@ def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json
         return advance
 
     try:
-        report = run_policy(policy, vault, catalog, progress, list(only) or None)
+        report = run_policy(policy, vault, cast("Catalog", catalog), progress, list(only) or None)
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
     from orchestrator.alerts.notify import notify_after_run
 
     try:
-        notify_after_run(policy, report, catalog, vault)
+        notify_after_run(policy, report, cast("Catalog", catalog), vault)
     except Exception as e:  # the snapshots are safe in the vault; say why no alert could be evaluated
         for s in report.sources:
             s.warnings.append(f"alerts not evaluated: catalog unavailable ({e})")
@@ -123,8 +124,8 @@ def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json
             if s.files:
                 line += f"; {s.files} files, {s.files_read} read, {s.files_unchanged} unchanged"
         click.echo(line)
-        for e in s.errors[:20]:
-            click.echo(f"    error: {e}")
+        for err in s.errors[:20]:
+            click.echo(f"    error: {err}")
         if len(s.errors) > 20:
             click.echo(f"    … {len(s.errors) - 20} more errors (see --json)")
         for w in s.warnings[:20]:

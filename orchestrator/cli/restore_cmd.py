@@ -101,7 +101,7 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
                "datacenter": datacenter, "user": user, "password_env": password_env}
     bars: list = []
 
-    def progress(item: str, size: int):  # type: ignore[no-untyped-def]
+    def progress(item: str, size: int):
         if as_json:
             return None
         while bars:  # one bar at a time: the previous disk is done

@@ -20,7 +20,7 @@ def snapshots_cmd(vault_path: str, name: str | None, source: str | None, as_json
         snaps = [s for s in snaps if s.name == name]
     if source:
         snaps = [s for s in snaps if s.meta.get("source") == source or s.name == source]
-    rows = [
+    rows: list[dict] = [
         {
             "id": s.id, "time": s.time, "name": s.name, "hostname": s.hostname, "parent": s.parent,
             "client": s.meta.get("client"), "source": s.meta.get("source"), "plugin": s.meta.get("plugin"),
@@ -29,7 +29,7 @@ def snapshots_cmd(vault_path: str, name: str | None, source: str | None, as_json
         }
         for s in snaps
     ]
-    damaged = [{"id": sid, "damaged": True, "error": err} for sid, err in broken]
+    damaged: list[dict] = [{"id": sid, "damaged": True, "error": err} for sid, err in broken]
     if as_json:
         emit_json(rows + damaged)
     else:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, Protocol
 
 from orchestrator.plugin.blocks import BlockReader, Extent
 
@@ -14,13 +13,27 @@ from orchestrator.plugin.blocks import BlockReader, Extent
 WalkItem = tuple[int, int] | tuple[int, dict]
 
 
+class SourceFile(Protocol):
+    """A file opened by a TreeSource: read whole or through readinto (raw or buffered), closed by ``with``."""
+
+    def read(self, size: int = -1, /) -> Any: ...
+
+    def readinto(self, b: Any, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any, /) -> Any: ...
+
+
 class TreeSource(Protocol):
     """A walkable file tree (local directory, SMB share, generated system state)."""
 
     #: where the tree comes from, shown to users and recorded with the snapshot ("/srv/docs", "smb://h/share")
     root: str
 
-    def walk(self, previous: Callable[[str], object | None] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], Any] | None = None) -> Iterator[dict | str]:
         """Entries in path order, parents before children, in the vault's tree-entry form (without ``c``).
 
         A source with a ``signature(entry)`` method (any comparable value: tuple, bytes) gets
@@ -32,8 +45,8 @@ class TreeSource(Protocol):
     # against the parent listing given as two lists in walk order; the core then uses it instead of ``walk``
     # (None: it cannot here, use ``walk``).
 
-    def open(self, entry: dict) -> io.RawIOBase:
-        """Open a regular file for unbuffered reading (raise OSError when it cannot be read)."""
+    def open(self, entry: dict) -> SourceFile:
+        """Open a regular file for reading (raise OSError when it cannot be read)."""
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
         """(size, mtime_ns) now, to tell whether the file changed while it was read; None if it is gone."""
@@ -94,12 +107,18 @@ class TreeStream:
     source: TreeSource
 
 
+class Readable(Protocol):
+    """What a byte stream is read through: ``readinto`` (raw files, pipes, IterReader)."""
+
+    def readinto(self, b: Any, /) -> int | None: ...
+
+
 @dataclass
 class ByteStream:
     """A byte stream such as a database dump; ``reader`` needs ``readinto``."""
 
     name: str
-    reader: BinaryIO
+    reader: Readable
 
 
 @dataclass
@@ -140,7 +159,7 @@ Stream = ImageStream | TreeStream | ByteStream | CarriedItem
 class Capture:
     """What one consistent capture produced."""
 
-    streams: list[Stream]
+    streams: Sequence[Stream]
     #: opaque token stored with the snapshot; the next capture asks for changes since it
     checkpoint: dict | None = None
     #: "application-consistent", "crash-consistent", "file-level" …, recorded with the snapshot

@@ -134,7 +134,7 @@ class Policy(BaseModel):
                 raise ValueError(str(e)) from None
         return v
 
-    def backend(self):  # type: ignore[no-untyped-def]
+    def backend(self):
         """The vault's storage backend (a remote vault is reached with the policy's ``remote:`` access)."""
         from orchestrator.vault.backend.opener import RemoteAccess, open_backend
 

@@ -57,7 +57,7 @@ def is_remote(location: str) -> bool:
     return "://" in location
 
 
-def _open_sink(snap: Snapshot, url: str, options: dict):  # type: ignore[no-untyped-def]
+def _open_sink(snap: Snapshot, url: str, options: dict):
     from orchestrator.plugin import registry
 
     plugin = registry.load(snap.meta.get("plugin", ""))
@@ -68,7 +68,7 @@ def _open_sink(snap: Snapshot, url: str, options: dict):  # type: ignore[no-unty
 
 
 def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | None, overwrite: str,
-                  in_place: bool, catalog: Catalog | None, progress=None,  # type: ignore[no-untyped-def]
+                  in_place: bool, catalog: Catalog | None, progress=None,
                   options: dict | None = None) -> FilesRestoreResult:
     """Restore into a local directory, a share (``--target smb://…``), or the original location (``in_place``;
     for a share through its plugin). ``options``: ``user`` / ``password_env`` for share destinations."""
@@ -80,32 +80,32 @@ def restore_files(vault: Vault, snap: Snapshot, paths: list[str], target: str | 
         raise UsageError("give either --target DIR or --in-place, not both")
     if not in_place and not target:
         raise UsageError("say where to restore: --target DIR (or --in-place to write over the original location)")
-    if not in_place and not is_remote(target or ""):
+    tgt = target or ""  # given unless in place (checked above)
+    if not in_place and not is_remote(tgt):
         for name in selection:
             root = items[name].get("root", name)
-            real_target = os.path.realpath(target)  # type: ignore[arg-type]
+            real_target = os.path.realpath(tgt)
             if root.startswith("/") and (real_target == os.path.realpath(root)
                                       or real_target.startswith(os.path.realpath(root) + "/")):
                 raise UsageError(f"{target} is inside the original location {root}: use --in-place to restore "
                                  "over the original files, or choose another --target")
-    target_shown = target if is_remote(target or "") else os.path.abspath(target or "")
+    target_shown = tgt if is_remote(tgt) else os.path.abspath(tgt)
     where = "(original location)" if in_place else target_shown
     res = FilesRestoreResult(snapshot=snap.id, target=where)
     read_meta = lambda cid: vault.read_chunk(cid, "listing")  # noqa: E731
     for name, rels in selection.items():
         item = items[name]
         root = item.get("root", name)
+        dest: str
         if in_place:
             dest = root
-        elif is_remote(target or ""):
-            dest = f"{target.rstrip('/')}/{root.rstrip('/').rsplit('/', 1)[-1]}" if len(selection) > 1 \
-                else target  # type: ignore[union-attr]
+        elif is_remote(tgt):
+            dest = f"{tgt.rstrip('/')}/{root.rstrip('/').rsplit('/', 1)[-1]}" if len(selection) > 1 else tgt
         else:
-            dest = os.path.join(target, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 \
-                else target  # type: ignore[arg-type]
-        if in_place and not is_remote(dest) and not root.startswith("/"):  # type: ignore[arg-type]
+            dest = os.path.join(tgt, os.path.basename(root.rstrip("/")) or "root") if len(selection) > 1 else tgt
+        if in_place and not is_remote(dest) and not root.startswith("/"):
             raise UsageError(f"in-place restore to {root} is not supported; restore to a --target directory")
-        sink: TreeSink = _open_sink(snap, dest, options or {}) if is_remote(dest) else LocalSink(dest)  # type: ignore[arg-type]
+        sink: TreeSink = _open_sink(snap, dest, options or {}) if is_remote(dest) else LocalSink(dest)
         try:
             rep = restore_tree(vault.read_chunk, item, read_meta, sink, rels, overwrite, progress)
         finally:

@@ -39,7 +39,7 @@ def compare_image(vault: Vault, item: dict, path: str, what: str = "") -> list[i
     zeros = bytes(bs)
     with open(path, "rb", buffering=0) as f:
         for i in range(len(bmap) // ID_LEN):
-            n = f.readinto(view)  # type: ignore[attr-defined]
+            n = f.readinto(view)
             want = bytes(bmap[i * ID_LEN : (i + 1) * ID_LEN])
             block = view[: min(bs, size - i * bs)]
             ok = (block == zeros[: len(block)]) if want == ZERO_ID else vault.cipher.chunk_id(block) == want

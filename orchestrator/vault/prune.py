@@ -52,7 +52,9 @@ def select_retention(snapshots: list[Snapshot], retention: dict) -> tuple[list[S
     groups: dict[str, list[Snapshot]] = defaultdict(list)
     for s in snapshots:
         groups[s.name].append(s)
-    keep, remove, reasons = [], [], {}
+    keep: list[Snapshot] = []
+    remove: list[Snapshot] = []
+    reasons: dict[str, list[str]] = {}
     for group in groups.values():
         group.sort(key=lambda s: (s.time, s.id), reverse=True)
         if not rules:

@@ -60,8 +60,8 @@ class SnapshotDump:
         self.sql("SET SESSION character_set_results = binary")  # column bytes as stored, whatever the charset
         self.sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         self.sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        status = dict(self.query("SHOW STATUS LIKE 'binlog_snapshot_%'"))
-        now = float(self.query("SELECT UNIX_TIMESTAMP(NOW(6))")[0][0])
+        status: dict = dict(self.query("SHOW STATUS LIKE 'binlog_snapshot_%'"))  # type: ignore[arg-type]
+        now = float(self.query("SELECT UNIX_TIMESTAMP(NOW(6))")[0][0] or 0)
         if status.get("Binlog_snapshot_file"):
             file, pos = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
             gtid = self.query("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))[0][0] or ""

@@ -95,7 +95,7 @@ def _read_info(lsndir: str) -> dict:
             "to_lsn": int(out.get("to_lsn", 0)), "binlog": out.get("binlog")}
 
 
-def restore_datadir(items: list[str], write_item, target: str, staging: str) -> dict:  # type: ignore[no-untyped-def]
+def restore_datadir(items: list[str], write_item, target: str, staging: str) -> dict:
     """Extract the chain (full first), prepare, apply each incremental, copy back into ``target``."""
     if os.path.exists(target) and os.listdir(target):
         raise DobaasError(f"--target-datadir {target} is not empty (the restore never writes over data)")

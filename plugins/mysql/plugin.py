@@ -9,6 +9,7 @@ only) so each snapshot alone can restore any instant between the previous snapsh
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ class MysqlPlugin(SourcePlugin):
     name = "mysql"
     Config = MysqlConfig
 
-    def restore_database(self, meta: dict, items: list[str], write_item, options: dict) -> dict:  # type: ignore[no-untyped-def]
+    def restore_database(self, meta: dict, items: list[str], write_item, options: dict) -> dict:
         return restore.restore(meta, items, write_item, restore.options_from_command(options))
 
     def discover(self, cfg: MysqlConfig) -> list[str]:
@@ -156,7 +157,7 @@ class _FileReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.f = None
+        self.f: io.BufferedReader | None = None
 
     def readinto(self, b: memoryview) -> int:
         if self.f is None:

@@ -195,7 +195,8 @@ def _replay(ep: Endpoint, orig: str, new: str, plan: dict, write_item: WriteItem
 
         _pipe(["mariadb", *ep.client_args(), new], ep, copy, f"replaying binary logs into {new}")
         if dec.wait() != 0:
-            raise DobaasError(f"decoding the binary logs failed: {dec.stderr.read().decode().strip()}")
+            why = dec.stderr.read().decode().strip() if dec.stderr else ""
+            raise DobaasError(f"decoding the binary logs failed: {why}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

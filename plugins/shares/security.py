@@ -37,7 +37,7 @@ def read_sd(unc: str, kw: dict) -> str | None:
             req["additional_information"] = OWNER | GROUP | DACL
             req["file_id"] = raw.fd.file_id
 
-            def receive(request):  # type: ignore[no-untyped-def]
+            def receive(request):
                 resp = SMB2QueryInfoResponse()
                 resp.unpack(raw.fd.connection.receive(request)["data"].get_value())
                 return resp["buffer"].get_value()
@@ -63,7 +63,7 @@ def write_dacl(unc: str, sd_b64: str, kw: dict) -> None:
             req["file_id"] = raw.fd.file_id
             req["buffer"] = sd
 
-            def receive(request):  # type: ignore[no-untyped-def]
+            def receive(request):
                 resp = SMB2SetInfoResponse()
                 resp.unpack(raw.fd.connection.receive(request)["data"].get_value())
                 return resp

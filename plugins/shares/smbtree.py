@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import smbclient
@@ -52,9 +52,9 @@ class _ReadErrors(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+    def readinto(self, b: Any) -> int:
         try:
-            return self.inner.readinto(b)
+            return self.inner.readinto(b)  # type: ignore[attr-defined]  # smbclient files are raw
         except SMBResponseException as e:
             raise OSError(f"{self.path}: {e.message}") from None
         except SMBException as e:
@@ -152,22 +152,22 @@ class SmbTree:
             info = d.smb_info
             attrs = info.file_attributes
             is_dir = bool(attrs & FILE_ATTRIBUTE_DIRECTORY)
-            e: dict = {"p": child, "t": "d" if is_dir else "f",
+            entry: dict = {"p": child, "t": "d" if is_dir else "f",
                        "m": (0o755 if is_dir else (0o444 if attrs & FILE_ATTRIBUTE_READONLY else 0o644)),
                        "mt": _ns(info.last_write_time), "ct": _ns(info.change_time), "a": attrs}
             if not is_dir:
-                e.update(s=info.end_of_file, i=info.file_id)
-            if previous is not None and previous(child) == self.signature(e):
+                entry.update(s=info.end_of_file, i=info.file_id)
+            if previous is not None and previous(child) == self.signature(entry):
                 yield child
             else:
                 sd = read_sd(self.unc(child), self._kw())
                 if sd:
-                    e["sd"] = sd
+                    entry["sd"] = sd
                 if not is_dir:
                     names = self._streams(child)
                     if names:
-                        e["xn"] = names
-                yield e
+                        entry["xn"] = names
+                yield entry
             if is_dir and not attrs & FILE_ATTRIBUTE_REPARSE_POINT:
                 yield from self._walk(child, previous)
 
@@ -179,21 +179,21 @@ class SmbTree:
             return []
         return sorted(s.name for s in found if s.name != "::$DATA" and s.name.endswith(":$DATA"))
 
-    def open_stream(self, entry: dict, name: str) -> BinaryIO:
+    def open_stream(self, entry: dict, name: str) -> io.BufferedReader:
         path = self.unc(entry["p"]) + name
         try:
             f = smbclient.open_file(path, mode="rb", share_access="rwd", **self._kw())
         except SMBOSError as e:
             raise OSError(e.errno, e.strerror) from None
-        return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)  # type: ignore[return-value]
+        return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)
 
-    def open(self, entry: dict) -> BinaryIO:
+    def open(self, entry: dict) -> io.BufferedReader:
         path = self.unc(entry["p"])
         try:
             f = smbclient.open_file(path, mode="rb", share_access="rwd", **self._kw())
         except SMBOSError as e:
             raise OSError(e.errno, e.strerror) from None
-        return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)  # type: ignore[return-value]
+        return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
         try:

@@ -55,7 +55,7 @@ class DatastoreHttp:
             c = http.client.HTTPSConnection(s.host, s.port, context=s.trust.context(), timeout=TIMEOUT,
                                             blocksize=UPLOAD_BLOCK)
             c.connect()
-            s.trust.check_peer(c.sock, f"{s.host}:{s.port}")  # type: ignore[arg-type]
+            s.trust.check_peer(c.sock, f"{s.host}:{s.port}")
             self._local.conn = c
         return c
 
@@ -181,7 +181,7 @@ class DatastoreDisk:
                 if r.status == 200 and (offset or n != self.size):  # a server that ignored the Range header
                     raise DobaasError(f"{what}: the host ignored the byte range (HTTP 200)")
                 while got < n:
-                    k = r.readinto(buf[got:n])  # type: ignore[arg-type]
+                    k = r.readinto(buf[got:n])
                     if not k:
                         break
                     got += k

@@ -40,14 +40,14 @@ class Placement:
         vim, _ = pyvmomi()
         self.session = session
         cfg = meta["vm_config"]
-        dcs = {p.get("name"): ref for ref, p in retrieve(session, vim.Datacenter, ["name"])}
+        dcs = {str(p.get("name")): ref for ref, p in retrieve(session, vim.Datacenter, ["name"])}
         self.dc_name = options.get("datacenter") or meta.get("datacenter") or next(iter(dcs), "")
         if self.dc_name not in dcs:
             raise NotFound(f"datacenter {self.dc_name!r} not found (there: {', '.join(dcs) or 'none'})")
         self.dc = dcs[self.dc_name]
         first = cfg["disks"][0]["file"] if cfg["disks"] else ""
         self.ds_name = options.get("datastore") or (parse_ds_path(first)[0] if first else "")
-        stores = {p.get("name"): (ref, p) for ref, p in retrieve(
+        stores = {str(p.get("name")): (ref, p) for ref, p in retrieve(
             session, vim.Datastore, ["name", "summary.freeSpace", "summary.accessible"], self.dc)}
         if self.ds_name not in stores:
             raise NotFound(f"datastore {self.ds_name!r} not found in {self.dc_name} (there: {', '.join(stores)}); "

@@ -33,6 +33,7 @@ def walk_items(tree: LocalTree, paths: list[str], sigs: list) -> Iterator:
         if start >= 0:
             yield (start, end)
         start = end = -1
+        assert isinstance(e, dict)
         yield (index.get(e["p"], -1), e)
     if start >= 0:
         yield (start, end)

@@ -22,8 +22,8 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from collections.abc import Generator, Iterator
+from typing import Any, BinaryIO, Protocol
 
 from orchestrator.memory import helper_env
 
@@ -43,14 +43,14 @@ class Tree(Protocol):
     one_file_system: bool
 
 
-def write_frame(fd: int, obj: object) -> None:
+def write_frame(fd: int, obj: Any) -> None:
     data = marshal.dumps(obj)
     view = memoryview(FRAME.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def spawn_walk(tree: Tree, paths: list[str], sigs: list) -> Iterator | None:
+def spawn_walk(tree: Tree, paths: list[str], sigs: list) -> _Walk | None:
     """Start ``walk_items`` for ``tree`` in a child process; its items as they come, or None when no child can
     be started here (the caller walks in its own process then). The request goes through an in-memory file, so
     the child starts walking at once while this process goes on with other work."""
@@ -81,12 +81,12 @@ class _Walk:
 
     def __init__(self, proc: subprocess.Popen, tree: Tree) -> None:
         self.proc, self.tree = proc, tree
-        self._items = self._read()
+        self._items: Generator[Any, None, None] = self._read()
 
     def __iter__(self) -> Iterator:
         return self._items
 
-    def _read(self) -> Iterator:
+    def _read(self) -> Generator[Any, None, None]:
         assert self.proc.stdout and self.proc.stderr
         read = self.proc.stdout.read
         while True:

@@ -6,13 +6,16 @@ import base64
 import errno
 import fnmatch
 import grp
+import io
 import os
 import pwd
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
-from typing import BinaryIO
+from typing import Any
+
+from orchestrator.plugin.streams import WalkItem
 
 _TYPES = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c", stat.S_IFBLK: "b",
           stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
@@ -35,9 +38,9 @@ def _group(gid: int) -> str:
 
 
 def stat_entry(rel: str, st: os.stat_result) -> dict:
-    e = {"p": rel, "t": _TYPES.get(stat.S_IFMT(st.st_mode), "f"), "m": stat.S_IMODE(st.st_mode), "u": st.st_uid,
-         "g": st.st_gid, "U": _user(st.st_uid), "G": _group(st.st_gid), "mt": st.st_mtime_ns,
-         "ct": st.st_ctime_ns}
+    e: dict[str, Any] = {
+        "p": rel, "t": _TYPES.get(stat.S_IFMT(st.st_mode), "f"), "m": stat.S_IMODE(st.st_mode), "u": st.st_uid,
+        "g": st.st_gid, "U": _user(st.st_uid), "G": _group(st.st_gid), "mt": st.st_mtime_ns, "ct": st.st_ctime_ns}
     if e["t"] == "f":
         e.update(s=st.st_size, i=st.st_ino, dv=st.st_dev, n=st.st_nlink)
     elif e["t"] in "cb":
@@ -134,23 +137,22 @@ class LocalTree:
             except OSError as err:
                 yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
                 continue
+            item: dict | str | None = None
             if previous is not None:
                 old = previous(child_rel)
-                e = child_rel if old is not None and old == stat_signature(st) else None
-            else:
-                e = None
-            if e is None:
-                e = self._entry(child_rel, child, st, None)
+                item = child_rel if old is not None and old == stat_signature(st) else None
+            if item is None:
+                item = self._entry(child_rel, child, st, None)
             if is_dir(st.st_mode) and not (one_fs and st.st_dev != root_dev):
                 names, error = self._list(child)
                 if error:
-                    e = self._with_error(e, child_rel, child, st, error)
-                yield e
+                    item = self._with_error(item, child_rel, child, st, error)
+                yield item
                 stack.append((child_rel, child, iter(names)))
             else:
-                yield e
+                yield item
 
-    def walk_delta(self, paths: list[str], signatures: list) -> Iterator | None:
+    def walk_delta(self, paths: list[str], signatures: list) -> Iterable[WalkItem] | None:
         """``walk`` in a child process, against the parent listing: the lstat calls of 100,000 unchanged files
         then cost the backup process nothing (see orchestrator.plugin.localtree.delta)."""
         from orchestrator.plugin.localtree.delta import spawn_walk
@@ -189,7 +191,7 @@ class LocalTree:
         names.sort()
         return names, None
 
-    def open(self, entry: dict) -> BinaryIO:
+    def open(self, entry: dict) -> io.RawIOBase:
         return open_regular(os.path.join(self.path, entry["p"]))
 
     def restat(self, entry: dict) -> tuple[int, int] | None:
@@ -200,7 +202,7 @@ class LocalTree:
         return st.st_size, st.st_mtime_ns
 
 
-def open_regular(path: str) -> BinaryIO:
+def open_regular(path: str) -> io.RawIOBase:
     """Open a file that the walk saw as regular. O_NONBLOCK and a type check on the open descriptor: a file
     replaced by a FIFO (or a device) between the walk and the read must neither hang the backup (opening a
     FIFO without a writer blocks) nor be read; O_NOATIME: a backup should not touch access times (allowed for
@@ -218,4 +220,4 @@ def open_regular(path: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb", buffering=0)
+    return io.FileIO(fd, "rb")

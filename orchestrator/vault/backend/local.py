@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from orchestrator.errors import NotFound, StorageFull
 from orchestrator.vault.backend import AlreadyExists, ObjectMissing
@@ -109,7 +109,7 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectMissing(name) from None
 
-    def make_layout(self, dirs: list[str]) -> None:
+    def make_layout(self, dirs: Iterable[str]) -> None:
         for d in dirs:
             self._ensure_dir(self._path(d))
 

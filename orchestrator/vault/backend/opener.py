@@ -58,5 +58,5 @@ def open_backend(location: str, access: RemoteAccess | None = None, must_exist: 
     if rate:  # a vault directory on a mount reached over a slow link
         from orchestrator.vault.backend.throttle import ThrottledBackend
 
-        return ThrottledBackend(local, rate)  # type: ignore[return-value]
+        return ThrottledBackend(local, rate)
     return local

@@ -24,6 +24,7 @@ def open_sftp(host: str, port: int, user: str, identity: str, known_hosts: str, 
         def recv(self, size: int) -> bytes:
             # one blocking read: b"" when ssh has exited (paramiko then raises EOFError); ProxyCommand's own recv
             # would spin forever on a closed pipe. A dead link is detected by ssh (ServerAliveInterval).
+            assert self.process.stdout is not None
             return os.read(self.process.stdout.fileno(), size)
 
         def close(self) -> None:
@@ -41,7 +42,7 @@ def open_sftp(host: str, port: int, user: str, identity: str, known_hosts: str, 
            "-e", "none", "-s", f"{user}@{host}", "sftp"]
     pipe = SshPipe(shlex.join(cmd))
     try:
-        return paramiko.SFTPClient(pipe)
+        return paramiko.SFTPClient(pipe)  # type: ignore[arg-type]  # paramiko takes any socket-like object
     except (EOFError, paramiko.SSHException, OSError) as e:
         err = ""
         try:
