@@ -22,7 +22,7 @@ from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.cbt.listing_cache import default_dir as listing_cache_dir
 from orchestrator.cbt.stream import capture_stream
 from orchestrator.cbt.tree import TreeCapture, capture_tree
-from orchestrator.errors import DobaasError, WindowClosed
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, DobaasError, WindowClosed
 from orchestrator.plugin import registry
 from orchestrator.plugin.base import CaptureContext
 from orchestrator.plugin.streams import ByteStream, CarriedItem, ImageStream, TreeStream
@@ -36,9 +36,6 @@ if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported where a run records in
 
 log = logging.getLogger(__name__)
 
-#: exit codes of `dobaas run`: all sources saved; a source failed (the others still ran); every source saved
-#: but some files could not be read or changed while read
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 9
 
 
 @dataclass

@@ -31,6 +31,8 @@ class Catalog:
         then happen in parallel, not after the snapshot, when the run waits for its catalog)."""
         self.url = url or default_url()
         self.engine: Engine = create_engine(self.url)
+        #: where it is, for messages (a password in a PostgreSQL URL is never shown)
+        self.shown = self.engine.url.render_as_string(hide_password=True).removeprefix("sqlite:///")
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             if checkpoint_early:
@@ -196,7 +198,7 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = list(conn.execute(q).mappings())
         if not rows:
-            raise NotFound(f"no snapshot with id {prefix} in the catalog")
+            raise NotFound(f"no snapshot with id {prefix} in the catalog {self.shown}")
         if len(rows) > 1:
             raise UsageError(f"snapshot id {prefix} is ambiguous; give more characters")
         return _snap_dict(rows[0])
@@ -209,7 +211,8 @@ class Catalog:
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         if row is None:
-            raise NotFound(f"no snapshot of source {source!r} at or before {when:%Y-%m-%d %H:%M}")
+            raise NotFound(f"no snapshot of source {source!r} at or before {when:%Y-%m-%d %H:%M} in the catalog "
+                           f"{self.shown}")
         return _snap_dict(row)
 
     def ls(self, snap: dict, path: str | None) -> list[dict]:

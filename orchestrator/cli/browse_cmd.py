@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from orchestrator.cli.common import (
 )
 from orchestrator.errors import UsageError
 
+if TYPE_CHECKING:
+    from orchestrator.catalog.db import Catalog
+
 _TYPE_CHAR = {"d": "d", "l": "l", "h": "-", "f": "-", "c": "c", "b": "b", "p": "p", "s": "s"}
 
 
@@ -25,15 +29,31 @@ def _fmt_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M") if ns else "-"
 
 
+policy_option = click.option(
+    "--policy", "policy_file", type=click.Path(dir_okay=False),
+    help="Browse the catalog this policy records into (its `catalog:`), unless --catalog is given.")
+
+
+def _catalog(catalog_url: str | None, policy_file: str | None) -> Catalog:
+    """The catalog named by --catalog (or DOBAAS_CATALOG), else by the policy's ``catalog:``, else the default."""
+    if policy_file and not catalog_url:
+        from orchestrator.policy.model import load_policy
+
+        catalog_url = load_policy(policy_file).catalog
+    return open_catalog(catalog_url)
+
+
 @click.command("ls")
 @click.argument("args", nargs=-1)
 @click.option("--source", help="With --at: the source to browse.")
 @click.option("--at", "at", help="With --source: the latest snapshot at or before 'YYYY-MM-DD HH:MM'.")
+@policy_option
 @catalog_option
 @json_option
-def ls_cmd(args: tuple[str, ...], source: str | None, at: str | None, catalog_url: str | None, as_json: bool) -> None:
+def ls_cmd(args: tuple[str, ...], source: str | None, at: str | None, policy_file: str | None,
+           catalog_url: str | None, as_json: bool) -> None:
     """List a directory of a snapshot: ``ls SNAPSHOT [PATH]`` or ``ls --source NAME --at DATE [PATH]``."""
-    catalog = open_catalog(catalog_url)
+    catalog = _catalog(catalog_url, policy_file)
     if at or source:
         if not (at and source):
             raise UsageError("--at and --source go together")
@@ -62,12 +82,14 @@ def ls_cmd(args: tuple[str, ...], source: str | None, at: str | None, catalog_ur
 @click.argument("pattern")
 @click.option("--source", help="Only this source.")
 @click.option("--since", help="Only snapshots taken since this date ('YYYY-MM-DD [HH:MM]').")
+@policy_option
 @catalog_option
 @json_option
-def find_cmd(pattern: str, source: str | None, since: str | None, catalog_url: str | None, as_json: bool) -> None:
+def find_cmd(pattern: str, source: str | None, since: str | None, policy_file: str | None, catalog_url: str | None,
+             as_json: bool) -> None:
     """Find files across snapshots. PATTERN is a glob on the file name (e.g. '*.xlsx'), or on the whole path
     when it contains '/'."""
-    catalog = open_catalog(catalog_url)
+    catalog = _catalog(catalog_url, policy_file)
     rows = catalog.find(pattern, source, parse_when(since, "--since") if since else None)
     if as_json:
         emit_json(rows)
@@ -78,7 +100,7 @@ def find_cmd(pattern: str, source: str | None, since: str | None, catalog_url: s
                    f"from {local_time(r['first_time'])} to {local_time(r['last_time'])} "
                    f"(latest {r['last_snapshot'][:12]})")
     if not rows:
-        click.echo("no match")
+        click.echo(f"no match in the catalog {catalog.shown}")
 
 
 def register(cli: click.Group) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import parse_size
+from orchestrator.errors import EXIT_FAILED, EXIT_OK
 
 
 @click.command("demo")
@@ -17,7 +18,7 @@ def demo_cmd(workdir: str | None, size: str) -> int:
     from orchestrator.demo.run import run_demo
 
     ok = run_demo(workdir, parse_size(size, "--size"), Console())
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def register(cli: click.Group) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import catalog_option, emit_json, human_bytes, json_option, local_time, open_catalog
+from orchestrator.errors import EXIT_FAILED, EXIT_OK
 
 
 @click.command("jobs")
@@ -58,7 +59,7 @@ def status_cmd(directory: str | None, catalog_url: str | None, as_json: bool) ->
                 click.echo(f"    error: {e}")
             for w in r["last_warnings"][:3]:
                 click.echo(f"    warning: {w}")
-    return 1 if any(r["last_status"] == "failed" for r in rows) else 0
+    return EXIT_FAILED if any(r["last_status"] == "failed" for r in rows) else EXIT_OK
 
 
 def register(cli: click.Group) -> None:

@@ -24,7 +24,7 @@ from orchestrator.cli import (
     verify_cmd,
 )
 from orchestrator.cli.common import teardown_skipped
-from orchestrator.errors import DobaasError
+from orchestrator.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DobaasError
 
 log = logging.getLogger("dobaas")
 
@@ -71,12 +71,12 @@ def main() -> None:
         rc = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("dobaas: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.UsageError as e:  # one line, as every error: what is wrong and where to look
         sub = e.ctx.command_path.partition(" ")[2] if e.ctx else ""
         hint = f" (see 'dobaas {sub} --help')" if sub else " (see 'dobaas --help')"
         click.echo(f"dobaas: error: {e.format_message()}{hint}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as e:
         click.echo(f"dobaas: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
@@ -86,22 +86,22 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("dobaas: interrupted; nothing partial was published", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except OSError as e:  # the system refused something (a missing directory, no permission): say what and where
         if os.environ.get("DOBAAS_DEBUG"):
             raise
         where = f": {e.filename}" if e.filename else ""
         click.echo(f"dobaas: error: {e.strerror or e}{where}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     except RecursionError:
         click.echo("dobaas: error: an input is nested too deeply to be read", err=True)
-        sys.exit(6)
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as e:
         if os.environ.get("DOBAAS_DEBUG"):
             raise
         click.echo(f"dobaas: internal error: {type(e).__name__}: {e} (set DOBAAS_DEBUG=1 for details)", err=True)
-        sys.exit(1)
-    code = rc if isinstance(rc, int) else 0
+        sys.exit(EXIT_FAILED)
+    code = rc if isinstance(rc, int) else EXIT_OK
     if teardown_skipped():  # everything is written and closed; only memory would be freed
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

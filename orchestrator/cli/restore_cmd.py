@@ -17,7 +17,7 @@ from orchestrator.cli.common import (
     progress_bar,
     vault_option,
 )
-from orchestrator.errors import UsageError
+from orchestrator.errors import EXIT_DAMAGE, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from orchestrator.restore.image import restore_image
 
 
@@ -212,7 +212,7 @@ def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: st
         if res.damaged:
             click.echo(f"{len(res.damaged)} file(s) damaged in the vault were not restored; every other file was. "
                        "'dobaas verify' names the damage; an older snapshot may hold intact copies", err=True)
-    return {"ok": 0, "partial": 9, "failed": 1, "damaged": 3}[res.status]
+    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED, "damaged": EXIT_DAMAGE}[res.status]
 
 
 def register(cli: click.Group) -> None:

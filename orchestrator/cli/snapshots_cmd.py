@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import emit_json, human_bytes, json_option, local_time, open_vault, vault_option
+from orchestrator.errors import EXIT_DAMAGE, EXIT_OK
 
 
 @click.command("snapshots")
@@ -39,7 +40,7 @@ def snapshots_cmd(vault_path: str, name: str | None, source: str | None, as_json
                        f"{human_bytes(r['size']):>10}  {r['stats'].get('mode', '')}")
         for d in damaged:
             click.echo(f"{d['id'][:12]}  DAMAGED: {d['error']}")
-    return 3 if broken else 0
+    return EXIT_DAMAGE if broken else EXIT_OK
 
 
 def register(cli: click.Group) -> None:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from orchestrator.cli.common import emit_json, json_option, open_vault, parse_size, read_passphrase, vault_option
-from orchestrator.errors import StorageFull, UsageError
+from orchestrator.errors import EXIT_DAMAGE, EXIT_OK, StorageFull, UsageError
 from orchestrator.vault.config import DEFAULT_BLOCK_SIZE
 from orchestrator.vault.keys import DEFAULT_KDF_COST, MAX_KDF_COST, MIN_KDF_COST
 from orchestrator.vault.locks import read_locks
@@ -125,7 +125,7 @@ def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json
         if rep.verify is not None:
             click.echo(f"verify: {'ok' if rep.verify['ok'] else 'DAMAGE FOUND'} ({rep.verify['snapshots']} "
                        "snapshot(s))")
-    return 3 if rep.refused or (rep.verify is not None and not rep.verify["ok"]) else 0
+    return EXIT_DAMAGE if rep.refused or (rep.verify is not None and not rep.verify["ok"]) else EXIT_OK
 
 
 @vault_group.command("locks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import emit_json, human_bytes, json_option, open_vault, progress_bar, vault_option
+from orchestrator.errors import EXIT_DAMAGE, EXIT_OK
 from orchestrator.vault.verify import verify_vault
 
 
@@ -36,7 +37,7 @@ def verify_cmd(vault_path: str, metadata_only: bool, as_json: bool) -> int:
                 where += f" offset {d.offset} length {d.length}"
             click.echo(f"DAMAGED: {where}: {d.reason}")
         click.echo("vault OK" if rep.ok else f"vault DAMAGED: {rep.snapshots_damaged} snapshot(s) affected")
-    return 0 if rep.ok else 3
+    return EXIT_OK if rep.ok else EXIT_DAMAGE
 
 
 def register(cli: click.Group) -> None:
