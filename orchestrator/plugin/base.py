@@ -1,13 +1,15 @@
-"""The base class every source plugin derives from (the four questions of the plugin contract).
+"""The base class every source plugin derives from (the four questions of the plugin contract; docs/plugins.md).
 
-1. *What is there?* ``discover``.
+1. *What is there?* ``discover`` (and ``units``: the independent things a source stands for, e.g. VMs).
 2. *Capture it consistently*: ``capture`` is a context manager: quiesce and snapshot on entry, yield the typed
-   streams, release on exit (always, even when the backup fails), as fast as possible.
+   streams, release on exit (always, even when the backup fails), as fast as possible. ``end_run`` releases
+   what was kept between units once the run is over.
 3. *What changed since the last capture?*: ``capture`` receives the checkpoint stored with the previous snapshot
    of the same source. A token it cannot use must lead to a full capture and a warning, never a wrong
    incremental.
-4. *Put it back*: ``restore_target`` / ``restore`` (plugins whose data goes back somewhere other than a local
-   directory), then ``verify``.
+4. *Put it back*: the core reads and checks the vault side; the plugin does the product side, with the
+   command's options as typed: ``check_machine_restore`` / ``restore_machine`` (VMs), ``restore_database``
+   (databases), ``open_sink`` (file destinations other than a local directory). Each verifies what it restored.
 """
 
 from __future__ import annotations
