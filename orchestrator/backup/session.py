@@ -12,7 +12,7 @@ from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import BadInput
 from orchestrator.vault.index import Index
 from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import Snapshot, name_problem
+from orchestrator.vault.snapshot import Item, Snapshot, name_problem
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ class BackupSession:
         self.vault.adopt_unindexed_packs(index)
         return index
 
-    def parent_item(self, item_name: str) -> dict | None:
+    def parent_item(self, item_name: str) -> Item | None:
         return self.parent.item(item_name) if self.parent else None
 
-    def commit(self, items: list[dict], meta: dict | None = None, extra_stats: dict | None = None) -> Snapshot:
+    def commit(self, items: list[Item], meta: dict | None = None, extra_stats: dict | None = None) -> Snapshot:
         snap = Snapshot(
             name=self.name,
             items=items,

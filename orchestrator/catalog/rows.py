@@ -3,6 +3,13 @@ prepare its rows without importing the database layer (SQLAlchemy), which runs i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from orchestrator.vault.snapshot import Item
+
+if TYPE_CHECKING:
+    from orchestrator.vault.tree import TreeEntry
+
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,7 +61,7 @@ def display_path(root: str, rel: str) -> tuple[str, str, str]:
     return path, parent or "/", name
 
 
-def entry_rows(item: dict, tree_entries: Iterable[dict]) -> Iterable[EntryRow]:
+def entry_rows(item: Item, tree_entries: Iterable[TreeEntry]) -> Iterable[EntryRow]:
     root = item.get("root", item["name"])
     for e in tree_entries:
         path, parent, name = display_path(root, e["p"])

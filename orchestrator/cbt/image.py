@@ -14,7 +14,7 @@ from orchestrator.cbt.extents import blocks_touched
 from orchestrator.cbt.pipeline import CaptureStats, Progress, capture_blocks
 from orchestrator.plugin.blocks import BlockReader, Extent
 from orchestrator.vault.crypto import ID_LEN, ZERO_ID
-from orchestrator.vault.snapshot import load_image_map, split_map
+from orchestrator.vault.snapshot import Item, load_image_map, split_map
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,14 @@ def count_holes(bmap: bytearray) -> int:
 
 @dataclass
 class ImageCapture:
-    item: dict
+    item: Item
     stats: CaptureStats
     mode: str  # "full", "incremental" or "dedup-full"
     warnings: list[str] = field(default_factory=list)
 
 
 def plan_blocks(
-    size: int, block_size: int, parent: dict | None, parent_map: bytearray | None, extents: list[Extent] | None
+    size: int, block_size: int, parent: Item | None, parent_map: bytearray | None, extents: list[Extent] | None
 ) -> tuple[bytearray, list[int] | range, str, list[str]]:
     """Decide which blocks to read, and the starting block map (parent's ids for the rest)."""
     nblocks = -(-size // block_size)
@@ -67,7 +67,7 @@ def capture_image(
     reader: BlockReader,
     item_name: str,
     block_size: int,
-    parent: dict | None = None,
+    parent: Item | None = None,
     extents: list[Extent] | None = None,
     workers: int = 2,
     progress: Progress | None = None,
@@ -84,7 +84,7 @@ def capture_image(
     stats = capture_blocks(reader, blocks, block_size, bmap, writer, workers, progress)
     stats.zero_blocks = count_holes(bmap)
     pieces = [writer.store_meta(p).hex() for p in split_map(bmap, ID_LEN)]
-    item = {
+    item: Item = {
         "name": item_name,
         "type": "image",
         "size": reader.size,

@@ -8,6 +8,8 @@ import bisect
 from array import array
 from collections.abc import Callable
 
+from orchestrator.vault.tree import TreeEntry
+
 
 class Listing:
     def __init__(self) -> None:
@@ -29,7 +31,7 @@ class Listing:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def append(self, e: dict, line: bytes, sig: object) -> None:
+    def append(self, e: TreeEntry, line: bytes, sig: object) -> None:
         if e["t"] == "f" and e.get("n", 1) > 1:
             self.links[len(self.paths)] = (e.get("dv", 0), e.get("i", 0))
         self.paths.append(e["p"])
@@ -47,7 +49,7 @@ class Listing:
         self.sizes.append(0)
         return len(self.paths) - 1
 
-    def fill(self, k: int, e: dict, line: bytes, sig: object) -> None:
+    def fill(self, k: int, e: TreeEntry, line: bytes, sig: object) -> None:
         if e["t"] == "f" and e.get("n", 1) > 1:
             self.links[k] = (e.get("dv", 0), e.get("i", 0))
         assert e["t"] == "f", "only regular files are read"  # so the type column already says 'f'
@@ -117,7 +119,7 @@ class Listing:
         return out
 
     @classmethod
-    def from_pieces(cls, pieces, sig: Callable[[dict], object]) -> Listing:
+    def from_pieces(cls, pieces, sig: Callable[[TreeEntry], object]) -> Listing:
         """From the (id, entries, lines) pieces of a stored listing, ``sig`` giving each reusable entry's
         signature."""
         out = cls()

@@ -18,6 +18,7 @@ import threading
 import blake3
 
 from orchestrator.cbt.listing import Listing
+from orchestrator.vault.snapshot import Item
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ListingCache:
         self.key = blake3.blake3(mac_key, derive_key_context="dobaas listing cache v1").digest()
         self._writers: list[threading.Thread] = []
 
-    def store_later(self, item: dict, slot: str, listing: Listing) -> None:
+    def store_later(self, item: Item, slot: str, listing: Listing) -> None:
         """Store on a thread while the run publishes its snapshot and updates the catalog (their fsyncs and
         SQLite calls leave the interpreter free); ``wait`` joins it. Not a daemon: the process waits at exit."""
         t = threading.Thread(target=self.store, args=(item, slot, listing), name="listing-cache")
@@ -48,7 +49,7 @@ class ListingCache:
             t.join()
         self._writers.clear()
 
-    def _name(self, item: dict, slot: str) -> str:
+    def _name(self, item: Item, slot: str) -> str:
         content = blake3.blake3(",".join(item["map"]).encode(), key=self.key).hexdigest()[:32]
         return os.path.join(self.dir, f"{slot}.{content}")
 
@@ -56,7 +57,7 @@ class ListingCache:
         """One cache file per (snapshot name, item): older ones are replaced."""
         return blake3.blake3(f"{snapshot_name}\0{item_name}".encode(), key=self.key).hexdigest()[:24]
 
-    def load(self, item: dict, slot: str) -> Listing | None:
+    def load(self, item: Item, slot: str) -> Listing | None:
         path = self._name(item, slot)
         try:
             with open(path, "rb") as f:
@@ -73,7 +74,7 @@ class ListingCache:
         except (ValueError, EOFError, TypeError):
             return None
 
-    def store(self, item: dict, slot: str, listing: Listing) -> None:
+    def store(self, item: Item, slot: str, listing: Listing) -> None:
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             body = marshal.dumps((FORMAT, *listing.columns()))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.plugin.streams import Readable
-from orchestrator.vault.snapshot import STREAM_ENTRY, split_map
+from orchestrator.vault.snapshot import STREAM_ENTRY, Item, split_map
 from orchestrator.vault.writer import BackupWriter
 
 IN_FLIGHT = 8  # chunks being stored at once: bounds memory to IN_FLIGHT x max chunk size
@@ -18,7 +18,7 @@ IN_FLIGHT = 8  # chunks being stored at once: bounds memory to IN_FLIGHT x max c
 
 @dataclass
 class StreamCapture:
-    item: dict
+    item: Item
     bytes_read: int
     chunks: int
 
@@ -52,5 +52,5 @@ def capture_stream(
                 progress(n)
         entries = b"".join(STREAM_ENTRY.pack(f.result(), n) for f, n in futures)
     pieces = [writer.store_meta(p).hex() for p in split_map(entries, STREAM_ENTRY.size)]
-    item = {"name": item_name, "type": "stream", "size": total, "map": pieces}
+    item: Item = {"name": item_name, "type": "stream", "size": total, "map": pieces}
     return StreamCapture(item, total, len(futures))

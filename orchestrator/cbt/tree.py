@@ -22,7 +22,8 @@ from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.plugin.streams import SourceFile, TreeSource, WalkItem
-from orchestrator.vault.tree import TreeWriter, encode_entry, iter_tree_pieces, printable
+from orchestrator.vault.snapshot import Item
+from orchestrator.vault.tree import TreeEntry, TreeWriter, encode_entry, iter_tree_pieces, printable
 from orchestrator.vault.writer import BackupWriter
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,10 @@ class TreeStats:
 
 @dataclass
 class TreeCapture:
-    item: dict
+    item: Item
     stats: TreeStats
     #: entries that are new or differ from the parent snapshot's (all entries when there is no parent)
-    changed: list[dict] = field(default_factory=list)
+    changed: list[TreeEntry] = field(default_factory=list)
     #: paths the parent had and this capture does not
     deleted: list[str] = field(default_factory=list)
     #: whether ``changed``/``deleted`` are relative to a parent item (else ``changed`` is everything)
@@ -60,18 +61,18 @@ class TreeCapture:
     listing: Listing | None = None
 
 
-def _reusable(e: dict) -> bool:
+def _reusable(e: TreeEntry) -> bool:
     """May the parent's entry be reused as is? Not when it carries an error or a changed-while-read mark, nor
     a file without content."""
     return "e" not in e and "w" not in e and (e["t"] != "f" or "c" in e)
 
 
-def _signature(sigfn: Callable[[dict], object] | None) -> Callable[[dict], object]:
+def _signature(sigfn: Callable[[TreeEntry], object] | None) -> Callable[[TreeEntry], object]:
     """The source's signature of an entry that may be reused as is, else None."""
     return lambda e: sigfn(e) if sigfn and _reusable(e) else None
 
 
-def _parent_listing(parent_item: dict | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
+def _parent_listing(parent_item: Item | None, read_meta: Callable[[bytes], bytes], source: TreeSource,
                     cache: ListingCache | None, slot: str) -> Listing | None:
     """The parent's listing in walk order, from the local cache when it has it, else from the vault."""
     if parent_item is None or parent_item.get("type") != "tree":
@@ -106,7 +107,7 @@ def _unused(prev: Listing, used: bytearray) -> list[str]:
     return out
 
 
-def _same_file(old: dict, new: dict) -> bool:
+def _same_file(old: TreeEntry, new: TreeEntry) -> bool:
     """The parent's entry describes this file exactly (same metadata; the parent also has content ``c``, and
     no ``w``/``e`` mark, which would force a new read)."""
     return len(old) == len(new) + 1 and "c" in old and old.items() >= new.items()
@@ -129,7 +130,7 @@ class FileReader:
             c = self.local.chunker = Chunker.from_config(self.cfg)
         return c
 
-    def read(self, entry: dict) -> dict:
+    def read(self, entry: TreeEntry) -> TreeEntry:
         """What to add to ``entry``: content ``c`` and size ``s``, or an error ``e``; ``w`` when it changed."""
         try:
             f = self.source.open(entry)
@@ -153,7 +154,7 @@ class FileReader:
                     total += len(piece)
         except OSError as e:
             return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
-        out: dict = {"c": refs, "s": total}
+        out: TreeEntry = {"c": refs, "s": total}
         if entry.get("xn") and hasattr(self.source, "open_stream"):
             out.update(self.read_streams(entry))
         now = self.source.restat(entry)
@@ -165,7 +166,7 @@ class FileReader:
             self.progress(total)
         return out
 
-    def read_streams(self, entry: dict) -> dict:
+    def read_streams(self, entry: TreeEntry) -> TreeEntry:
         """Alternate data streams the source listed (``xn``) stored like content, as ``xs`` {name: refs}; the
         ``xn`` list is dropped. A stream that cannot be read is a warning: the file itself is saved."""
         streams, warnings = {}, []
@@ -181,7 +182,7 @@ class FileReader:
                 continue
             streams[name] = refs
         entry.pop("xn")
-        out: dict = {"xs": streams} if streams else {}
+        out: TreeEntry = {"xs": streams} if streams else {}
         if warnings:
             out["w"] = "; ".join(warnings)
         return out
@@ -192,7 +193,7 @@ def capture_tree(
     source: TreeSource,
     item_name: str,
     chunker_cfg: dict,
-    parent_item: dict | None = None,
+    parent_item: Item | None = None,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
     cache: ListingCache | None = None,
@@ -235,9 +236,9 @@ class _TreeRun:
         self.prev = prev or Listing()
         self.signature = _signature(getattr(source, "signature", None))
         self.new = Listing()
-        self.reads: collections.deque[tuple[int, dict, Future[dict]]] = collections.deque()
+        self.reads: collections.deque[tuple[int, TreeEntry, Future[TreeEntry]]] = collections.deque()
         self.deferring = False  # reads held back until the walk ends (or DEFER_READS wait)
-        self.deferred: list[tuple[Future[dict], dict]] = []
+        self.deferred: list[tuple[Future[TreeEntry], TreeEntry]] = []
         #: (position in the new listing, parent start, parent end) of runs of unchanged entries
         self.spans: list[tuple[int, int, int]] = []
         self.used = bytearray(len(self.prev))  # parent entries claimed by the walk; the others were deleted
@@ -278,10 +279,10 @@ class _TreeRun:
         for m in prev.links_in(k, end):  # later names of these inodes are hard links to them
             self.seen_inodes.setdefault(prev.links[m], prev.paths[m])
 
-    def changed(self, k: int, entry: dict, pool: ThreadPoolExecutor, workers: int) -> None:
+    def changed(self, k: int, entry: TreeEntry, pool: ThreadPoolExecutor, workers: int) -> None:
         """A new or changed entry (k: its index in the parent listing, -1 if new): reuse what can be reused,
         read the rest."""
-        fut: Future[dict] | None = None
+        fut: Future[TreeEntry] | None = None
         line: bytes | None = None
         old_line = self.prev.lines[k] if k >= 0 else None
         if k >= 0:
@@ -304,15 +305,15 @@ class _TreeRun:
             line = encode_entry(entry)
         self.new.append(entry, line, self.signature(entry))
 
-    def changed_file(self, entry: dict, old: dict | None, old_line: bytes | None, pool: ThreadPoolExecutor,
-                     workers: int) -> tuple[dict, bytes | None, Future[dict] | None]:
+    def changed_file(self, entry: TreeEntry, old: TreeEntry | None, old_line: bytes | None, pool: ThreadPoolExecutor,
+                     workers: int) -> tuple[TreeEntry, bytes | None, Future[TreeEntry] | None]:
         """A regular file: a later name of an inode already seen becomes a hard link; a file the parent has
         exactly is reused; anything else is read (now, or deferred). Returns (entry, its line if reused, the
         read in flight)."""
         self.stats.files += 1
         key = (entry.get("dv", 0), entry.get("i", 0))
         if entry.get("n", 1) > 1 and key in self.seen_inodes:
-            link = {**entry, "t": "h", "l": self.seen_inodes[key]}
+            link: TreeEntry = {**entry, "t": "h", "l": self.seen_inodes[key]}
             return link, old_line if old == link else None, None
         if entry.get("n", 1) > 1:
             self.seen_inodes[key] = entry["p"]
@@ -320,7 +321,7 @@ class _TreeRun:
             self.stats.files_unchanged += 1
             self.stats.bytes_total += old.get("s", 0)
             return old, old_line, None
-        fut: Future[dict]
+        fut: Future[TreeEntry]
         if workers and self.deferring:
             fut = Future()
             self.deferred.append((fut, entry))
@@ -339,10 +340,10 @@ class _TreeRun:
             pool.submit(self.reader.read, entry).add_done_callback(functools.partial(_settle, placeholder))
         self.deferred.clear()
 
-    def where(self, entry: dict) -> str:
+    def where(self, entry: TreeEntry) -> str:
         return printable(f"{self.source.root}/{entry['p']}")
 
-    def finish_read(self, idx: int, entry: dict, fut: Future[dict]) -> None:
+    def finish_read(self, idx: int, entry: TreeEntry, fut: Future[TreeEntry]) -> None:
         result = fut.result()
         entry.update(result)
         stats = self.stats
@@ -372,7 +373,7 @@ class _TreeRun:
         return cap
 
 
-def _settle(placeholder: Future[dict], done: Future[dict]) -> None:
+def _settle(placeholder: Future[TreeEntry], done: Future[TreeEntry]) -> None:
     """Pass a deferred read's outcome to the placeholder the listing waits on."""
     exc = done.exception()
     if exc is not None:

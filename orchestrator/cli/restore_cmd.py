@@ -48,7 +48,7 @@ def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, ove
         st = restore_image(vault, images[0], output, overwrite, progress=advance,
                            what=f"snapshot {snap.id[:12]} item {images[0]['name']}")
     secs = time.monotonic() - t0
-    res = {"id": snap.id, "item": images[0]["name"], "output": output, "size": images[0]["size"],
+    res: dict = {"id": snap.id, "item": images[0]["name"], "output": output, "size": images[0]["size"],
            "bytes_written": st.bytes_written, "seconds": round(secs, 3)}
     if as_json:
         emit_json(res)
@@ -85,6 +85,7 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
     import shutil
     import tempfile
 
+    from orchestrator.plugin.base import MachineRestoreOptions
     from orchestrator.restore.vm import restore_vm
 
     vault = open_vault(vault_path)
@@ -96,9 +97,10 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
         else:
             os.makedirs("/var/tmp", exist_ok=True)
             target_dir = staging = tempfile.mkdtemp(prefix="dobaas-restore-", dir="/var/tmp")
-    options = {"name": new_name, "format": fmt, "target_dir": os.path.abspath(target_dir), "start": start,
-               "uri": uri, "datastore": datastore, "esx_host": esx_host, "pool": pool, "folder": folder,
-               "datacenter": datacenter, "user": user, "password_env": password_env}
+    options: MachineRestoreOptions = {
+        "name": new_name, "format": fmt, "target_dir": os.path.abspath(target_dir), "start": start, "uri": uri,
+        "datastore": datastore, "esx_host": esx_host, "pool": pool, "folder": folder, "datacenter": datacenter,
+        "user": user, "password_env": password_env}
     bars: list = []
 
     def progress(item: str, size: int):

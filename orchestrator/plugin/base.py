@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,27 @@ class PasswordFields(BaseModel):
         """The secret, or None when neither field is set; a named variable or file that is missing is an error."""
         return read_secret(self.password_env, self.password_file, f"source {getattr(self, 'name', '?')}",
                            "password")
+
+
+class MachineRestoreOptions(TypedDict, total=False):
+    """What `dobaas restore vm` passes to a VM plugin: the command's values as typed (None when absent); each
+    plugin uses the ones that mean something for its hypervisor and checks them itself."""
+
+    name: str  # the new VM's name
+    target_dir: str  # where the core wrote the disks (KVM: where they stay; VMware: staging before upload)
+    start: bool  # start the new VM and wait until it runs
+    format: str  # KVM: qcow2 | raw
+    uri: str | None  # KVM: libvirt URI; VMware: vCenter/ESXi host (default: the one backed up from)
+    datastore: str | None  # VMware
+    esx_host: str | None  # VMware
+    pool: str | None  # VMware
+    folder: str | None  # VMware
+    datacenter: str | None  # VMware
+    user: str | None  # hypervisor user (default: the policy's)
+    password_env: str | None  # variable holding that user's password (default: the policy's)
+    password_file: str | None
+    #: VMware: a progress callback factory for the upload of each disk after the local check
+    upload_progress: Callable[[str, int], Callable[[int], None] | None] | None
 
 
 @dataclass
@@ -81,11 +102,11 @@ class SourcePlugin(ABC):
         once per plugin used, whatever happened; the process may end right after without running atexit."""
         return None
 
-    def check_machine_restore(self, meta: dict, options: dict) -> None:
+    def check_machine_restore(self, meta: dict, options: MachineRestoreOptions) -> None:
         """Refuse a VM restore before any byte is written (name taken, files in the way, hypervisor down)."""
         raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")
 
-    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: dict) -> dict:
+    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: MachineRestoreOptions) -> dict:
         """Make a new VM from a snapshot's saved configuration (``meta``) and its disks, which the core has
         written as raw files ({item name: path}) and checked against the snapshot. Returns what to report."""
         raise NotImplementedError(f"plugin {self.name} does not restore virtual machines")

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestrator.plugin.blocks import BlockReader, Extent
+from orchestrator.vault.tree import TreeEntry  # the vault's tree-entry form, for plugins
 
 #: What the core consumes from a walk, in walk order: ``(i, j)`` the parent listing's entries i..j-1 are unchanged;
 #: ``(k, entry)`` a new or changed entry, k its index in the parent listing or -1.
-WalkItem = tuple[int, int] | tuple[int, dict]
+WalkItem = tuple[int, int] | tuple[int, TreeEntry]
 
 
 class SourceFile(Protocol):
@@ -33,7 +34,7 @@ class TreeSource(Protocol):
     #: where the tree comes from, shown to users and recorded with the snapshot ("/srv/docs", "smb://h/share")
     root: str
 
-    def walk(self, previous: Callable[[str], Any] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], Any] | None = None) -> Iterator[TreeEntry | str]:
         """Entries in path order, parents before children, in the vault's tree-entry form (without ``c``).
 
         A source with a ``signature(entry)`` method (any comparable value: tuple, bytes) gets
@@ -45,10 +46,10 @@ class TreeSource(Protocol):
     # against the parent listing given as two lists in walk order; the core then uses it instead of ``walk``
     # (None: it cannot here, use ``walk``).
 
-    def open(self, entry: dict) -> SourceFile:
+    def open(self, entry: TreeEntry) -> SourceFile:
         """Open a regular file for reading (raise OSError when it cannot be read)."""
 
-    def restat(self, entry: dict) -> tuple[int, int] | None:
+    def restat(self, entry: TreeEntry) -> tuple[int, int] | None:
         """(size, mtime_ns) now, to tell whether the file changed while it was read; None if it is gone."""
 
 
@@ -73,7 +74,7 @@ class TreeSink(Protocol):
     def remove(self, rel: str) -> None:
         """Remove the non-directory at ``rel`` (a directory of the snapshot replaces it)."""
 
-    def write_file(self, rel: str, chunks: Iterator[bytes], entry: dict) -> int:
+    def write_file(self, rel: str, chunks: Iterator[bytes], entry: TreeEntry) -> int:
         """Write a file completely under a temporary name, then put it in place; on any failure (a damaged chunk
         raises from ``chunks``) remove the temporary file and re-raise. A sink may set the entry's metadata
         here already (the local one does, on the descriptor, before the rename). Returns the bytes written."""
@@ -81,11 +82,11 @@ class TreeSink(Protocol):
     def write_stream(self, rel: str, name: str, chunks: Iterator[bytes]) -> int:
         """An alternate data stream (``:name:$DATA``) of a file already written; OSError when it cannot be kept."""
 
-    def make_special(self, rel: str, entry: dict, link_to: str | None) -> None:
+    def make_special(self, rel: str, entry: TreeEntry, link_to: str | None) -> None:
         """A symbolic link, a hard link to ``link_to`` (restored earlier in this restore), a FIFO or a device
         file; raise UnsupportedEntry when the destination cannot hold it."""
 
-    def set_meta(self, rel: str, entry: dict) -> None:
+    def set_meta(self, rel: str, entry: TreeEntry) -> None:
         """What the destination can hold of an entry's metadata: a directory's once its contents are restored,
         a file's once its streams are (nothing to do for a sink that set it in ``write_file``)."""
 

@@ -17,7 +17,7 @@ from orchestrator.vault.backend import ObjectMissing
 from orchestrator.vault.crypto import ID_LEN, ZERO_ID
 from orchestrator.vault.pack import pack_path
 from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import load_image_map
+from orchestrator.vault.snapshot import Item, load_image_map
 
 FLUSH_EVERY = 128 * 1024 * 1024  # start write-back of restored data while decoding continues
 RESTORE_SPAN = 8 * 1024 * 1024  # one ranged read covers at most this much of a pack
@@ -26,7 +26,7 @@ RESTORE_GAP = 256 * 1024  # chunks closer than this in a pack are fetched in one
 Progress = Callable[[int], None]
 
 
-def compare_image(vault: Vault, item: dict, path: str, what: str = "") -> list[int]:
+def compare_image(vault: Vault, item: Item, path: str, what: str = "") -> list[int]:
     """Re-read ``path`` and check every block against the item's block map (keyed hash, or zeros for holes):
     the proof that a restored disk holds exactly the snapshot's content. Returns the offsets that differ."""
     bmap = load_image_map(item, lambda cid: vault.read_chunk(cid, f"{what or item['name']} map"))
@@ -94,7 +94,7 @@ class RestoreStats:
 
 def restore_image(
     vault: Vault,
-    item: dict,
+    item: Item,
     output: str,
     overwrite: bool = False,
     workers: int = 2,

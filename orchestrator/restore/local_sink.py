@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterator
 
 from orchestrator.plugin.streams import UnsupportedEntry
+from orchestrator.vault.tree import TreeEntry
 
 TMP_PREFIX = ".dobaas-restore-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -94,7 +95,7 @@ class LocalSink:
         os.unlink(name, dir_fd=self._dir_fd(folder))
 
     # ---- files ------------------------------------------------------------------------------------------
-    def write_file(self, rel: str, chunks: Iterator[bytes], entry: dict) -> int:
+    def write_file(self, rel: str, chunks: Iterator[bytes], entry: TreeEntry) -> int:
         folder, name = self._split(rel)
         pfd = self._dir_fd(folder)
         tmp = TMP_PREFIX + secrets.token_hex(6)
@@ -131,7 +132,7 @@ class LocalSink:
             os.close(fd)
         return len(data)
 
-    def make_special(self, rel: str, entry: dict, link_to: str | None) -> None:
+    def make_special(self, rel: str, entry: TreeEntry, link_to: str | None) -> None:
         """Symbolic links, hard links (to ``link_to``, restored earlier), FIFOs and device files."""
         folder, name = self._split(rel)
         kind = entry["t"]
@@ -183,7 +184,7 @@ class LocalSink:
         os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
     # ---- metadata ---------------------------------------------------------------------------------------
-    def _meta_fd(self, fd: int, e: dict) -> None:
+    def _meta_fd(self, fd: int, e: TreeEntry) -> None:
         """Owner, mode, extended attributes and times, on an open descriptor (never a path)."""
         if self.is_root and "u" in e:
             os.fchown(fd, e["u"], e["g"])
@@ -198,7 +199,7 @@ class LocalSink:
         if "mt" in e:
             os.utime(fd, ns=(e["mt"], e["mt"]))
 
-    def _meta_path_fd(self, fd: int, e: dict) -> None:
+    def _meta_path_fd(self, fd: int, e: TreeEntry) -> None:
         """The same through an O_PATH descriptor (special files): /proc/self/fd names exactly that inode."""
         via = f"/proc/self/fd/{fd}"
         if self.is_root and "u" in e:
@@ -208,7 +209,7 @@ class LocalSink:
         if "mt" in e:
             os.utime(via, ns=(e["mt"], e["mt"]))
 
-    def set_meta(self, rel: str, entry: dict) -> None:
+    def set_meta(self, rel: str, entry: TreeEntry) -> None:
         """A directory's metadata, through a descriptor opened without following links (a file's was set in
         ``write_file``)."""
         if entry["t"] != "d":

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from orchestrator.vault.repository import Vault
-from orchestrator.vault.snapshot import item_refs
+from orchestrator.vault.snapshot import Item, item_refs
 
 
-def restore_stream(vault: Vault, item: dict, out: BinaryIO, what: str = "") -> int:
+def restore_stream(vault: Vault, item: Item, out: BinaryIO, what: str = "") -> int:
     """Write a stream item to ``out`` in order; every chunk is authenticated and re-hashed. Returns bytes written."""
     what = what or f"item {item['name']}"
     written = 0

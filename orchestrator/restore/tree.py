@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import DobaasError
 from orchestrator.plugin.streams import TreeSink, UnsupportedEntry
-from orchestrator.vault.tree import iter_tree
+from orchestrator.vault.snapshot import Item
+from orchestrator.vault.tree import TreeEntry, iter_tree
 
 ReadChunk = Callable[[bytes, str], bytes]
 
@@ -72,13 +73,13 @@ def content(read_chunk: ReadChunk, path: str, refs: list, progress: Callable[[in
         yield data
 
 
-def restore_tree(read_chunk: ReadChunk, item: dict, read_meta: Callable[[bytes], bytes], sink: TreeSink,
+def restore_tree(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], bytes], sink: TreeSink,
                  selection: list[str] | None = None, overwrite: str = "never",
                  progress: Callable[[int], None] | None = None) -> TreeRestoreReport:
     """Restore the selected entries of ``item`` into ``sink``; directories get their metadata last, deepest
     first, so their times stick."""
     rep = TreeRestoreReport()
-    dirs: list[tuple[str, dict]] = []
+    dirs: list[tuple[str, TreeEntry]] = []
     linked: dict[str, str] = {}  # original path of a multiply-linked file -> where it was restored
     contents: dict[str, list] = {}  # content of multiply-linked files, for links whose first path is not restored
     for e in iter_tree(item, read_meta):
@@ -107,8 +108,8 @@ def restore_tree(read_chunk: ReadChunk, item: dict, read_meta: Callable[[bytes],
     return rep
 
 
-def _restore_entry(read_chunk: ReadChunk, sink: TreeSink, e: dict, overwrite: str,
-                   progress: Callable[[int], None] | None, rep: TreeRestoreReport, dirs: list[tuple[str, dict]],
+def _restore_entry(read_chunk: ReadChunk, sink: TreeSink, e: TreeEntry, overwrite: str,
+                   progress: Callable[[int], None] | None, rep: TreeRestoreReport, dirs: list[tuple[str, TreeEntry]],
                    linked: dict[str, str], contents: dict[str, list]) -> None:
     p, kind = e["p"], e["t"]
     exists, is_dir, mtime = sink.lexists(p) if p else (True, True, 0)

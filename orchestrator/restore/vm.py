@@ -10,12 +10,13 @@ from collections.abc import Callable
 
 from orchestrator.errors import IntegrityError, UsageError
 from orchestrator.plugin import registry
+from orchestrator.plugin.base import MachineRestoreOptions
 from orchestrator.restore.image import compare_image, restore_image
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
 
-def restore_vm(vault: Vault, snap: Snapshot, options: dict,
+def restore_vm(vault: Vault, snap: Snapshot, options: MachineRestoreOptions,
                progress: Callable[[str, int], Callable[[int], None] | None] | None = None) -> dict:
     """``options``: ``name`` (new VM name), ``target_dir``, ``format``, ``start`` and plugin-specific ones."""
     t0 = time.monotonic()

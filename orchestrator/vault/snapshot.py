@@ -15,11 +15,27 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypedDict
 
 import zstandard
 
 from orchestrator.errors import IntegrityError
 from orchestrator.vault.crypto import AAD_SNAPSHOT, ID_LEN, ZERO_ID, Cipher, content_hash
+
+
+class Item(TypedDict, total=False):
+    """One item of a snapshot: what the vault stores for one image, stream or tree (see the module docstring)."""
+
+    name: str
+    type: str  # "image" | "stream" | "tree"
+    size: int  # bytes: the image's size, the stream's length, the tree's file bytes
+    map: list[str]  # hex ids of the meta chunks: block map / stream map / listing pieces
+    block_size: int  # image
+    capture: str  # image: "full" | "incremental" | "dedup-full"
+    root: str  # tree: where it was captured from ("/srv/docs", "smb://h/share")
+    entries: int  # tree
+    errors: int  # tree: entries that could not be read
+
 
 MAP_SPAN = 4096  # entries per map piece: 128 KiB of ids for images, covering 256 MiB at 64 KiB blocks
 STREAM_ENTRY = struct.Struct("<32sI")
@@ -28,7 +44,7 @@ STREAM_ENTRY = struct.Struct("<32sI")
 @dataclass
 class Snapshot:
     name: str
-    items: list[dict]
+    items: list[Item]
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     hostname: str = ""
     parent: str | None = None
@@ -48,7 +64,7 @@ class Snapshot:
             "stats": self.stats,
         }
 
-    def item(self, name: str) -> dict | None:
+    def item(self, name: str) -> Item | None:
         return next((i for i in self.items if i["name"] == name), None)
 
     @property
@@ -101,7 +117,7 @@ def split_map(data: bytes | bytearray, entry_size: int) -> list[bytes]:
 ReadMeta = Callable[[bytes], bytes]
 
 
-def load_image_map(item: dict, read_meta: ReadMeta) -> bytearray:
+def load_image_map(item: Item, read_meta: ReadMeta) -> bytearray:
     """Concatenate an image item's map pieces into one bytearray of 32-byte ids."""
     out = bytearray()
     for hexid in item["map"]:
@@ -112,14 +128,14 @@ def load_image_map(item: dict, read_meta: ReadMeta) -> bytearray:
     return out
 
 
-def item_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
+def item_refs(item: Item, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
     """Yield (offset, length, chunk id) for every non-hole range of an item (for trees, offsets are within
     each file: use ``item_refs_located`` to know which file)."""
     for offset, length, cid, _path in item_refs_located(item, read_meta):
         yield offset, length, cid
 
 
-def item_refs_located(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str | None]]:
+def item_refs_located(item: Item, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str | None]]:
     """Like item_refs, with the file path for tree items (None for images and streams)."""
     if item["type"] == "tree":
         from orchestrator.vault.tree import tree_refs
@@ -129,7 +145,7 @@ def item_refs_located(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, in
     yield from ((o, n, c, None) for o, n, c in _flat_refs(item, read_meta))
 
 
-def _flat_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
+def _flat_refs(item: Item, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes]]:
     if item["type"] == "image":
         m = load_image_map(item, read_meta)
         bs, size = item["block_size"], item["size"]
@@ -149,5 +165,5 @@ def _flat_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, byte
         raise IntegrityError(f"item {item['name']}: unknown item type {item['type']!r}")
 
 
-def item_meta_ids(item: dict) -> list[bytes]:
+def item_meta_ids(item: Item) -> list[bytes]:
     return [bytes.fromhex(h) for h in item.get("map", [])]

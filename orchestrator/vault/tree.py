@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 from orchestrator.errors import IntegrityError
+from orchestrator.vault.snapshot import Item
 
 PIECE_MIN = 4 * 1024
 PIECE_MAX = 256 * 1024
@@ -27,8 +29,38 @@ BOUNDARY_MASK = 0x0F  # about one boundary every 16 entries once PIECE_MIN is re
 
 ReadMeta = Callable[[bytes], bytes]
 
+Refs = list[list]  # [[chunk id hex, length], …]
 
-def encode_entry(entry: dict) -> bytes:
+
+class TreeEntry(TypedDict, total=False):
+    """One entry of a tree listing (the module docstring says what each short key holds)."""
+
+    p: str
+    t: str
+    m: int
+    u: int
+    g: int
+    U: str
+    G: str
+    s: int
+    mt: int
+    ct: int
+    i: int
+    dv: int
+    n: int
+    rd: int
+    l: str  # noqa: E741  (the format's key)
+    x: dict[str, str]
+    c: Refs
+    e: str
+    w: str
+    a: int
+    sd: str
+    xs: dict[str, Refs]
+    xn: list[str]  # stream names a source lists during the walk; replaced by xs once read
+
+
+def encode_entry(entry: TreeEntry) -> bytes:
     """One listing line. A name that is not valid UTF-8 (Latin-1 names on an old file server) reaches us with
     its bytes kept as surrogates; its line is written with JSON escapes, so it stays UTF-8 and reads back to the
     same bytes."""
@@ -60,7 +92,7 @@ class TreeWriter:
         self._size = 0
         self.count = 0
 
-    def add(self, entry: dict, line: bytes | None = None) -> bytes:
+    def add(self, entry: TreeEntry, line: bytes | None = None) -> bytes:
         """Add an entry; ``line`` is its serialized form when already known (unchanged since the parent).
         Returns the line."""
         if line is None:
@@ -104,7 +136,7 @@ class TreeWriter:
         return self.pieces
 
 
-def iter_tree_pieces(item: dict, read_meta: ReadMeta) -> Iterator[tuple[str, list[dict], list[bytes]]]:
+def iter_tree_pieces(item: Item, read_meta: ReadMeta) -> Iterator[tuple[str, list[TreeEntry], list[bytes]]]:
     """Each piece of a tree item: its id, its entries and their serialized lines. Each piece is decoded with one
     json.loads call (JSON strings never hold a raw newline, so lines join into an array safely)."""
     for hexid in item["map"]:
@@ -121,19 +153,19 @@ def iter_tree_pieces(item: dict, read_meta: ReadMeta) -> Iterator[tuple[str, lis
         yield hexid, entries, [line + b"\n" for line in lines]
 
 
-def iter_tree_lines(item: dict, read_meta: ReadMeta) -> Iterator[tuple[dict, bytes]]:
+def iter_tree_lines(item: Item, read_meta: ReadMeta) -> Iterator[tuple[TreeEntry, bytes]]:
     """Every entry of a tree item with its serialized line, in path order."""
     for _hexid, entries, lines in iter_tree_pieces(item, read_meta):
         yield from zip(entries, lines, strict=True)
 
 
-def iter_tree(item: dict, read_meta: ReadMeta) -> Iterator[dict]:
+def iter_tree(item: Item, read_meta: ReadMeta) -> Iterator[TreeEntry]:
     """Every entry of a tree item, in path order."""
     for entry, _line in iter_tree_lines(item, read_meta):
         yield entry
 
 
-def tree_refs(item: dict, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str]]:
+def tree_refs(item: Item, read_meta: ReadMeta) -> Iterator[tuple[int, int, bytes, str]]:
     """(offset in file, length, chunk id, path) for every stored piece of file content."""
     for e in iter_tree(item, read_meta):
         offset = 0

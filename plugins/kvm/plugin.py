@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError, UsageError
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.kvm import checkpoints, restore, workdir
@@ -42,10 +42,10 @@ class KvmPlugin(SourcePlugin):
     name = "kvm"
     Config = KvmConfig
 
-    def check_machine_restore(self, meta: dict, options: dict) -> None:
+    def check_machine_restore(self, meta: dict, options: MachineRestoreOptions) -> None:
         restore.check(meta, options)
 
-    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: dict) -> dict:
+    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: MachineRestoreOptions) -> dict:
         return restore.make_domain(meta, disk_files, options)
 
     def units(self, cfg: KvmConfig) -> list[str]:

@@ -9,6 +9,7 @@ import subprocess
 import time
 from typing import Any
 
+from orchestrator.plugin.base import MachineRestoreOptions
 from orchestrator.plugin.errors import DobaasError, UsageError
 from plugins.kvm.connection import connect, libvirt_module
 from plugins.kvm.domxml import for_restore
@@ -16,12 +17,12 @@ from plugins.kvm.domxml import for_restore
 RUNNING_TIMEOUT = 60.0
 
 
-def final_path(options: dict, target: str) -> str:
+def final_path(options: MachineRestoreOptions, target: str) -> str:
     ext = "qcow2" if options["format"] == "qcow2" else "img"
     return os.path.join(options["target_dir"], f"{options['name']}-{target}.{ext}")
 
 
-def check(meta: dict, options: dict) -> None:
+def check(meta: dict, options: MachineRestoreOptions) -> None:
     if options["format"] not in ("qcow2", "raw"):
         raise UsageError(f"format {options['format']!r}: choose qcow2 or raw")
     libvirt = libvirt_module()
@@ -45,7 +46,7 @@ def _run(cmd: list[str], what: str) -> None:
         raise DobaasError(f"{what}: {p.stderr.strip() or p.stdout.strip()}")
 
 
-def make_domain(meta: dict, raw_files: dict[str, str], options: dict) -> dict:
+def make_domain(meta: dict, raw_files: dict[str, str], options: MachineRestoreOptions) -> dict:
     libvirt = libvirt_module()
     uri = options.get("uri") or meta.get("uri") or "qemu:///system"
     disks: dict[str, tuple[str, str]] = {}

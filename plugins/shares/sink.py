@@ -12,7 +12,7 @@ from smbclient import _os as smb_os
 from smbprotocol.exceptions import SMBException, SMBOSError
 
 from orchestrator.plugin.errors import DobaasError, NotFound
-from orchestrator.plugin.streams import UnsupportedEntry
+from orchestrator.plugin.streams import TreeEntry, UnsupportedEntry
 from plugins.shares.security import write_dacl
 from plugins.shares.smbtree import SmbTree
 
@@ -76,11 +76,11 @@ class SmbSink:
         except (SMBOSError, SMBException) as e:
             raise OSError(f"cannot be removed: {e}") from None
 
-    def make_special(self, rel: str, entry: dict, link_to: str | None) -> None:
+    def make_special(self, rel: str, entry: TreeEntry, link_to: str | None) -> None:
         what = "a link" if entry["t"] in "lh" else "a special file"
         raise UnsupportedEntry(f"{what} cannot be restored to {self.root}")
 
-    def write_file(self, rel: str, chunks: Iterator[bytes], entry: dict) -> int:
+    def write_file(self, rel: str, chunks: Iterator[bytes], entry: TreeEntry) -> int:
         """Write to a temporary name beside the destination, then rename over it (its metadata follows in
         ``set_meta``, after its streams: a read-only file takes no stream). Returns the bytes written."""
         folder = rel.rpartition("/")[0]
@@ -140,7 +140,7 @@ class SmbSink:
             smb_os._set_basic_information(self._path(rel), file_attributes=FILE_ATTRIBUTE_NORMAL,
                                           **self.tree._kw())
 
-    def set_meta(self, rel: str, entry: dict) -> None:
+    def set_meta(self, rel: str, entry: TreeEntry) -> None:
         """Permissions (the DACL), modification time and the read-only/hidden/system attributes."""
         if entry.get("sd"):
             write_dacl(self._path(rel), entry["sd"], self.tree._kw())

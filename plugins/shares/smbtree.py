@@ -12,6 +12,7 @@ import smbclient
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
 
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound
+from orchestrator.plugin.streams import TreeEntry
 from plugins.shares.security import read_sd
 
 FILE_ATTRIBUTE_READONLY = 0x1
@@ -123,23 +124,24 @@ class SmbTree:
         return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in self.exclude)
 
     @staticmethod
-    def signature(e: dict) -> tuple:
+    def signature(e: TreeEntry) -> tuple:
         """What must be equal for an entry to be reused from the parent snapshot without asking the server
         anything more (its security descriptor included: changing permissions updates the change time)."""
         return (e["t"], e.get("mt"), e.get("ct"), e.get("s"), e.get("i"), e.get("a"))
 
-    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], tuple | None] | None = None) -> Iterator[TreeEntry | str]:
         """Entries from the directory listings; an entry whose signature equals the parent snapshot's is
         yielded as its path alone (reused as is), others get their security descriptor read."""
         st = smbclient.stat(self.unc(""), **self._kw())
-        root = {"p": "", "t": "d", "m": 0o755, "mt": st.st_mtime_ns // 1000 * 1000, "a": st.st_file_attributes}
+        root: TreeEntry = {"p": "", "t": "d", "m": 0o755, "mt": st.st_mtime_ns // 1000 * 1000,
+                           "a": st.st_file_attributes}
         sd = read_sd(self.unc(""), self._kw())
         if sd:
             root["sd"] = sd
         yield root
         yield from self._walk("", previous)
 
-    def _walk(self, rel: str, previous: Callable[[str], tuple | None] | None) -> Iterator[dict | str]:
+    def _walk(self, rel: str, previous: Callable[[str], tuple | None] | None) -> Iterator[TreeEntry | str]:
         try:
             items = sorted(smbclient.scandir(self.unc(rel), **self._kw()), key=lambda d: d.name)
         except OSError as e:
@@ -152,11 +154,11 @@ class SmbTree:
             info = d.smb_info
             attrs = info.file_attributes
             is_dir = bool(attrs & FILE_ATTRIBUTE_DIRECTORY)
-            entry: dict = {"p": child, "t": "d" if is_dir else "f",
+            entry: TreeEntry = {"p": child, "t": "d" if is_dir else "f",
                        "m": (0o755 if is_dir else (0o444 if attrs & FILE_ATTRIBUTE_READONLY else 0o644)),
                        "mt": _ns(info.last_write_time), "ct": _ns(info.change_time), "a": attrs}
             if not is_dir:
-                entry.update(s=info.end_of_file, i=info.file_id)
+                entry["s"], entry["i"] = info.end_of_file, info.file_id
             if previous is not None and previous(child) == self.signature(entry):
                 yield child
             else:
@@ -179,7 +181,7 @@ class SmbTree:
             return []
         return sorted(s.name for s in found if s.name != "::$DATA" and s.name.endswith(":$DATA"))
 
-    def open_stream(self, entry: dict, name: str) -> io.BufferedReader:
+    def open_stream(self, entry: TreeEntry, name: str) -> io.BufferedReader:
         path = self.unc(entry["p"]) + name
         try:
             f = smbclient.open_file(path, mode="rb", share_access="rwd", **self._kw())
@@ -187,7 +189,7 @@ class SmbTree:
             raise OSError(e.errno, e.strerror) from None
         return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)
 
-    def open(self, entry: dict) -> io.BufferedReader:
+    def open(self, entry: TreeEntry) -> io.BufferedReader:
         path = self.unc(entry["p"])
         try:
             f = smbclient.open_file(path, mode="rb", share_access="rwd", **self._kw())
@@ -195,7 +197,7 @@ class SmbTree:
             raise OSError(e.errno, e.strerror) from None
         return io.BufferedReader(_ReadErrors(f, path), buffer_size=1024 * 1024)
 
-    def restat(self, entry: dict) -> tuple[int, int] | None:
+    def restat(self, entry: TreeEntry) -> tuple[int, int] | None:
         try:
             st = smbclient.stat(self.unc(entry["p"]), **self._kw())
         except OSError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.streams import Capture, ImageStream
 from plugins.vmware import restore, snapshots
@@ -79,10 +79,10 @@ class VmwarePlugin(SourcePlugin):
         """Log out of every vSphere session kept for the run's VMs (vCenter limits sessions per user)."""
         logout_all()
 
-    def check_machine_restore(self, meta: dict, options: dict) -> None:
+    def check_machine_restore(self, meta: dict, options: MachineRestoreOptions) -> None:
         restore.check(meta, options)
 
-    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: dict) -> dict:
+    def restore_machine(self, meta: dict, disk_files: dict[str, str], options: MachineRestoreOptions) -> dict:
         return restore.make_vm(meta, disk_files, options)
 
     @contextmanager

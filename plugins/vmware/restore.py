@@ -9,6 +9,7 @@ import logging
 import os
 from typing import Any
 
+from orchestrator.plugin.base import MachineRestoreOptions
 from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.secret import read_secret
 from plugins.vmware.connection import Session, connect, pyvmomi
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 IDE_KEYS = {0: 200, 1: 201}  # IDE controllers exist in every VM; they are never created
 
 
-def open_session(meta: dict, options: dict) -> Session:
+def open_session(meta: dict, options: MachineRestoreOptions) -> Session:
     tls = meta.get("tls") or {}
     host = options.get("uri") or meta["host"]
     user = options.get("user") or meta["user"]
@@ -36,7 +37,7 @@ def open_session(meta: dict, options: dict) -> Session:
 class Placement:
     """Where the new VM goes: datacenter, datastore, resource pool, host, folder (names or inventory paths)."""
 
-    def __init__(self, session: Session, meta: dict, options: dict) -> None:
+    def __init__(self, session: Session, meta: dict, options: MachineRestoreOptions) -> None:
         vim, _ = pyvmomi()
         self.session = session
         cfg = meta["vm_config"]
@@ -86,7 +87,7 @@ def _disk_paths(name: str, disk: str) -> tuple[str, str]:
     return f"{base}.vmdk", f"{base}-flat.vmdk"
 
 
-def check(meta: dict, options: dict) -> None:
+def check(meta: dict, options: MachineRestoreOptions) -> None:
     if "vm_config" not in meta:
         raise UsageError("this snapshot has no saved VMware configuration")
     name = options["name"]
@@ -123,7 +124,7 @@ def descriptor(flat_name: str, capacity: int, adapter: str) -> str:
             f'ddb.geometry.sectors = "63"\n')
 
 
-def make_vm(meta: dict, raw_files: dict[str, str], options: dict) -> dict:
+def make_vm(meta: dict, raw_files: dict[str, str], options: MachineRestoreOptions) -> dict:
     vim, _ = pyvmomi()
     from pyVmomi import VmomiSupport
 

@@ -13,9 +13,8 @@ import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
-from typing import Any
 
-from orchestrator.plugin.streams import WalkItem
+from orchestrator.plugin.streams import TreeEntry, WalkItem
 
 _TYPES = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c", stat.S_IFBLK: "b",
           stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
@@ -37,12 +36,12 @@ def _group(gid: int) -> str:
         return ""
 
 
-def stat_entry(rel: str, st: os.stat_result) -> dict:
-    e: dict[str, Any] = {
+def stat_entry(rel: str, st: os.stat_result) -> TreeEntry:
+    e: TreeEntry = {
         "p": rel, "t": _TYPES.get(stat.S_IFMT(st.st_mode), "f"), "m": stat.S_IMODE(st.st_mode), "u": st.st_uid,
         "g": st.st_gid, "U": _user(st.st_uid), "G": _group(st.st_gid), "mt": st.st_mtime_ns, "ct": st.st_ctime_ns}
     if e["t"] == "f":
-        e.update(s=st.st_size, i=st.st_ino, dv=st.st_dev, n=st.st_nlink)
+        e["s"], e["i"], e["dv"], e["n"] = st.st_size, st.st_ino, st.st_dev, st.st_nlink
     elif e["t"] in "cb":
         e["rd"] = st.st_rdev
     return e
@@ -106,7 +105,7 @@ class LocalTree:
     #: the signature this source compares to decide that an entry is unchanged (see stat_signature)
     signature = staticmethod(lambda e: entry_signature(e))
 
-    def walk(self, previous: Callable[[str], bytes | None] | None = None) -> Iterator[dict | str]:
+    def walk(self, previous: Callable[[str], bytes | None] | None = None) -> Iterator[TreeEntry | str]:
         """Depth-first in name order with an explicit stack (one generator level: this runs per entry)."""
         try:
             st = os.lstat(self.path)
@@ -137,7 +136,7 @@ class LocalTree:
             except OSError as err:
                 yield {"p": child_rel, "t": "f", "e": f"cannot be examined: {err.strerror}"}
                 continue
-            item: dict | str | None = None
+            item: TreeEntry | str | None = None
             if previous is not None:
                 old = previous(child_rel)
                 item = child_rel if old is not None and old == stat_signature(st) else None
@@ -159,13 +158,15 @@ class LocalTree:
 
         return spawn_walk(self, paths, signatures)
 
-    def _with_error(self, e: dict | str, rel: str, path: str, st: os.stat_result, error: str) -> dict:
+    def _with_error(self, e: TreeEntry | str, rel: str, path: str, st: os.stat_result, error: str) -> TreeEntry:
         full = self._entry(rel, path, st, None) if isinstance(e, str) else e
-        full["e"] = error  # type: ignore[index]
-        return full  # type: ignore[return-value]
+        assert not isinstance(full, str)  # without ``previous`` the entry is always made in full
+        full["e"] = error
+        return full
 
     @staticmethod
-    def _entry(rel: str, path: str, st: os.stat_result, previous: Callable[[str], bytes | None] | None) -> dict | str:
+    def _entry(rel: str, path: str, st: os.stat_result,
+               previous: Callable[[str], bytes | None] | None) -> TreeEntry | str:
         """The entry for ``rel``, or just ``rel`` when the parent snapshot has it exactly like this."""
         if previous is not None:
             old = previous(rel)
@@ -191,10 +192,10 @@ class LocalTree:
         names.sort()
         return names, None
 
-    def open(self, entry: dict) -> io.RawIOBase:
+    def open(self, entry: TreeEntry) -> io.RawIOBase:
         return open_regular(os.path.join(self.path, entry["p"]))
 
-    def restat(self, entry: dict) -> tuple[int, int] | None:
+    def restat(self, entry: TreeEntry) -> tuple[int, int] | None:
         try:
             st = os.lstat(os.path.join(self.path, entry["p"]))
         except FileNotFoundError:
