@@ -15,27 +15,12 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypedDict
 
 import zstandard
 
 from orchestrator.errors import IntegrityError
 from orchestrator.vault.crypto import AAD_SNAPSHOT, ID_LEN, ZERO_ID, Cipher, content_hash
-
-
-class Item(TypedDict, total=False):
-    """One item of a snapshot: what the vault stores for one image, stream or tree (see the module docstring)."""
-
-    name: str
-    type: str  # "image" | "stream" | "tree"
-    size: int  # bytes: the image's size, the stream's length, the tree's file bytes
-    map: list[str]  # hex ids of the meta chunks: block map / stream map / listing pieces
-    block_size: int  # image
-    capture: str  # image: "full" | "incremental" | "dedup-full"
-    root: str  # tree: where it was captured from ("/srv/docs", "smb://h/share")
-    entries: int  # tree
-    errors: int  # tree: entries that could not be read
-
+from orchestrator.vault.records import Item
 
 MAP_SPAN = 4096  # entries per map piece: 128 KiB of ids for images, covering 256 MiB at 64 KiB blocks
 STREAM_ENTRY = struct.Struct("<32sI")

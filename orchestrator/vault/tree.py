@@ -18,47 +18,15 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TypedDict
 
 from orchestrator.errors import IntegrityError
-from orchestrator.vault.snapshot import Item
+from orchestrator.vault.records import Item, TreeEntry
 
 PIECE_MIN = 4 * 1024
 PIECE_MAX = 256 * 1024
 BOUNDARY_MASK = 0x0F  # about one boundary every 16 entries once PIECE_MIN is reached
 
 ReadMeta = Callable[[bytes], bytes]
-
-Refs = list[list]  # [[chunk id hex, length], …]
-
-
-class TreeEntry(TypedDict, total=False):
-    """One entry of a tree listing (the module docstring says what each short key holds)."""
-
-    p: str
-    t: str
-    m: int
-    u: int
-    g: int
-    U: str
-    G: str
-    s: int
-    mt: int
-    ct: int
-    i: int
-    dv: int
-    n: int
-    rd: int
-    l: str  # noqa: E741  (the format's key)
-    x: dict[str, str]
-    c: Refs
-    e: str
-    w: str
-    a: int
-    sd: str
-    xs: dict[str, Refs]
-    xn: list[str]  # stream names a source lists during the walk; replaced by xs once read
-
 
 def encode_entry(entry: TreeEntry) -> bytes:
     """One listing line. A name that is not valid UTF-8 (Latin-1 names on an old file server) reaches us with
