@@ -303,6 +303,8 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
                     if carried is None:
                         raise DobaasError(f"the previous snapshot has no item {stream.from_item} to carry")
                     items.append({**carried, "name": stream.name})
+            if cap.finish is not None:  # every stream is stored: the plugin's last word before the commit
+                cap.checkpoint = cap.finish()
             s.warnings.extend(res.warnings)
             meta = {"client": policy.client, "source": res.source, "plugin": cfg.plugin, "policy": policy.policy,
                     "checkpoint": cap.checkpoint, "consistency": cap.consistency, "stored_in": vault.config.location,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import click
@@ -63,44 +62,38 @@ def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, ove
 @click.option("--as", "new_name", required=True, help="Name of the new virtual machine.")
 @click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]), default="qcow2", show_default=True,
               help="KVM: disk image format.")
-@click.option("--target-dir", type=click.Path(file_okay=False),
-              help="KVM: where the disk images are written (default /var/lib/libvirt/images). VMware: local "
-                   "staging directory for the disks before upload (default: a new directory in /var/tmp).")
+@click.option("--target-dir",
+              help="KVM: where the disk images are written (default /var/lib/libvirt/images). Hyper-V: the "
+                   "host's directory for the new VM's disks, e.g. 'D:\\Restore' (default: the original's).")
 @click.option("--start", is_flag=True, help="Start (power on) the new VM and wait until it runs.")
 @click.option("--uri", help="KVM: libvirt URI; VMware: vCenter/ESXi host (default: the one backed up from).")
+@click.option("--host", help="Hyper-V: the host to create the VM on (default: the one backed up from).")
+@click.option("--connect", is_flag=True, help="Hyper-V: connect the network adapters (default: disconnected).")
 @click.option("--datastore", help="VMware: datastore for the new VM (default: the original's).")
 @click.option("--esx-host", help="VMware: ESXi host to run it on.")
 @click.option("--pool", help="VMware: resource pool (default: the host's or cluster's root pool).")
 @click.option("--folder", help="VMware: VM folder (default: the datacenter's root VM folder).")
 @click.option("--datacenter", help="VMware: datacenter (default: the original's).")
-@click.option("--user", help="VMware: user name (default: the policy's).")
-@click.option("--password-env", help="VMware: environment variable with the password (default: the policy's).")
+@click.option("--user", help="VMware, Hyper-V: user name (default: the policy's).")
+@click.option("--password-env", help="VMware, Hyper-V: environment variable with the password (default: the "
+              "policy's).")
 @json_option
 def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: str | None, start: bool,
-           uri: str | None, datastore: str | None, esx_host: str | None, pool: str | None, folder: str | None,
+           uri: str | None, host: str | None, connect: bool, datastore: str | None, esx_host: str | None,
+           pool: str | None, folder: str | None,
            datacenter: str | None, user: str | None, password_env: str | None, as_json: bool) -> None:
     """Restore the virtual machine of SNAPSHOT as a new VM (new name, identity and disk files); the original is
     not touched. Every disk is re-read and checked against the snapshot before the VM is made (VMware: and read
     back from the datastore after upload)."""
-    import shutil
-    import tempfile
-
     from orchestrator.plugin.base import MachineRestoreOptions
     from orchestrator.restore.vm import restore_vm
 
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
-    staging = None
-    if target_dir is None:
-        if snap.meta.get("plugin") == "kvm":
-            target_dir = "/var/lib/libvirt/images"
-        else:
-            os.makedirs("/var/tmp", exist_ok=True)
-            target_dir = staging = tempfile.mkdtemp(prefix="dobaas-restore-", dir="/var/tmp")
     options: MachineRestoreOptions = {
-        "name": new_name, "format": fmt, "target_dir": os.path.abspath(target_dir), "start": start, "uri": uri,
+        "name": new_name, "format": fmt, "target_dir": target_dir, "start": start, "uri": uri,
         "datastore": datastore, "esx_host": esx_host, "pool": pool, "folder": folder, "datacenter": datacenter,
-        "user": user, "password_env": password_env}
+        "user": user, "password_env": password_env, "host": host, "connect": connect}
     bars: list = []
 
     def progress(item: str, size: int):
@@ -118,8 +111,6 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
-        if staging:
-            shutil.rmtree(staging, ignore_errors=True)
     if as_json:
         emit_json(res)
     else:

@@ -51,10 +51,12 @@ class MachineRestoreOptions(TypedDict, total=False):
     plugin uses the ones that mean something for its hypervisor and checks them itself."""
 
     name: str  # the new VM's name
-    target_dir: str  # where the core wrote the disks (KVM: where they stay; VMware: staging before upload)
+    target_dir: str | None  # KVM: local directory for the disks; Hyper-V: the host's directory for them
     start: bool  # start the new VM and wait until it runs
     format: str  # KVM: qcow2 | raw
     uri: str | None  # KVM: libvirt URI; VMware: vCenter/ESXi host (default: the one backed up from)
+    host: str | None  # Hyper-V: the host to create the VM on
+    connect: bool  # Hyper-V: connect the network adapters to their original switches
     datastore: str | None  # VMware
     esx_host: str | None  # VMware
     pool: str | None  # VMware
@@ -100,6 +102,12 @@ class SourcePlugin(ABC):
     def end_run(self) -> None:
         """The run (or command) is over: release what the plugin kept between units (API sessions, …). Called
         once per plugin used, whatever happened; the process may end right after without running atexit."""
+        return None
+
+    def machine_staging_dir(self, options: MachineRestoreOptions) -> str | None:
+        """Where the core writes a VM's disks as raw files before ``restore_machine``: a local directory the
+        plugin keeps them in (KVM: the storage pool), or None for a temporary one the core removes afterwards
+        (the plugin uploads or converts them)."""
         return None
 
     def check_machine_restore(self, meta: dict, options: MachineRestoreOptions) -> None:

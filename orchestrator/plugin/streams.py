@@ -168,3 +168,6 @@ class Capture:
     warnings: list[str] = field(default_factory=list)
     #: anything the plugin needs at restore time (VM configuration, source root, …)
     meta: dict = field(default_factory=dict)
+    #: called once every stream is stored, just before the snapshot is committed; what it returns becomes the
+    #: checkpoint (Hyper-V turns its checkpoint into an RCT reference point only when all its data is safe)
+    finish: Callable[[], dict | None] | None = None

@@ -42,6 +42,10 @@ class KvmPlugin(SourcePlugin):
     name = "kvm"
     Config = KvmConfig
 
+    def machine_staging_dir(self, options: MachineRestoreOptions) -> str | None:
+        """The restored disks stay where the new domain uses them: --target-dir or libvirt's default pool."""
+        return restore.target_dir(options)
+
     def check_machine_restore(self, meta: dict, options: MachineRestoreOptions) -> None:
         restore.check(meta, options)
 

@@ -17,9 +17,14 @@ from plugins.kvm.domxml import for_restore
 RUNNING_TIMEOUT = 60.0
 
 
+
+def target_dir(options: MachineRestoreOptions) -> str:
+    """Where the restored disks live: --target-dir, or libvirt's default storage pool."""
+    return os.path.abspath(options.get("target_dir") or "/var/lib/libvirt/images")
+
 def final_path(options: MachineRestoreOptions, target: str) -> str:
     ext = "qcow2" if options["format"] == "qcow2" else "img"
-    return os.path.join(options["target_dir"], f"{options['name']}-{target}.{ext}")
+    return os.path.join(target_dir(options), f"{options['name']}-{target}.{ext}")
 
 
 def check(meta: dict, options: MachineRestoreOptions) -> None:
@@ -34,7 +39,7 @@ def check(meta: dict, options: MachineRestoreOptions) -> None:
     except libvirt.libvirtError:
         pass
     for target in meta.get("disks", {}):
-        for path in (final_path(options, target), os.path.join(options["target_dir"],
+        for path in (final_path(options, target), os.path.join(target_dir(options),
                                                                 f"{options['name']}-{target}.raw")):
             if os.path.exists(path):
                 raise UsageError(f"{path} already exists; choose another --target-dir or --as")

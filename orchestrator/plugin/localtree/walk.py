@@ -13,8 +13,10 @@ import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
+from typing import TYPE_CHECKING
 
-from orchestrator.plugin.streams import TreeEntry, WalkItem
+if TYPE_CHECKING:  # annotations only: the walker process imports nothing but the standard library and this
+    from orchestrator.plugin.streams import TreeEntry, WalkItem
 
 _TYPES = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c", stat.S_IFBLK: "b",
           stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}

@@ -1,0 +1,107 @@
+"""Where the host's virtual disks are, seen from here: ``storage`` maps host directories to SMB shares
+(``{"D:\\\\VMs": "smb://hv1/VMs"}``), and a disk file is opened over SMB as a file object for libvhdi."""
+
+from __future__ import annotations
+
+import ntpath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from orchestrator.plugin.errors import BadInput, DobaasError, NotFound
+
+
+def host_to_url(path: str, storage: dict[str, str]) -> str:
+    """The SMB URL of a host path, by the longest matching host directory (Windows paths: case-insensitive)."""
+    norm = ntpath.normpath(path)
+    best = None
+    for host_dir, url in storage.items():
+        d = ntpath.normpath(host_dir).rstrip("\\")
+        inside = norm.lower() == d.lower() or norm.lower().startswith(d.lower() + "\\")
+        if inside and (best is None or len(d) > len(best[0])):
+            best = (d, url)
+    if best is None:
+        raise NotFound(f"{path} is under no directory of the source's storage map ({', '.join(storage) or 'empty'}): "
+                       "add the share that holds it")
+    rest = norm[len(best[0]) :].lstrip("\\").replace("\\", "/")
+    return best[1].rstrip("/") + ("/" + rest if rest else "")
+
+
+def url_to_host(url: str, storage: dict[str, str]) -> str:
+    """The host path of a share URL (the inverse of host_to_url), for files the restore writes."""
+    for host_dir, base in storage.items():
+        b = base.rstrip("/")
+        if url == b or url.startswith(b + "/"):
+            rest = url[len(b) :].lstrip("/").replace("/", "\\")
+            return ntpath.join(ntpath.normpath(host_dir), rest) if rest else ntpath.normpath(host_dir)
+    raise NotFound(f"{url} is in no share of the storage map")
+
+
+class SmbFiles:
+    """SMB access to the host's storage with one set of credentials."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+        self._sessions: set[tuple[str, int]] = set()
+
+    def unc(self, url: str) -> tuple[str, dict[str, Any]]:
+        u = urlsplit(url)
+        if u.scheme != "smb" or not u.hostname or not u.path.strip("/"):
+            raise BadInput(f"{url!r} is not smb://host[:port]/share/path")
+        port = u.port or 445
+        key = (u.hostname, port)
+        if key not in self._sessions:
+            import smbclient
+            from smbprotocol.exceptions import SMBAuthenticationError
+
+            try:
+                smbclient.register_session(u.hostname, username=self.user, password=self.password, port=port)
+            except SMBAuthenticationError:
+                raise DobaasError(f"{u.hostname}:{port}: the storage credentials of {self.user} were "
+                                  "rejected") from None
+            except (OSError, ValueError) as e:
+                raise DobaasError(f"{u.hostname}:{port}: SMB storage unreachable ({e})") from None
+            self._sessions.add(key)
+        return "\\\\" + u.hostname + "\\" + unquote(u.path).strip("/").replace("/", "\\"), {"port": port}
+
+    def open_read(self, url: str) -> Any:
+        import smbclient
+
+        path, kw = self.unc(url)
+        try:
+            return smbclient.open_file(path, mode="rb", share_access="rwd", buffering=0, **kw)
+        except OSError as e:
+            raise NotFound(f"{url}: cannot be opened over SMB ({e})") from None
+
+    def open_write(self, url: str) -> Any:
+        import smbclient
+
+        path, kw = self.unc(url)
+        return smbclient.open_file(path, mode="xb", **kw)
+
+    def makedirs(self, url: str) -> None:
+        import smbclient
+
+        path, kw = self.unc(url)
+        smbclient.makedirs(path, exist_ok=True, **kw)
+
+    def remove(self, url: str) -> None:
+        import smbclient
+
+        path, kw = self.unc(url)
+        smbclient.remove(path, **kw)
+
+    def exists(self, url: str) -> bool:
+        import smbclient
+
+        path, kw = self.unc(url)
+        return bool(smbclient.path.exists(path, **kw))
+
+    def close(self) -> None:
+        import smbclient
+
+        for host, port in self._sessions:
+            try:
+                smbclient.delete_session(host, port=port)
+            except Exception:
+                pass
+        self._sessions.clear()
