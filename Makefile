@@ -15,7 +15,7 @@ SFTP_PKGS := openssh-server openssh-client e2fsprogs
 # the vmware plugin's tests: govmomi's vSphere simulator, built from Debian's Go sources (no module download)
 VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
 TEST_PKGS := $(BASE_PKGS) samba samba-vfs-modules acl postgresql $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
-BENCH_PKGS := $(BASE_PKGS) restic $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
+BENCH_PKGS := $(BASE_PKGS) restic samba samba-vfs-modules qemu-utils $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
 
 .PHONY: install install-plugins compile demo test lint bench clean
 
@@ -63,7 +63,8 @@ bench: install install-plugins compile
 	@$(BIN)/python tests/bench/bench_image.py; a=$$?; $(BIN)/python tests/bench/bench_files.py; b=$$?; \
 	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; $(BIN)/python tests/bench/bench_mysql.py; d=$$?; \
 	  $(BIN)/python tests/bench/bench_sftp.py; e=$$?; $(BIN)/python tests/bench/bench_vmware.py; f=$$?; \
-	  exit $$((a | b | c | d | e | f))
+	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; exit $$((a | b | c | d | e | f | g))
 
 clean:
-	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .pytest_cache \
+	  .ruff_cache .mypy_cache .hypothesis

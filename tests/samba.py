@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -39,6 +40,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def samba() -> Iterator[SambaServer]:
+    with run_samba() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_samba() -> Iterator[SambaServer]:
+    """smbd on a free loopback port with one share and one user, stopped and removed on exit (the fixture, and
+    the Hyper-V benchmark)."""
     for tool in ("smbd", "smbpasswd", "useradd"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs samba (apt-get install samba)"
     assert os.geteuid() == 0, "the Samba tests create a system user and must run as root (CI does)"

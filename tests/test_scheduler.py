@@ -355,3 +355,35 @@ def test_a_stop_request_ends_a_walk_of_unchanged_files_without_waiting_for_reads
     with pytest.raises(WindowClosed), BackupSession(vault, "c/s", abort=abort) as s:
         capture_tree(s.writer, Counting(str(src)), "tree", vault.config.chunker, s.parent_item("tree"))
     assert len(walked) <= 4097  # stopped at the first check, not after the 9,001 entries
+
+
+def test_catch_up_reads_the_policys_own_catalog(tmp_path: Path, cli: Cli) -> None:
+    """A policy that records into its own catalog (``catalog:``) is caught up from that catalog's history, not
+    from the daemon's default one."""
+    from orchestrator.catalog.db import Catalog
+
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    vault = tmp_path / "v"
+    cli("vault", "init", str(vault), "--kdf-cost", "12")
+    own = tmp_path / "own-catalog.db"
+    p = policy_file(pol, "nightly", "0 3 * * *", [str(src)], str(vault))
+    p.write_text(p.read_text().replace("sources:", f"catalog: {own}\nsources:"))
+    two_days_ago = (datetime.now().astimezone() - timedelta(days=2)).isoformat()
+    Catalog(f"sqlite:///{own}").record_job(run_id="old", policy="nightly", client="acme", source="nightly-src",
+                                           plugin="files", trigger="schedule", status="ok", started=two_days_ago,
+                                           ended=two_days_ago, snapshot_id=None, bytes_read=0, bytes_stored=0,
+                                           files=0, warnings=[], errors=[])
+    env = {**os.environ, "DOBAAS_PASSPHRASE": PASS, "DOBAAS_CATALOG": str(tmp_path / "daemon-default.db")}
+    d = subprocess.Popen([DOBAAS, "--log-json", "-v", "daemon", "--policies", str(pol)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        _wait(lambda: len(Catalog(f"sqlite:///{own}").jobs(policy="nightly")) >= 2
+              and Catalog(f"sqlite:///{own}").jobs(policy="nightly")[0]["status"] == "ok", 60, "the catch-up run")
+    finally:
+        d.send_signal(signal.SIGTERM)
+        _out, err = d.communicate(timeout=60)
+    assert "missed its run" in err and "catching up now" in err, err[-2000:]

@@ -84,7 +84,10 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     check_residency(policy, vault)
     report = RunReport(policy.policy, policy.client, [])
     run_id = secrets.token_hex(8)
-    _close_dead_jobs(catalog)
+    # the job history is written on a thread of its own: the catalog may still be opening (in its own process,
+    # while this one backs up), and the backup must not wait for it
+    history = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-history")
+    history.submit(_close_dead_jobs, catalog)
     tasks: list[tuple[object, str, SourceResult]] = []
     for cfg in policy.source_configs:
         if only and cfg.name not in only and not any(o.startswith(cfg.name + "/") for o in only):
@@ -109,7 +112,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         started = datetime.now(UTC).isoformat()
         t0 = time.monotonic()
         closed = False
-        job_id = _start_job(catalog, run_id, policy, res, started, trigger)
+        job = history.submit(_start_job, catalog, run_id, policy, res, started, trigger)
         try:
             _run_source(policy, vault, catalog, cfg, unit, res, progress(res.source) if progress else None, abort)
         except WindowClosed as e:
@@ -125,10 +128,10 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             res.errors = [*res.errors, f"stopped before it finished ({type(e).__name__}: {e}); nothing partial was "
                                        "published"]
             res.seconds = round(time.monotonic() - t0, 3)
-            _record_job(catalog, run_id, policy, res, started, trigger, job_id)
+            _record_job(catalog, run_id, policy, res, started, trigger, job.result())
             raise
         res.seconds = round(time.monotonic() - t0, 3)
-        _record_job(catalog, run_id, policy, res, started, trigger, job_id)
+        _record_job(catalog, run_id, policy, res, started, trigger, job.result())
         level = logging.ERROR if res.status == "failed" else logging.INFO
         log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
         return closed
@@ -136,6 +139,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
     try:
         _execute_all(policy, tasks, execute, report, abort)
     finally:
+        history.shutdown(wait=True)
         _warn_if_nearly_full(vault, report)
         registry.end_run({cfg.plugin for cfg in policy.source_configs})
     return report
