@@ -43,7 +43,7 @@ ACTIONS = {"http://schemas.xmlsoap.org/ws/2004/09/transfer/Create": "create", f"
            "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete": "delete"}
 ARGS = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand"]
 OPERATION_TIMEOUT = 2150858793
-CHUNK = 700  # stdout bytes per Receive answer: several rounds for most answers
+CHUNK = 64 * 1024  # stdout bytes per Receive answer (the tests set a small one to have several rounds)
 
 
 class ScriptFailure(Exception):
@@ -78,6 +78,8 @@ class Double:
     faults: list[str] = field(default_factory=list)
     #: the next N Receive rounds answer the operation-timeout fault first (a long-running command)
     operation_timeouts: int = 0
+    #: stdout bytes per Receive answer
+    chunk: int = CHUNK
     #: a script name whose run makes the server drop every connection (the host going down mid-capture)
     down_on: str | None = None
     down: bool = False
@@ -307,7 +309,7 @@ def _make_handler(double: Double) -> type[BaseHTTPRequestHandler]:
                 cmd.timeouts_left -= 1
                 raise _Fault("The WS-Management service cannot complete the operation within the time specified "
                              "in OperationTimeout.", OPERATION_TIMEOUT)
-            piece = cmd.stdout[cmd.sent : cmd.sent + CHUNK]
+            piece = cmd.stdout[cmd.sent : cmd.sent + double.chunk]
             cmd.sent += len(piece)
             done = cmd.sent >= len(cmd.stdout)
             streams = f'<rsp:Stream Name="stdout" CommandId="{cid}">{base64.b64encode(piece).decode()}</rsp:Stream>'

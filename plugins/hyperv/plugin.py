@@ -98,8 +98,8 @@ class HypervPlugin(SourcePlugin):
     def _channel(self, cfg: HypervConfig) -> WinRmChannel:
         return WinRmChannel(cfg.access())
 
-    def _vms(self, cfg: HypervConfig) -> list[dict]:
-        vms = as_list(self._channel(cfg).run(script("Get-DobaasVm.ps1"), idempotent=True))
+    def _vms(self, cfg: HypervConfig, channel: WinRmChannel | None = None) -> list[dict]:
+        vms = as_list((channel or self._channel(cfg)).run(script("Get-DobaasVm.ps1"), idempotent=True))
         out, missing = [], []
         for pattern in cfg.vms:
             matched = [v for v in vms if fnmatch.fnmatchcase(v["Name"].lower(), pattern.lower())]
@@ -122,7 +122,7 @@ class HypervPlugin(SourcePlugin):
         if not ctx.unit:
             raise UsageError("the hyperv plugin captures one VM at a time")
         channel = self._channel(cfg)
-        vm = next((v for v in self._vms(cfg) if v["Name"] == ctx.unit), None)
+        vm = next((v for v in self._vms(cfg, channel) if v["Name"] == ctx.unit), None)
         if vm is None:
             raise NotFound(f"{cfg.host}: VM {ctx.unit} is gone")
         files = cfg.files()

@@ -74,6 +74,7 @@ class WinRmChannel:
         self.access = access
         self.pin = normalize_thumbprint(access.thumbprint) if access.thumbprint else None
         self._checked = False
+        self._proto: Any = None  # one authenticated connection for all the calls of a run
 
     # ---- connection checks ------------------------------------------------------------------------------
     def _check_certificate(self) -> None:
@@ -159,16 +160,7 @@ class WinRmChannel:
         self._check_certificate()
         a = self.access
         try:
-            p = self._protocol()
-            shell = p.open_shell(codepage=65001)
-            try:
-                command = p.run_command(shell, POWERSHELL, args)
-                try:
-                    out, err, code = p.get_command_output(shell, command)
-                finally:
-                    p.cleanup_command(shell, command)
-            finally:
-                p.close_shell(shell)
+            return self._exchange(args)
         except InvalidCredentialsError:
             raise WrongPassphrase(f"{a.host}: the credentials of {a.user} were rejected (check the user, its "
                                   "password and that it may log on over WinRM)") from None
@@ -188,6 +180,26 @@ class WinRmChannel:
             raise DobaasError(f"{a.endpoint}: WinRM answered HTTP {e.code}: {_short(e.response_text)}") from None
         except WinRMError as e:
             raise DobaasError(f"{a.endpoint}: WinRM fault: {_short(e)}") from None
+
+    def _exchange(self, args: list[str]) -> tuple[bytes, bytes, int]:
+        """One shell, one command, its output, the shell closed; on the channel's one authenticated connection
+        (NTLM authenticates a connection: one handshake for all the calls of a run)."""
+        if self._proto is None:
+            self._proto = self._protocol()
+        p = self._proto
+        try:
+            shell = p.open_shell(codepage=65001)
+            try:
+                command = p.run_command(shell, POWERSHELL, args)
+                try:
+                    out, err, code = p.get_command_output(shell, command)
+                finally:
+                    p.cleanup_command(shell, command)
+            finally:
+                p.close_shell(shell)
+        except BaseException:
+            self._proto = None  # a failed exchange: the next call starts on a fresh connection
+            raise
         return out, err, code
 
 
