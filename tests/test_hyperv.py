@@ -243,3 +243,19 @@ def test_a_differencing_chain_is_read_through_its_parents(hv) -> None:
     expected = bytearray(model.raw(base.local, str(tmp / "base.raw")))
     expected[2 * BLOCK : 3 * BLOCK] = changed
     assert _restored(vault_dir, res.snapshot, "scsi0:0", tmp) == bytes(expected)
+
+
+def test_plain_http_only_with_every_message_sealed(hv, wsman: Double) -> None:
+    """``https: false``: WinRM over HTTP, where the double (as WinRM with AllowUnencrypted=false) refuses any
+    message that is not NTLM-sealed; the backup goes through with every message sealed."""
+    model, policy, vault_dir, catalog, _tmp = hv
+    model.add_vm("erp", [8])
+    http, stop = start({USER: PASSWORD}, [SCRIPTS], tls=False)
+    http.handlers = model.handlers()
+    try:
+        pol, _ = policy(["erp"], https=False, port=http.port, thumbprint=None)
+        (res,) = _run(vault_dir, catalog, pol).sources
+    finally:
+        stop()
+    assert res.status == "ok", res.errors
+    assert http.sealed_messages >= 10 and not http.faults

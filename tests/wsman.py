@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import tempfile
 import threading
 import uuid
@@ -44,6 +45,8 @@ ACTIONS = {"http://schemas.xmlsoap.org/ws/2004/09/transfer/Create": "create", f"
            "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete": "delete"}
 ARGS = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand"]
 OPERATION_TIMEOUT = 2150858793
+BOUNDARY = b"--Encrypted Boundary"
+SEALED_TYPE = 'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"'
 CHUNK = 64 * 1024  # stdout bytes per Receive answer (the tests set a small one to have several rounds)
 
 
@@ -81,6 +84,9 @@ class Double:
     operation_timeouts: int = 0
     #: stdout bytes per Receive answer
     chunk: int = CHUNK
+    #: plain HTTP: every message must be NTLM-sealed (WinRM's AllowUnencrypted=false), and answers are sealed
+    sealed: bool = False
+    sealed_messages: int = 0
     #: a script name whose run makes the server drop every connection (the host going down mid-capture)
     down_on: str | None = None
     down: bool = False
@@ -194,9 +200,9 @@ def _make_handler(double: Double) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
-            for k, v in (headers or {}).items():
+            headers = {"Content-Type": "application/soap+xml;charset=UTF-8", **(headers or {})}
+            for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -211,11 +217,47 @@ def _make_handler(double: Double) -> type[BaseHTTPRequestHandler]:
                 self._authenticate()
                 if not self.authenticated:
                     return
+            if double.sealed:
+                if not body:  # pywinrm's first, empty message: it only sets the security context up
+                    self._send(200)
+                    return
+                if not self.headers.get("Content-Type", "").startswith("multipart/encrypted"):
+                    double.faults.append("unencrypted message refused")
+                    self._send(500, _fault("The WinRM client cannot process the request: unencrypted traffic is "
+                                           "disabled (AllowUnencrypted = false)."))
+                    return
+                body = self._unseal(body)
             try:
-                self._send(200, self._dispatch(body))
+                answer, code = self._dispatch(body), 200
             except _Fault as f:
                 double.faults.append(str(f))
-                self._send(500, _fault(str(f), f.code))
+                answer, code = _fault(str(f), f.code), 500
+            if double.sealed:
+                self._send(code, self._seal(answer), {"Content-Type": SEALED_TYPE})
+            else:
+                self._send(code, answer)
+
+        def _unseal(self, body: bytes) -> bytes:
+            parts = [p for p in body.split(BOUNDARY + b"\r\n") if p]
+            out = b""
+            for header, payload in zip(parts[::2], parts[1::2], strict=True):
+                length = int(header.split(b"Length=")[1].strip())
+                payload = payload.removesuffix(BOUNDARY + b"--\r\n")
+                data = payload.removeprefix(b"\tContent-Type: application/octet-stream\r\n")
+                (sig_len,) = struct.unpack("<i", data[:4])
+                plain = self.ntlm.unwrap_winrm(data[4 : 4 + sig_len], data[4 + sig_len :])
+                if len(plain) != length:
+                    raise _Fault("the sealed message's length does not match")
+                out += plain
+            double.sealed_messages += 1
+            return out
+
+        def _seal(self, message: bytes) -> bytes:
+            w = self.ntlm.wrap_winrm(message)
+            return (BOUNDARY + b"\r\n\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n"
+                    b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(message)).encode()
+                    + b"\r\n" + BOUNDARY + b"\r\n\tContent-Type: application/octet-stream\r\n"
+                    + struct.pack("<i", len(w.header)) + w.header + w.data + BOUNDARY + b"--\r\n")
 
         def _authenticate(self) -> None:
             import spnego
@@ -360,8 +402,9 @@ def _certificate(directory: str) -> tuple[str, str, str]:
     return key_file, cert_file, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def start(users: dict[str, str], scripts_dirs: list[Path]) -> tuple[Double, Callable[[], None]]:
-    """Start the double on a free loopback port; ``users``: {'ACME\\\\backup': password}. Returns it and a stop."""
+def start(users: dict[str, str], scripts_dirs: list[Path], tls: bool = True) -> tuple[Double, Callable[[], None]]:
+    """Start the double on a free loopback port; ``users``: {'ACME\\\\backup': password}. Without ``tls``, plain
+    HTTP where every message must be NTLM-sealed. Returns it and a stop."""
     work = tempfile.mkdtemp(prefix="dobaas-wsman-")
     creds = os.path.join(work, "ntlm-users")
     with open(creds, "w") as f:
@@ -370,14 +413,15 @@ def start(users: dict[str, str], scripts_dirs: list[Path]) -> tuple[Double, Call
             f.write(f"{domain}:{name}:{pw}\n")
     os.environ["NTLM_USER_FILE"] = creds  # pyspnego's acceptor reads its users there
     key_file, cert_file, thumb = _certificate(work)
-    double = Double(thumbprint=thumb, ca_file=cert_file)
+    double = Double(thumbprint=thumb, ca_file=cert_file, sealed=not tls)
     for d in scripts_dirs:
         double.ship(d)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(double))
     server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert_file, key_file)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     double.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="wsman-double")
     thread.start()
