@@ -199,7 +199,7 @@ def test_restore_as_a_new_vm_identical_block_by_block(hv, cli: Cli) -> None:
 
 def test_wrong_password_certificate_mismatch_unknown_vm_and_untaught_scripts(hv, wsman: Double,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    model, policy, vault_dir, catalog, _tmp = hv
+    model, policy, vault_dir, catalog, tmp = hv
     model.add_vm("erp", [8])
     monkeypatch.setenv("HV_PASSWORD", "wrong")
     (res,) = _run(vault_dir, catalog, policy(["erp"])[0]).sources
@@ -207,6 +207,14 @@ def test_wrong_password_certificate_mismatch_unknown_vm_and_untaught_scripts(hv,
     monkeypatch.setenv("HV_PASSWORD", PASSWORD)
     (res,) = _run(vault_dir, catalog, policy(["erp"], thumbprint="ab" * 32)[0]).sources
     assert res.status == "failed" and "certificate mismatch" in res.errors[0] and "nothing was sent" in res.errors[0]
+    (res,) = _run(vault_dir, catalog, policy(["erp"], thumbprint=None, ca_file=wsman.ca_file)[0]).sources
+    assert res.status == "ok", res.errors  # trust through a CA file instead of a pin
+    from tests.wsman import _certificate
+
+    (tmp / "other").mkdir()
+    _key, other_ca, _thumb = _certificate(str(tmp / "other"))  # a CA that did not sign the host's certificate
+    (res,) = _run(vault_dir, catalog, policy(["erp"], thumbprint=None, ca_file=other_ca)[0]).sources
+    assert res.status == "failed" and "not trusted by" in res.errors[0], res.errors
     (res,) = _run(vault_dir, catalog, policy(["nosuchvm"])[0]).sources
     assert res.status == "failed" and "no VM named nosuchvm" in res.errors[0]
     channel = WinRmChannel(WindowsAccess("127.0.0.1", USER, PASSWORD, port=wsman.port, thumbprint=wsman.thumbprint))

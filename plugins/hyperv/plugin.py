@@ -41,6 +41,7 @@ class HypervConfig(PasswordFields, SourceConfig):
     port: int | None = None
     user: str
     https: bool = True
+    auth: Literal["ntlm", "kerberos"] = "ntlm"  # kerberos needs pywinrm's kerberos extra and a ticket
     thumbprint: str | None = None
     ca_file: str | None = None
     vms: list[str] = Field(min_length=1)
@@ -68,11 +69,12 @@ class HypervConfig(PasswordFields, SourceConfig):
         if password is None:
             raise BadInput(f"source {self.name}: give password_env or password_file for {self.user}")
         return WindowsAccess(self.host, self.user, password, port=self.port, https=self.https,
-                             thumbprint=self.thumbprint, ca_file=self.ca_file)
+                             thumbprint=self.thumbprint, ca_file=self.ca_file, auth=self.auth)
 
     def access_names(self) -> dict:
         """How to reach the host again at restore time: names of secrets, never secrets."""
-        return {"host": self.host, "port": self.port, "https": self.https, "thumbprint": self.thumbprint,
+        return {"host": self.host, "port": self.port, "https": self.https, "auth": self.auth,
+                "thumbprint": self.thumbprint,
                 "ca_file": self.ca_file, "user": self.user, "password_env": self.password_env,
                 "password_file": self.password_file, "storage_user": self.storage_user,
                 "storage_password_env": self.storage_password_env,

@@ -37,7 +37,7 @@ def _access(meta: dict, options: MachineRestoreOptions) -> tuple[WindowsAccess, 
         raise UsageError("no credentials for the Hyper-V host: give --user and --password-env")
     host = options.get("host") or a["host"]
     access = WindowsAccess(host, user, password, port=a.get("port"), https=a.get("https", True),
-                           thumbprint=a.get("thumbprint"), ca_file=a.get("ca_file"))
+                           thumbprint=a.get("thumbprint"), ca_file=a.get("ca_file"), auth=a.get("auth", "ntlm"))
     s_user = a.get("storage_user") or user
     s_pw = read_secret(a.get("storage_password_env"), a.get("storage_password_file"), "storage",
                        "password") if (a.get("storage_password_env") or a.get("storage_password_file")) else password
