@@ -58,6 +58,18 @@ class HypervModel:
         self.vms: dict[str, Vm] = {}
         self.reference_points: dict[str, dict] = {}  # id -> {"vm", "disks": [(path, rct)]}
 
+    @classmethod
+    def on_share(cls, share_dir: str, double: Any) -> tuple[HypervModel, str]:
+        """A model host whose storage is a new folder of the Samba share, answering behind ``double``: the model
+        and the folder's name (its storage map is ``{"D:\\VMs": <share URL>/<folder>}``)."""
+        folder = f"hv-{uuid.uuid4().hex[:8]}"
+        path = os.path.join(share_dir, folder)
+        os.makedirs(path)
+        os.chmod(path, 0o777)
+        model = cls(path)
+        double.handlers = model.handlers()
+        return model, folder
+
     # ---- the model's world ------------------------------------------------------------------------------
     def local(self, host_path: str) -> str:
         if not host_path.lower().startswith(self.host_root.lower() + "\\"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,12 +41,7 @@ def wsman() -> Iterator[Double]:
 
 @pytest.fixture
 def hv(wsman: Double, samba: SambaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    folder = f"hv-{uuid.uuid4().hex[:8]}"
-    share_dir = os.path.join(samba.share_dir, folder)
-    os.makedirs(share_dir)
-    os.chmod(share_dir, 0o777)
-    model = HypervModel(share_dir)
-    wsman.handlers = model.handlers()
+    model, folder = HypervModel.on_share(samba.share_dir, wsman)
     wsman.calls.clear()
     wsman.down, wsman.down_on, wsman.operation_timeouts = False, None, 0
     monkeypatch.setenv("HV_PASSWORD", PASSWORD)

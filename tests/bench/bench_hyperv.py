@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -45,12 +44,7 @@ def main() -> int:
     res: dict[str, dict] = {}
     try:
         with run_samba() as smb:
-            folder = f"hv-{uuid.uuid4().hex[:8]}"
-            share_dir = os.path.join(smb.share_dir, folder)
-            os.makedirs(share_dir)
-            os.chmod(share_dir, 0o777)
-            model = HypervModel(share_dir)
-            double.handlers = model.handlers()
+            model, folder = HypervModel.on_share(smb.share_dir, double)
             vm = model.add_vm("bench-vm", [args.size])
             disk = vm.disks[0]
             raw = os.path.join(work, "disk.raw")
