@@ -27,11 +27,11 @@ install-plugins: $(BIN)/.installed-plugins
 
 $(BIN)/.installed-plugins: $(BIN)/.installed
 	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi" && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql" && touch $@
 
 $(BIN)/.installed: pyproject.toml
 	@$(APT) $(BASE_PKGS)

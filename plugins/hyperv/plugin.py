@@ -21,11 +21,11 @@ from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, Pass
 from orchestrator.plugin.blocks import Extent
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound, UsageError
 from orchestrator.plugin.secret import read_secret
+from orchestrator.plugin.smb import SmbFiles, host_to_url
 from orchestrator.plugin.streams import Capture, ImageStream
 from orchestrator.plugin.windows.channel import RemoteScriptError, WindowsAccess, WinRmChannel
 from orchestrator.plugin.windows.psjson import as_list
 from orchestrator.plugin.windows.scripts import Script
-from plugins.hyperv.storage import SmbFiles, host_to_url
 from plugins.hyperv.vhdx import VhdxReader
 
 log = logging.getLogger(__name__)

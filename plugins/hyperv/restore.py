@@ -15,9 +15,9 @@ import time
 from orchestrator.plugin.base import MachineRestoreOptions
 from orchestrator.plugin.errors import DobaasError, IntegrityError, StorageFull, UsageError
 from orchestrator.plugin.secret import read_secret
+from orchestrator.plugin.smb import SmbFiles, host_to_url
 from orchestrator.plugin.windows.channel import WindowsAccess, WinRmChannel
 from orchestrator.plugin.windows.scripts import Script
-from plugins.hyperv.storage import SmbFiles, host_to_url
 from plugins.hyperv.vhdx import VhdxReader
 
 COMPARE = 1024 * 1024

@@ -1,5 +1,6 @@
-"""Where the host's virtual disks are, seen from here: ``storage`` maps host directories to SMB shares
-(``{"D:\\\\VMs": "smb://hv1/VMs"}``), and a disk file is opened over SMB as a file object for libvhdi."""
+"""Files on SMB shares for the Windows plugins: a Windows host's paths mapped to the shares that hold them
+(``{"D:\\\\VMs": "smb://hv1/VMs"}``: Hyper-V's disks), and files opened, written and removed over SMB (VHDX files
+read by libvhdi, backup files SQL Server writes to a share)."""
 
 from __future__ import annotations
 
