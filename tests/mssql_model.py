@@ -55,6 +55,8 @@ class Instance:
     backupset: list[dict] = field(default_factory=list)
     can_backup: bool = True
     share_writable: bool = True
+    share_full: bool = False  # the share's disk fills up during the next backup
+    cut_next: bool = False  # the next backup stops half-way (service restarted, connection lost)
     lock: threading.Lock = field(default_factory=threading.Lock)
     statements: list[str] = field(default_factory=list)
     clock: float = field(default_factory=lambda: float(int(time.time()) - 86400))  # whole seconds, like STOPAT
@@ -123,6 +125,15 @@ class Instance:
         with open(local, "wb") as f:
             f.write(body + b"sha256 " + hashlib.sha256(body).hexdigest().encode() + b"\n")
         os.chmod(local, 0o666)
+        if self.share_full or self.cut_next:  # half a file stays behind, as SQL Server leaves it
+            with open(local, "r+b") as f:
+                f.truncate(len(body) // 2)
+            if self.share_full:
+                raise QueryError(f"Write on \"{path}\" failed: 112(There is not enough space on the disk.)",
+                                 number=3202, severity=16,
+                                 following=(err(3013, "BACKUP DATABASE is terminating abnormally."),))
+            self.cut_next = False
+            raise err(3013, "BACKUP DATABASE is terminating abnormally.")
         if kind == "D" and not copy_only:
             db.diff_base = header["checkpoint_lsn"]
             db.log_from = db.log_from if db.log_from is not None else first
@@ -232,11 +243,17 @@ class Instance:
         if sql.upper().startswith("SET ") and all(p.strip().upper().startswith("SET ") for p in sql.split(";")
                                                   if p.strip()):
             return empty  # FreeTDS's session settings
-        if sql == "SELECT name, recovery_model_desc, state_desc FROM sys.databases ORDER BY name":
+        if sql == ("SELECT d.name, d.recovery_model_desc, d.state_desc, SUM(CAST(mf.size AS bigint)) * 8192 FROM "
+                   "sys.databases d JOIN sys.master_files mf ON mf.database_id = d.database_id GROUP BY d.name, "
+                   "d.recovery_model_desc, d.state_desc ORDER BY d.name"):
             return QueryResult([Column("name", NVarChar(128)), Column("recovery_model_desc", NVarChar(60)),
-                                Column("state_desc", NVarChar(60))],
-                               [[d.name, d.recovery, d.state] for d in sorted(self.databases.values(),
-                                                                              key=lambda d: d.name)])
+                                Column("state_desc", NVarChar(60)), Column("size", Integer(8))],
+                               [[d.name, d.recovery, d.state, 8 * 2**20 + len(d.rows) * 8192]
+                                for d in sorted(self.databases.values(), key=lambda d: d.name)])
+        m = re.fullmatch(r"RESTORE VERIFYONLY FROM DISK = N'((?:[^']|'')+)' WITH CHECKSUM", sql)
+        if m:
+            self.read_backup(m.group(1).replace("''", "'"))
+            return empty
         m = re.fullmatch(r"SELECT b\.backup_set_id, b\.type, b\.is_copy_only, b\.first_lsn, b\.last_lsn, "
                          r"b\.checkpoint_lsn, b\.database_backup_lsn, b\.differential_base_lsn, b\.user_name, "
                          r"f\.physical_device_name, DATEDIFF\(SECOND, '1970-01-01', b\.backup_finish_date\) "

@@ -168,3 +168,34 @@ def test_the_double_refuses_what_it_does_not_model_and_checks_logins(sql) -> Non
     with pytest.raises(pymssql.OperationalError) as e:
         pymssql.connect(server="127.0.0.1", port=str(inst.port), user=USER, password="nope")
     assert e.value.args[0][0] == 18456  # connect errors come as ((number, message),)
+
+
+def test_a_full_share_or_a_backup_cut_half_way_publishes_nothing_and_leaves_nothing(sql) -> None:
+    inst, policy, vault_dir, catalog, share_dir = sql
+    inst.add("erp")
+    pol, _ = policy(["erp"])
+    inst.share_full = True
+    (res,) = _run(vault_dir, catalog, pol).sources
+    assert res.status == "failed" and "disk is full" in res.errors[0], res.errors
+    assert _files(share_dir) == [] and Vault.open(LocalBackend(str(vault_dir)), PASS).snapshot_ids() == []
+    inst.share_full, inst.cut_next = False, True
+    (res,) = _run(vault_dir, catalog, pol).sources
+    assert res.status == "failed" and "3013" in res.errors[0], res.errors
+    assert _files(share_dir) == [] and Vault.open(LocalBackend(str(vault_dir)), PASS).snapshot_ids() == []
+    (res,) = _run(vault_dir, catalog, pol).sources
+    assert res.status == "ok" and res.mode == "full"
+
+
+def test_verify_deep_has_sql_server_check_every_stored_backup(sql, cli: Cli) -> None:
+    inst, policy, vault_dir, catalog, share_dir = sql
+    db = inst.add("erp")
+    pol, _ = policy(["erp"])
+    for i in range(2):
+        inst.insert(db, f"r{i}")
+        assert _run(vault_dir, catalog, pol).sources[0].status == "ok"
+    env = Cli({"SQL_PASSWORD": PASSWORD, "SMB_PASSWORD": os.environ["SMB_PASSWORD"]})
+    out = json.loads(env("verify", "--vault", str(vault_dir), "--deep", "--json").stdout)
+    assert out["ok"] and [d["problems"] for d in out["deep"]] == [[]]
+    verified = [s for s in inst.statements if s.startswith("RESTORE VERIFYONLY")]
+    assert len(verified) == 4  # full, differential, two logs
+    assert _files(share_dir) == []

@@ -125,6 +125,11 @@ class SourcePlugin(ABC):
         archived log) from the vault, authenticated, into ``out``. Returns what to report (verification too)."""
         raise NotImplementedError(f"plugin {self.name} does not restore databases")
 
+    def verify_backups(self, meta: dict, items: list[str], write_item: Callable[[str, BinaryIO], int]) -> list[str]:
+        """The product's own check of a database snapshot's stored backups (``dobaas verify --deep``: SQL
+        Server's RESTORE VERIFYONLY). Returns what is wrong, one line each; nothing is restored."""
+        raise NotImplementedError(f"plugin {self.name} has no deep check of its backups")
+
     def open_sink(self, meta: dict, url: str, options: dict) -> TreeSink:
         """A connected destination for restored files at ``url`` (the source itself for in-place restores of
         remote sources such as shares), with the snapshot's connection settings (``meta``) and the user's

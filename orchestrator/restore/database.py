@@ -13,6 +13,21 @@ from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
 
+def verify_database_backups(vault: Vault, snap: Snapshot) -> list[str] | None:
+    """The plugin's deep check of a database snapshot (its stored backups streamed out, authenticated); None when
+    the plugin has none."""
+    plugin = registry.load(snap.meta.get("plugin", ""))
+    items = {i["name"]: i for i in snap.items if i["type"] == "stream"}
+
+    def write_item(name: str, out: BinaryIO) -> int:
+        return restore_stream(vault, items[name], out, f"snapshot {snap.id[:12]} item {name}")
+
+    try:
+        return plugin.verify_backups(snap.meta, sorted(items), write_item)
+    except NotImplementedError:
+        return None
+
+
 def restore_database(vault: Vault, snap: Snapshot, plugin_name: str, options: dict) -> dict:
     t0 = time.monotonic()
     if snap.meta.get("plugin") != plugin_name:

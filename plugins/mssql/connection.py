@@ -16,6 +16,8 @@ HINTS = {
     3201: "SQL Server cannot write or read the file on the share: the SQL Server service account needs read/write "
           "access to the share",
     942: "the database is offline",
+    3202: "the share's disk is full: free space there (the backup file is removed; nothing was published)",
+    3013: "the backup stopped before its end (nothing was published; the partial file is removed)",
     911: "no such database",
 }
 
@@ -75,6 +77,8 @@ class Connection:
             return list(cur.fetchall()) if fetch else []
         except pymssql.Error as e:
             number, message = _parts(e)
+            if number == 3013 and "3202" in str(e.args):  # the cause comes first: say it
+                number = 3202
             if number == 911:
                 raise NotFound(message) from None
             raise SqlError(number, message, sql) from None

@@ -27,7 +27,9 @@ from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, Stream
 from plugins.mssql.connection import Connection, Server, quote_name, quote_str
 
 SYSTEM = {"master", "model", "msdb", "tempdb"}
-DATABASES = "SELECT name, recovery_model_desc, state_desc FROM sys.databases ORDER BY name"
+DATABASES = ("SELECT d.name, d.recovery_model_desc, d.state_desc, SUM(CAST(mf.size AS bigint)) * 8192 FROM "
+             "sys.databases d JOIN sys.master_files mf ON mf.database_id = d.database_id GROUP BY d.name, "
+             "d.recovery_model_desc, d.state_desc ORDER BY d.name")
 HISTORY = ("SELECT b.backup_set_id, b.type, b.is_copy_only, b.first_lsn, b.last_lsn, b.checkpoint_lsn, "
            "b.database_backup_lsn, b.differential_base_lsn, b.user_name, f.physical_device_name, "
            "DATEDIFF(SECOND, '1970-01-01', b.backup_finish_date) FROM msdb.dbo.backupset b JOIN "
@@ -95,7 +97,8 @@ class MssqlPlugin(SourcePlugin):
     def discover(self, cfg: MssqlConfig) -> list[str]:
         conn = Connection(cfg.server())
         try:
-            return [f"{name} ({recovery}, {state})" for name, recovery, state in self._databases(cfg, conn)]
+            return [f"{name} ({recovery}, {state.lower()}, {size / 2**20:.0f} MiB)"
+                    for name, recovery, state, size in self._databases(cfg, conn)]
         finally:
             conn.close()
 
@@ -110,7 +113,7 @@ class MssqlPlugin(SourcePlugin):
             db = next((r for r in self._databases(cfg, conn) if r[0] == ctx.unit), None)
             if db is None:
                 raise NotFound(f"{cfg.host}: database {ctx.unit} is gone")
-            name, recovery, state = db
+            name, recovery, state, _size = db
             if state != "ONLINE":
                 raise DobaasError(f"{cfg.host}: database {name} is {state.lower()}: it cannot be backed up")
             capture = self._backups(cfg, conn, files, name, recovery, checkpoint or {}, written)
@@ -149,17 +152,17 @@ class MssqlPlugin(SourcePlugin):
         chain: dict[str, Any] = {"full": token.get("full"), "diff": None, "logs": list(token.get("logs") or [])}
         kind = "full" if full else "diff"
         path = f"{base}\\{stamp}-{kind}.bak"
+        written.append(f"{url_base}/{stamp}-{kind}.bak")  # before: a backup cut half-way leaves half a file
         conn.execute(f"BACKUP DATABASE {quote_name(name)} TO DISK = {quote_str(path)} WITH "
                      + ", ".join(opts + ([] if full else ["DIFFERENTIAL"])))
-        written.append(f"{url_base}/{stamp}-{kind}.bak")
         if full:
             chain["logs"] = []
         log_path = None
         if recovery != "SIMPLE" and cfg.log_every_run and not cfg.copy_only:
             log_path = f"{base}\\{stamp}-log.trn"
+            written.append(f"{url_base}/{stamp}-log.trn")
             conn.execute(f"BACKUP LOG {quote_name(name)} TO DISK = {quote_str(log_path)} WITH "
                          + ", ".join(["CHECKSUM", "INIT", "FORMAT"] + (["COMPRESSION"] if cfg.compression else [])))
-            written.append(f"{url_base}/{stamp}-log.trn")
         elif recovery == "SIMPLE":
             warnings.append(f"{name}: SIMPLE recovery model: no log backups, so no point-in-time restore (only to "
                             "the instant of each snapshot)")
@@ -194,6 +197,11 @@ class MssqlPlugin(SourcePlugin):
                                  "password_file": cfg.share_password_file}}
         consistency = "application-consistent (SQL Server backup" + (", log chain)" if log_path else ")")
         return Capture(streams, checkpoint=new_token, consistency=consistency, warnings=warnings, meta=meta)
+
+    def verify_backups(self, meta: dict, items: list[str], write_item: Callable[[str, BinaryIO], int]) -> list[str]:
+        from plugins.mssql.restore import verify_backups
+
+        return verify_backups(meta, items, write_item)
 
     def restore_database(self, meta: dict, items: list[str], write_item: Callable[[str, BinaryIO], int],
                          options: dict) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO
 
-from orchestrator.plugin.errors import BadInput, UsageError
+from orchestrator.plugin.errors import BadInput, DobaasError, UsageError
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles
 from plugins.mssql.connection import Connection, Server, quote_name, quote_str
@@ -77,34 +77,13 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> d
     if raw.get("database") and raw["database"] != orig:
         raise UsageError(f"this snapshot holds database {orig}, not {raw['database']}")
     steps, until = plan(meta["chain"], to_time, to_lsn)
-    s = meta["server"]
-    env = raw.get("password_env") or s.get("password_env")
-    password = read_secret(env, None if raw.get("password_env") else s.get("password_file"),
-                           f"SQL Server {s['host']}", "password")
-    if password is None:
-        raise BadInput("no password for the SQL Server login: give --password-env")
-    conn = Connection(Server(raw.get("host") or s["host"], int(raw.get("port") or s["port"]),
-                             raw.get("user") or s["user"], password))
-    a = meta["share_access"]
-    share_pw = read_secret(a.get("password_env"), a.get("password_file"), "share", "password")
-    files = SmbFiles(a.get("user") or s["user"], share_pw if share_pw is not None else password)
+    conn, files = _connect(meta, raw)
     placed: list[str] = []
     try:
         if any(r[0].lower() == new.lower() for r in conn.rows(DATABASES)):
             raise UsageError(f"{conn.server.host}: a database named {new} already exists; choose another name")
-        folder = f"dobaas-restore\\{new}-{int(time.time())}"
-        unc = {}
-        for step in steps:
-            url = f"{meta['share'].rstrip('/')}/{folder.replace(chr(92), '/')}/{step['item']}"
-            if not placed:
-                files.makedirs(url.rsplit("/", 1)[0])
-            out = files.open_write(url)
-            placed.append(url)
-            try:
-                write_item(step["item"], out)
-            finally:
-                out.close()
-            unc[step["item"]] = f"{meta['share_path'].rstrip(chr(92))}\\{folder}\\{step['item']}"
+        unc = _place(meta, files, f"dobaas-restore\\{new}-{int(time.time())}", [st["item"] for st in steps],
+                     write_item, placed)
         moves = _moves(conn, unc[steps[0]["item"]], new, raw)
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
@@ -119,16 +98,72 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> d
         conn.execute(f"RESTORE DATABASE {quote_name(new)} WITH RECOVERY")
         conn.execute(f"DBCC CHECKDB ({quote_str(new)}) WITH NO_INFOMSGS")
     finally:
-        for url in placed:
-            try:
-                files.remove(url)
-            except Exception:
-                pass
-        files.close()
+        _remove(files, placed)
         conn.close()
     return {"database": orig, "restored_as": new, "server": f"{conn.server.host}:{conn.server.port}",
             "until": until, "backups_applied": [st["item"] for st in steps],
             "verified": "DBCC CHECKDB found no error", "seconds": round(time.monotonic() - t0, 3)}
+
+
+def verify_backups(meta: dict, items: list[str], write_item: WriteItem) -> list[str]:
+    """RESTORE VERIFYONLY … WITH CHECKSUM of every backup file of the snapshot, put back on the share for it."""
+    conn, files = _connect(meta, {})
+    placed: list[str] = []
+    problems = []
+    try:
+        unc = _place(meta, files, f"dobaas-verify\\{meta['database']}-{int(time.time())}", items, write_item, placed)
+        for item in items:
+            try:
+                conn.execute(f"RESTORE VERIFYONLY FROM DISK = {quote_str(unc[item])} WITH CHECKSUM")
+            except DobaasError as e:
+                problems.append(f"{item}: {e}")
+    finally:
+        _remove(files, placed)
+        conn.close()
+    return problems
+
+
+def _connect(meta: dict, raw: dict) -> tuple[Connection, SmbFiles]:
+    """The server (the snapshot's, or the one the technician names) and the share, with the policy's secrets
+    unless overridden."""
+    s = meta["server"]
+    env = raw.get("password_env") or s.get("password_env")
+    password = read_secret(env, None if raw.get("password_env") else s.get("password_file"),
+                           f"SQL Server {s['host']}", "password")
+    if password is None:
+        raise BadInput("no password for the SQL Server login: give --password-env")
+    conn = Connection(Server(raw.get("host") or s["host"], int(raw.get("port") or s["port"]),
+                             raw.get("user") or s["user"], password))
+    a = meta["share_access"]
+    share_pw = read_secret(a.get("password_env"), a.get("password_file"), "share", "password")
+    return conn, SmbFiles(a.get("user") or s["user"], share_pw if share_pw is not None else password)
+
+
+def _place(meta: dict, files: SmbFiles, folder: str, items: list[str], write_item: WriteItem,
+           placed: list[str]) -> dict[str, str]:
+    """Stream items from the vault into a folder of the share; their names as SQL Server sees them."""
+    unc = {}
+    for item in items:
+        url = f"{meta['share'].rstrip('/')}/{folder.replace(chr(92), '/')}/{item}"
+        if not placed:
+            files.makedirs(url.rsplit("/", 1)[0])
+        out = files.open_write(url)
+        placed.append(url)
+        try:
+            write_item(item, out)
+        finally:
+            out.close()
+        unc[item] = f"{meta['share_path'].rstrip(chr(92))}\\{folder}\\{item}"
+    return unc
+
+
+def _remove(files: SmbFiles, placed: list[str]) -> None:
+    for url in placed:
+        try:
+            files.remove(url)
+        except Exception:
+            pass
+    files.close()
 
 
 def _moves(conn: Connection, full_unc: str, new: str, raw: dict) -> str:
