@@ -63,8 +63,9 @@ bench: install install-plugins compile
 	@$(BIN)/python tests/bench/bench_image.py; a=$$?; $(BIN)/python tests/bench/bench_files.py; b=$$?; \
 	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; $(BIN)/python tests/bench/bench_mysql.py; d=$$?; \
 	  $(BIN)/python tests/bench/bench_sftp.py; e=$$?; $(BIN)/python tests/bench/bench_vmware.py; f=$$?; \
-	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; exit $$((a | b | c | d | e | f | g))
+	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; $(BIN)/python tests/bench/bench_sqlserver.py; h=$$?; \
+	  exit $$((a | b | c | d | e | f | g | h))
 
 clean:
-	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .pytest_cache \
+	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .pytest_cache \
 	  .ruff_cache .mypy_cache .hypothesis

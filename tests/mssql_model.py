@@ -115,8 +115,9 @@ class Instance:
             payload: Any = [[lsn, t, row] for lsn, t, row in db.log if first < lsn <= db.lsn]
         else:
             payload = db.rows
-        body = MAGIC + json.dumps(header).encode() + b"\n" + json.dumps(payload).encode() + b"\n" + \
-            random.Random(hash((db.name, kind, db.lsn))).randbytes(db.pages * 1024 if kind == "D" else 2048) + b"\n"
+        # the data pages: the same for every full of a database but for the rows (as real data pages mostly are)
+        pages = random.Random(db.name).randbytes(db.pages * 1024) if kind == "D" else b""
+        body = MAGIC + json.dumps(header).encode() + b"\n" + json.dumps(payload).encode() + b"\n" + pages + b"\n"
         local = self.local(path)
         if not self.share_writable:
             raise err(3201, f"Cannot open backup device '{path}'. Operating system error 5(Access is denied.).")

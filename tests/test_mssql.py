@@ -82,7 +82,7 @@ def test_a_week_of_fulls_differentials_and_logs_restores_to_last_and_to_a_point_
         assert res.status == "ok", res.errors
         v = Vault.open(LocalBackend(str(vault_dir)), PASS)
         snap = v.read_snapshot(res.snapshot)
-        modes.append(snap.meta["mode"])
+        modes.append(snap.meta["backup"])
         snaps.append(snap)
         assert _files(share_dir) == [], "the share keeps nothing once the snapshot is published"
     assert modes == ["full", "differential", "differential", "full", "differential"]
@@ -120,7 +120,7 @@ def test_a_backup_taken_by_another_tool_breaks_the_chain_and_the_next_run_is_a_f
     assert res.status == "ok"
     assert any("taken outside Do'BaaS by ACME\\sqladmin" in w and "full backup taken" in w for w in res.warnings)
     snap = Vault.open(LocalBackend(str(vault_dir)), PASS).read_snapshot(res.snapshot)
-    assert snap.meta["mode"] == "full"
+    assert snap.meta["backup"] == "full"
 
 
 def test_simple_recovery_has_no_log_backups_and_says_so(sql) -> None:

@@ -189,7 +189,7 @@ class MssqlPlugin(SourcePlugin):
             streams.append(ByteStream(item, files.open_read(written[-1])))
         new_token = {"backup_set_id": last_id, "full": chain["full"], "logs": chain["logs"],
                      "runs_since_full": 0 if full else runs}
-        meta = {"database": name, "recovery": recovery, "chain": chain, "mode": "full" if full else "differential",
+        meta = {"database": name, "recovery": recovery, "chain": chain, "backup": "full" if full else "differential",
                 "server": {"host": cfg.host, "port": cfg.port, "user": cfg.user, "password_env": cfg.password_env,
                            "password_file": cfg.password_file},
                 "share": cfg.share, "share_path": cfg.share_path,
