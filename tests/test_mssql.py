@@ -151,6 +151,8 @@ def test_login_failure_missing_permission_unwritable_share_and_offline_database(
     assert Vault.open(LocalBackend(str(vault_dir)), PASS).snapshot_ids() == [] and _files(share_dir) == []
     (res,) = _run(vault_dir, catalog, policy(["nosuch"])[0]).sources
     assert res.status == "failed" and "no database named nosuch" in res.errors[0]
+    (res,) = _run(vault_dir, catalog, policy(["erp"], port=1)[0]).sources  # the server is down
+    assert res.status == "failed" and "SQL Server unreachable" in res.errors[0], res.errors
     assert any("Incorrect syntax" not in s for s in inst.statements)
 
 
