@@ -57,6 +57,10 @@ class Connection:
                                         password=server.password, login_timeout=15, timeout=0, autocommit=True)
         except pymssql.OperationalError as e:
             number, message = _parts(e)
+            text = str(e.args)
+            if "Unable to connect" in text or "Connection refused" in text:  # FreeTDS may keep an older message
+                raise DobaasError(f"{server.host}:{server.port}: SQL Server unreachable (connection refused or no "
+                                  "answer: is the server running, is TCP enabled on that port?)") from None
             if number == 18456:
                 raise WrongPassphrase(f"{server.host}:{server.port}: login failed for {server.user} (18456): check the "
                                       "login and its password") from None
