@@ -62,10 +62,9 @@ class HypervModel:
     def on_share(cls, share_dir: str, double: Any) -> tuple[HypervModel, str]:
         """A model host whose storage is a new folder of the Samba share, answering behind ``double``: the model
         and the folder's name (its storage map is ``{"D:\\VMs": <share URL>/<folder>}``)."""
-        folder = f"hv-{uuid.uuid4().hex[:8]}"
-        path = os.path.join(share_dir, folder)
-        os.makedirs(path)
-        os.chmod(path, 0o777)
+        from tests.samba import share_folder
+
+        folder, path = share_folder(share_dir, "hv")
         model = cls(path)
         double.handlers = model.handlers()
         return model, folder

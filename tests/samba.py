@@ -38,6 +38,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def share_folder(share_dir: str, prefix: str) -> tuple[str, str]:
+    """A new folder of the share that the share's user may write in (a test's own corner of the share):
+    its name (for the share's URL) and its path here."""
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path = os.path.join(share_dir, name)
+    os.makedirs(path)
+    os.chmod(path, 0o777)
+    return name, path
+
+
 @pytest.fixture(scope="session")
 def samba() -> Iterator[SambaServer]:
     with run_samba() as server:

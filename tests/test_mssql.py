@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
 from tests.conftest import PASS, Cli
 from tests.mssql_model import Instance, start_instance
-from tests.samba import SambaServer
+from tests.samba import SambaServer, share_folder
 
 pytestmark = pytest.mark.mssql
 USER, PASSWORD = "backup", "Sql-backup-pass-1"
@@ -29,10 +28,7 @@ SHARE_PATH = "\\\\proxy\\sqlbackup"
 
 @pytest.fixture
 def sql(samba: SambaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    folder = f"sql-{uuid.uuid4().hex[:8]}"
-    share_dir = os.path.join(samba.share_dir, folder)
-    os.makedirs(share_dir)
-    os.chmod(share_dir, 0o777)
+    folder, share_dir = share_folder(samba.share_dir, "sql")
     inst = Instance(SHARE_PATH, share_dir)
     port, server = start_instance(inst, {USER: PASSWORD})
     inst.port = port

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from tests.bench.bench_image import PASS, bench_setup, du, run
 from tests.mssql_model import Instance, start_instance
-from tests.samba import run_samba
+from tests.samba import run_samba, share_folder
 
 MiB = 2**20
 USER, PASSWORD = "backup", "Sql-bench-pass-1"
@@ -31,10 +30,7 @@ def main() -> int:
     args, work, dobaas, _restic = bench_setup(".bench-sqlserver", lambda ap: ap.add_argument(
         "--days", type=int, default=14, help="nightly runs"))
     with run_samba() as smb:
-        folder = f"sql-{uuid.uuid4().hex[:8]}"
-        share_dir = os.path.join(smb.share_dir, folder)
-        os.makedirs(share_dir)
-        os.chmod(share_dir, 0o777)
+        folder, share_dir = share_folder(smb.share_dir, "sql")
         inst = Instance(SHARE_PATH, share_dir)
         port, server = start_instance(inst, {USER: PASSWORD})
         db = inst.add("erp")
