@@ -68,9 +68,13 @@ def parse_when(text: str, what: str, end_of_unit: bool = False) -> datetime:
 
 
 def read_passphrase(confirm: bool = False) -> str:
-    """From DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE, or an interactive prompt."""
+    """From DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE, DOBAAS_PASSPHRASE_COMMAND (a command that prints it: a
+    password manager, a vault agent), or an interactive prompt."""
     if "DOBAAS_PASSPHRASE" in os.environ:
         return os.environ["DOBAAS_PASSPHRASE"]
+    command = os.environ.get("DOBAAS_PASSPHRASE_COMMAND")
+    if command:
+        return passphrase_from_command(command, "DOBAAS_PASSPHRASE_COMMAND")
     path = os.environ.get("DOBAAS_PASSPHRASE_FILE")
     if path:
         try:
@@ -79,10 +83,54 @@ def read_passphrase(confirm: bool = False) -> str:
         except OSError as e:
             raise BadInput(f"cannot read DOBAAS_PASSPHRASE_FILE {path}: {e.strerror}") from None
     if not sys.stdin.isatty():
-        raise UsageError("no passphrase: set DOBAAS_PASSPHRASE or DOBAAS_PASSPHRASE_FILE, or run interactively")
+        raise UsageError("no passphrase: set DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE or DOBAAS_PASSPHRASE_COMMAND, "
+                         "or run interactively")
     pw = getpass.getpass("Vault passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != pw:
         raise UsageError("the two passphrases differ")
+    return pw
+
+
+def passphrase_from_command(command: str, what: str) -> str:
+    """Run ``command`` (split like a shell would, never through one) and take its output as the passphrase."""
+    import shlex
+    import subprocess
+
+    try:
+        p = subprocess.run(shlex.split(command), capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        raise BadInput(f"{what}: {command!r} could not run ({e})") from None
+    if p.returncode != 0:
+        why = p.stderr.decode(errors="replace").strip().splitlines()
+        raise BadInput(f"{what}: {command!r} exited {p.returncode}" + (f": {why[-1]}" if why else ""))
+    text = p.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+    if not text:
+        raise BadInput(f"{what}: {command!r} printed nothing")
+    return text
+
+
+def new_passphrase(file: str | None, env: str | None) -> str:
+    """A new passphrase from --new-passphrase-file / --new-passphrase-env, or typed twice at a terminal."""
+    if file and env:
+        raise UsageError("give --new-passphrase-file or --new-passphrase-env, not both")
+    if env:
+        if env not in os.environ or not os.environ[env]:
+            raise UsageError(f"--new-passphrase-env names {env}, which is not set or empty")
+        return os.environ[env]
+    if file:
+        try:
+            with open(file, encoding="utf-8") as f:
+                text = f.read().rstrip("\n")
+        except OSError as e:
+            raise BadInput(f"--new-passphrase-file {file}: {e.strerror}") from None
+        if not text:
+            raise BadInput(f"--new-passphrase-file {file} is empty")
+        return text
+    if not sys.stdin.isatty():
+        raise UsageError("no new passphrase: give --new-passphrase-file or --new-passphrase-env, or run interactively")
+    pw = getpass.getpass("New passphrase: ")
+    if getpass.getpass("Repeat new passphrase: ") != pw or not pw:
+        raise UsageError("the two passphrases differ or are empty")
     return pw
 
 

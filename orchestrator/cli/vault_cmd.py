@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import click
 
-from orchestrator.cli.common import emit_json, json_option, open_vault, parse_size, read_passphrase, vault_option
-from orchestrator.errors import EXIT_DAMAGE, EXIT_OK, StorageFull, UsageError
+from orchestrator.cli.common import (
+    emit_json,
+    json_option,
+    new_passphrase,
+    open_vault,
+    parse_size,
+    read_passphrase,
+    vault_option,
+)
+from orchestrator.errors import EXIT_DAMAGE, EXIT_OK, AppendOnly, StorageFull, UsageError
 from orchestrator.vault.config import DEFAULT_BLOCK_SIZE
-from orchestrator.vault.keys import DEFAULT_KDF_COST, MAX_KDF_COST, MIN_KDF_COST
+from orchestrator.vault.keys import DEFAULT_KDF_COST, MAX_KDF_COST, MIN_KDF_COST, list_key_files
 from orchestrator.vault.locks import read_locks
 from orchestrator.vault.repository import Vault
 
@@ -71,18 +80,113 @@ def info_cmd(vault_path: str, as_json: bool) -> None:
             click.echo(f"{k:13} {info[k]}")
 
 
+new_passphrase_options = [
+    click.option("--new-passphrase-file", type=click.Path(dir_okay=False), help="File holding the new passphrase."),
+    click.option("--new-passphrase-env", help="Environment variable holding the new passphrase."),
+]
+
+
+def _new_passphrase_options(f: Callable) -> Callable:
+    for option in reversed(new_passphrase_options):
+        f = option(f)
+    return f
+
+
 @vault_group.command("add-passphrase")
 @vault_option
-def add_key_cmd(vault_path: str) -> None:
-    """Add another passphrase (a new key file) that opens the same vault."""
+@_new_passphrase_options
+def add_key_cmd(vault_path: str, new_passphrase_file: str | None, new_passphrase_env: str | None) -> None:
+    """Add another passphrase (a new key file) that opens the same vault (same as `vault key add`)."""
     vault = open_vault(vault_path)
-    import getpass
-
-    pw = getpass.getpass("New passphrase: ")
-    if getpass.getpass("Repeat new passphrase: ") != pw or not pw:
-        raise UsageError("the two passphrases differ or are empty")
-    name = vault.add_passphrase(pw)
+    name = vault.add_passphrase(new_passphrase(new_passphrase_file, new_passphrase_env))
     click.echo(f"added key file {name}")
+
+
+@vault_group.group("key")
+def key_group() -> None:
+    """The vault's key files: each wraps the master key with one passphrase. Without a terminal: the current
+    passphrase from DOBAAS_PASSPHRASE(_FILE|_COMMAND), the new one from --new-passphrase-file/-env."""
+
+
+@key_group.command("list")
+@vault_option
+@json_option
+def key_list_cmd(vault_path: str, as_json: bool) -> None:
+    """The key files, and which one the current passphrase opened."""
+    vault = open_vault(vault_path)
+    rows = [{**k, "current": k["name"] == vault.key_name} for k in list_key_files(vault.backend)]
+    if as_json:
+        emit_json(rows)
+        return
+    for k in rows:
+        kdf = k["kdf"] or {}
+        click.echo(f"{k['name'].removeprefix('keys/')}  {k['type'] or 'DAMAGED'}  {k['created'] or '-'}  "
+                   f"{kdf.get('name', '-')} m={kdf.get('m', '-')}{'  (current)' if k['current'] else ''}")
+
+
+@key_group.command("add")
+@vault_option
+@_new_passphrase_options
+@json_option
+def key_add_cmd(vault_path: str, new_passphrase_file: str | None, new_passphrase_env: str | None,
+                as_json: bool) -> None:
+    """Add a passphrase that opens the same vault (a new key file)."""
+    vault = open_vault(vault_path)
+    name = vault.add_passphrase(new_passphrase(new_passphrase_file, new_passphrase_env))
+    if as_json:
+        emit_json({"added": name})
+    else:
+        click.echo(f"added key file {name.removeprefix('keys/')}")
+
+
+@key_group.command("remove")
+@click.argument("key_id")
+@vault_option
+@json_option
+def key_remove_cmd(key_id: str, vault_path: str, as_json: bool) -> None:
+    """Remove a key file (a unique prefix of its id is enough). Never the last one, nor the one the current
+    passphrase opened (use `vault key passwd` to change that passphrase)."""
+    vault = open_vault(vault_path)
+    keys = list_key_files(vault.backend)
+    match = [k["name"] for k in keys if k["name"].removeprefix("keys/").startswith(key_id.strip())]
+    if len(match) != 1:
+        raise UsageError(f"key {key_id!r} matches {len(match)} key files; `dobaas vault key list` shows them")
+    if match[0] == vault.key_name:
+        raise UsageError("that is the key file the current passphrase opened: change it with `dobaas vault key "
+                         "passwd`, or open the vault with another passphrase to remove this one")
+    _delete_key(vault, match[0])
+    if as_json:
+        emit_json({"removed": match[0]})
+    else:
+        click.echo(f"removed key file {match[0].removeprefix('keys/')}")
+
+
+@key_group.command("passwd")
+@vault_option
+@_new_passphrase_options
+@json_option
+def key_passwd_cmd(vault_path: str, new_passphrase_file: str | None, new_passphrase_env: str | None,
+                   as_json: bool) -> None:
+    """Change the current passphrase: a key file for the new one is written (and checked to open the vault)
+    before the current one is removed."""
+    vault = open_vault(vault_path)
+    new = new_passphrase(new_passphrase_file, new_passphrase_env)
+    added = vault.add_passphrase(new)
+    Vault.open(vault.backend, new)  # the new passphrase opens the vault before the old key file goes
+    _delete_key(vault, vault.key_name)
+    if as_json:
+        emit_json({"added": added, "removed": vault.key_name})
+    else:
+        click.echo(f"passphrase changed: key file {added.removeprefix('keys/')} added, "
+                   f"{vault.key_name.removeprefix('keys/')} removed")
+
+
+def _delete_key(vault: Vault, name: str) -> None:
+    try:
+        vault.backend.delete(name)
+    except PermissionError:
+        raise AppendOnly(f"the vault at {vault.backend.location} refuses deletions (append-only access): key files "
+                         "are removed by the provider") from None
 
 
 @vault_group.command("maintain")

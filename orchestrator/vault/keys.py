@@ -80,6 +80,19 @@ def add_key_file(backend: Backend, master: MasterKey, passphrase: str, kdf_cost:
     return name
 
 
+def list_key_files(backend: Backend) -> list[dict]:
+    """Every key file: its name, type, creation time and KDF (never anything secret); unreadable ones marked."""
+    out = []
+    for name, _size in sorted(backend.list("keys")):
+        try:
+            kf = json.loads(backend.get(name))
+            out.append({"name": name, "type": kf.get("type"), "created": kf.get("created"),
+                        "kdf": {k: v for k, v in (kf.get("kdf") or {}).items() if k != "salt"}})
+        except (ValueError, AttributeError) as e:
+            out.append({"name": name, "type": None, "created": None, "kdf": None, "damaged": str(e)})
+    return out
+
+
 def unwrap_master(backend: Backend, passphrase: str, vault_id: str) -> tuple[MasterKey, str]:
     """Try every passphrase key file; return the master key of this vault and the key file that opened it.
     Key files of another vault id (left by an init that crashed before writing its config) are skipped."""

@@ -1,0 +1,50 @@
+"""Operator tools: key management without a terminal, and the passphrase from a command."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASS, Cli, assert_one_line_error
+
+pytestmark = pytest.mark.ops
+
+
+def test_keys_are_managed_without_a_terminal(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    v = str(cli_vault)
+    keys = json.loads(cli("vault", "key", "list", "--vault", v, "--json").stdout)
+    assert len(keys) == 1 and keys[0]["current"] and "salt" not in json.dumps(keys)
+    new_file = tmp_path / "new.pass"
+    new_file.write_text("a second passphrase\n")
+    added = json.loads(cli("vault", "key", "add", "--vault", v, "--new-passphrase-file", str(new_file),
+                           "--json").stdout)["added"]
+    assert cli("snapshots", "--vault", v, passphrase="a second passphrase").returncode == 0
+    first = keys[0]["name"].removeprefix("keys/")
+    assert_one_line_error(cli("vault", "key", "remove", first[:8], "--vault", v, check=False), 2,
+                          "current passphrase opened")
+    by_second = Cli({"SECOND": "a second passphrase"})
+    by_second("vault", "key", "remove", first[:8], "--vault", v, passphrase="a second passphrase")
+    assert_one_line_error(cli("snapshots", "--vault", v, check=False), 4, "wrong passphrase")
+    # passwd: the current passphrase changes; the old key file goes only once the new one opens the vault
+    by_second.env["THIRD"] = "third passphrase"
+    out = json.loads(by_second("vault", "key", "passwd", "--vault", v, "--new-passphrase-env", "THIRD", "--json",
+                               passphrase="a second passphrase").stdout)
+    assert out["removed"] == added
+    assert cli("snapshots", "--vault", v, passphrase="third passphrase").returncode == 0
+    assert_one_line_error(cli("snapshots", "--vault", v, passphrase="a second passphrase", check=False), 4)
+    assert_one_line_error(cli("vault", "key", "add", "--vault", v, passphrase="third passphrase", check=False), 2,
+                          "--new-passphrase-file")
+
+
+def test_the_passphrase_can_come_from_a_command(tmp_path: Path, cli_vault: Path) -> None:
+    script = tmp_path / "pass.sh"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{PASS}'\n")
+    os.chmod(script, 0o755)
+    ok = Cli({"DOBAAS_PASSPHRASE_COMMAND": f"{script} --unused-arg"})
+    assert ok("snapshots", "--vault", str(cli_vault), passphrase=None).returncode == 0
+    bad = Cli({"DOBAAS_PASSPHRASE_COMMAND": "/bin/false"})
+    assert_one_line_error(bad("snapshots", "--vault", str(cli_vault), passphrase=None, check=False), 6,
+                          "DOBAAS_PASSPHRASE_COMMAND", "exited 1")
