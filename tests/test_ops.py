@@ -48,3 +48,34 @@ def test_the_passphrase_can_come_from_a_command(tmp_path: Path, cli_vault: Path)
     bad = Cli({"DOBAAS_PASSPHRASE_COMMAND": "/bin/false"})
     assert_one_line_error(bad("snapshots", "--vault", str(cli_vault), passphrase=None, check=False), 6,
                           "DOBAAS_PASSPHRASE_COMMAND", "exited 1")
+
+
+def test_diff_of_two_snapshots_trees_and_images(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    v = str(cli_vault)
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        (src / "docs" / name).write_text(name * 100)
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {v}\nsources:\n  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
+    first = json.loads(cli("run", str(pol), "--json").stdout)["sources"][0]["snapshot"]
+    (src / "docs" / "a.txt").write_text("changed")
+    (src / "docs" / "b.txt").unlink()
+    (src / "docs" / "e.txt").write_text("new")
+    os.chmod(src / "docs" / "c.txt", 0o600)
+    second = json.loads(cli("run", str(pol), "--json").stdout)["sources"][0]["snapshot"]
+    d = json.loads(cli("diff", first[:12], second[:12], "--vault", v, "--json").stdout)
+    (tree,) = d["items"]
+    assert tree["added"] == ["docs/e.txt"] and tree["removed"] == ["docs/b.txt"]
+    assert tree["modified"] == ["docs/a.txt"] and "docs/c.txt" in tree["metadata_only"]
+    sub = json.loads(cli("diff", first[:12], second[:12], f"{src}/docs/a.txt", "--vault", v, "--json").stdout)
+    assert sub["items"][0]["modified"] == ["docs/a.txt"] and sub["items"][0]["added"] == []
+    img = tmp_path / "d.img"
+    img.write_bytes(os.urandom(256 * 1024))
+    i1 = json.loads(cli("backup", "image", str(img), "--vault", v, "--name", "img", "--json").stdout)["id"]
+    with open(img, "r+b") as f:
+        f.seek(100_000)
+        f.write(b"x" * 10)
+    i2 = json.loads(cli("backup", "image", str(img), "--vault", v, "--name", "img", "--json").stdout)["id"]
+    (image,) = json.loads(cli("diff", i1[:12], i2[:12], "--vault", v, "--json").stdout)["items"]
+    assert image["changed_ranges"] == [[98304, 4096]] and image["changed_bytes"] == 4096

@@ -15,6 +15,7 @@ from orchestrator.cli import (
     catalog_cmd,
     daemon_cmd,
     demo_cmd,
+    diff_cmd,
     jobs_cmd,
     policy_cmd,
     prune_cmd,
@@ -62,7 +63,7 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd):
     module.register(cli)
 
 
