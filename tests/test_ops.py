@@ -79,3 +79,23 @@ def test_diff_of_two_snapshots_trees_and_images(tmp_path: Path, cli: Cli, cli_va
     i2 = json.loads(cli("backup", "image", str(img), "--vault", v, "--name", "img", "--json").stdout)["id"]
     (image,) = json.loads(cli("diff", i1[:12], i2[:12], "--vault", v, "--json").stdout)["items"]
     assert image["changed_ranges"] == [[98304, 4096]] and image["changed_bytes"] == 4096
+
+
+def test_run_dry_run_checks_everything_and_writes_nothing(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    v = str(cli_vault)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {v}\nsources:\n  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
+    before = sorted(p.name for p in cli_vault.rglob("*"))
+    rep = json.loads(cli("run", str(pol), "--dry-run", "--json").stdout)
+    assert rep["ok"] and rep["sources"][0]["snapshots"] == ["c/docs"] and rep["vault"]["country"] == "FR"
+    assert sorted(p.name for p in cli_vault.rglob("*")) == before  # not even a lock
+    assert json.loads(cli("jobs", "--json").stdout) == []
+    pol.write_text(pol.read_text().replace(str(src), "/nonexistent/place"))
+    p = cli("run", str(pol), "--dry-run", "--json", passphrase="wrong", check=False)
+    rep = json.loads(p.stdout)
+    assert p.returncode == 1 and not rep["ok"]
+    assert any("/nonexistent/place" in x for x in rep["problems"]) and any("wrong passphrase" in x
+                                                                            for x in rep["problems"])

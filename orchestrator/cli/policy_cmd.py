@@ -60,11 +60,14 @@ def check_cmd(file: str, discover: bool, syntax_only: bool, as_json: bool) -> No
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--source", "only", multiple=True, help="Run only this source, or one unit as SOURCE/UNIT (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Say what would be captured, from where, into which vault, after the "
+              "checks a run makes first; write nothing.")
 @catalog_option
 @json_option
-def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: bool) -> int:
+def run_cmd(file: str, only: tuple[str, ...], dry_run: bool, catalog_url: str | None, as_json: bool) -> int:
     """Run every source of the policy FILE once, now. Exit 0: all saved; 1: a source failed (the others still
-    ran); 9: all saved but some files could not be read or changed while being read."""
+    ran); 9: all saved but some files could not be read or changed while being read. With --dry-run: exit 0 when
+    a run would start, 1 when a check fails."""
     from orchestrator.catalog.process import CatalogProcess
     from orchestrator.memory import keep_freed_memory
     from orchestrator.policy.model import load_policy
@@ -72,6 +75,8 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
     keep_freed_memory()
 
     policy = load_policy(file)
+    if dry_run:
+        return _dry_run(policy, as_json)
     unknown = {o for o in only if o.split("/", 1)[0] not in {c.name for c in policy.source_configs}}
     if unknown:
         raise UsageError(f"no source named {', '.join(sorted(unknown))} in {file}")
@@ -82,6 +87,28 @@ def run_cmd(file: str, only: tuple[str, ...], catalog_url: str | None, as_json: 
         catalog.close()
     exit_without_teardown()
     return code
+
+
+def _dry_run(policy: Policy, as_json: bool) -> int:
+    from orchestrator.cli.common import read_passphrase
+    from orchestrator.errors import EXIT_FAILED, EXIT_OK
+    from orchestrator.policy.dry_run import dry_run
+
+    rep = dry_run(policy, lambda: policy.passphrase() or read_passphrase())
+    if as_json:
+        emit_json(rep)
+    else:
+        v = rep["vault"]
+        click.echo(f"policy {rep['policy']} for client {rep['client']}, into {v['location']}"
+                   + (f" (vault {v['id'][:12]}, {v['country']}, {v['snapshots']} snapshot(s))" if "id" in v else ""))
+        for s in rep["sources"]:
+            click.echo(f"  {s['name']} ({s['plugin']}): {', '.join(s['items']) or '-'}")
+            for snap in s["snapshots"]:
+                click.echo(f"    -> snapshot {snap}")
+        for p in rep["problems"]:
+            click.echo(f"problem: {p}", err=True)
+        click.echo("a run would start; nothing was written" if rep["ok"] else "a run would fail on the problems above")
+    return EXIT_OK if rep["ok"] else EXIT_FAILED
 
 
 def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json: bool) -> int:
