@@ -99,3 +99,48 @@ def test_run_dry_run_checks_everything_and_writes_nothing(tmp_path: Path, cli: C
     assert p.returncode == 1 and not rep["ok"]
     assert any("/nonexistent/place" in x for x in rep["problems"]) and any("wrong passphrase" in x
                                                                             for x in rep["problems"])
+
+
+def test_hooks_run_before_and_after_with_the_job_described(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    log = tmp_path / "hooks.log"
+    rec = tmp_path / "record.sh"
+    rec.write_text(f"#!/bin/sh\necho \"$1 $DOBAAS_PHASE $DOBAAS_SOURCE $DOBAAS_STATUS ${{DOBAAS_SNAPSHOT:+snap}}\" "
+                   f">> {log}\n")
+    fail = tmp_path / "fail.sh"
+    fail.write_text("#!/bin/sh\necho 'application would not stop' >&2\nexit 3\n")
+    for f in (rec, fail):
+        os.chmod(f, 0o755)
+
+    def policy(source_hooks: str, policy_hooks: str = "") -> Path:
+        p = tmp_path / "p.yaml"
+        p.write_text(f"policy: p\nclient: c\nvault: {cli_vault}\n{policy_hooks}sources:\n"
+                     f"  - {{name: docs, plugin: files, paths: ['{src}'], hooks: {source_hooks}}}\n")
+        return p
+
+    ok = policy(f"{{pre: ['{rec} src'], post: ['{rec} src']}}", f"hooks: {{pre: ['{rec} pol'], post: ['{rec} pol']}}\n")
+    res = json.loads(cli("run", str(ok), "--json").stdout)["sources"][0]
+    assert res["status"] == "ok"
+    assert _lines(log) == ["pol pre", "src pre docs", "src post docs ok snap", "pol post ok"]
+    # a failing pre hook fails the source: nothing is captured, the post hook still says so
+    log.unlink()
+    bad = policy(f"{{pre: ['{fail}'], post: ['{rec} src']}}")
+    p = cli("run", str(bad), "--json", check=False)
+    res = json.loads(p.stdout)["sources"][0]
+    assert p.returncode == 1 and res["status"] == "failed" and res["snapshot"] is None
+    assert "exited 3: application would not stop" in res["errors"][0]
+    assert _lines(log) == ["src post docs failed"]
+    # on_error: continue makes it a warning
+    cont = policy(f"{{pre: ['{fail}'], on_error: continue}}")
+    res = json.loads(cli("run", str(cont), "--json").stdout)["sources"][0]
+    assert res["status"] == "ok" and any("application would not stop" in w for w in res["warnings"])
+    # the policy's own failing pre hook: no source runs
+    stop = policy("{}", f"hooks: {{pre: ['{fail}']}}\n")
+    p = cli("run", str(stop), "--json", check=False)
+    assert p.returncode == 1 and json.loads(p.stdout)["sources"][0]["errors"][0].startswith("pre hook")
+
+
+def _lines(path: Path) -> list[str]:
+    return [" ".join(line.split()) for line in path.read_text().splitlines()]

@@ -25,6 +25,7 @@ from orchestrator.cbt.tree import TreeCapture, capture_tree
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, DobaasError, WindowClosed
 from orchestrator.plugin import registry
 from orchestrator.plugin.base import CaptureContext
+from orchestrator.plugin.hooks import HookFailed, run_hooks
 from orchestrator.plugin.streams import ByteStream, CarriedItem, ImageStream, TreeStream
 from orchestrator.policy.model import Policy
 from orchestrator.vault.repository import Vault
@@ -113,7 +114,10 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         t0 = time.monotonic()
         closed = False
         job = history.submit(_start_job, catalog, run_id, policy, res, started, trigger)
+        env = {"DOBAAS_POLICY": policy.policy, "DOBAAS_CLIENT": policy.client, "DOBAAS_SOURCE": cfg.name,
+               "DOBAAS_UNIT": unit, "DOBAAS_PLUGIN": cfg.plugin}
         try:
+            res.warnings.extend(run_hooks(cfg.hooks, "pre", env))
             _run_source(policy, vault, catalog, cfg, unit, res, progress(res.source) if progress else None, abort)
         except WindowClosed as e:
             res.status, res.errors, closed = "interrupted", [*res.errors, str(e)], True
@@ -130,14 +134,32 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             res.seconds = round(time.monotonic() - t0, 3)
             _record_job(catalog, run_id, policy, res, started, trigger, job.result())
             raise
+        res.warnings.extend(run_hooks(cfg.hooks, "post", {**env, "DOBAAS_STATUS": res.status,
+                                                          "DOBAAS_SNAPSHOT": res.snapshot or "",
+                                                          "DOBAAS_ERRORS": str(len(res.errors))}))
         res.seconds = round(time.monotonic() - t0, 3)
         _record_job(catalog, run_id, policy, res, started, trigger, job.result())
         level = logging.ERROR if res.status == "failed" else logging.INFO
         log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
         return closed
 
+    penv = {"DOBAAS_POLICY": policy.policy, "DOBAAS_CLIENT": policy.client}
     try:
-        _execute_all(policy, tasks, execute, report, abort)
+        try:
+            policy_warnings = run_hooks(policy.hooks, "pre", penv)
+        except HookFailed as e:  # the policy's pre hook failed: no source runs, each says why in its job
+            for _cfg, _unit, res in tasks:
+                res.status, res.errors = "failed", [str(e)]
+                report.sources.append(res)
+                _record_job(catalog, run_id, policy, res, datetime.now(UTC).isoformat(), trigger)
+            policy_warnings = []
+        else:
+            _execute_all(policy, tasks, execute, report, abort)
+        status = "failed" if any(s.status in ("failed", "interrupted") for s in report.sources) else \
+            ("partial" if any(s.status == "partial" for s in report.sources) else "ok")
+        policy_warnings += run_hooks(policy.hooks, "post", {**penv, "DOBAAS_STATUS": status})
+        for s in report.sources:
+            s.warnings.extend(policy_warnings)
     finally:
         history.shutdown(wait=True)
         _warn_if_nearly_full(vault, report)

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, ClassVar, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.plugin.hooks import Hooks
 from orchestrator.plugin.streams import Capture, TreeSink
 from orchestrator.secret import read_secret
 
@@ -32,6 +33,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # as the policy itself (see policy.model.STRICT)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     plugin: str
+    hooks: Hooks | None = None  # commands before/after each unit of this source
 
 
 class PasswordFields(BaseModel):

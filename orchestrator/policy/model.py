@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.errors import BadInput
 from orchestrator.plugin import registry
 from orchestrator.plugin.base import PasswordFields, SourceConfig
+from orchestrator.plugin.hooks import Hooks
 from orchestrator.policy.yamlpos import Located, YamlError, load_located
 from orchestrator.secret import read_secret
 
@@ -101,6 +102,7 @@ class Policy(BaseModel):
     bandwidth_limit: str | None = None  # uploads to the vault (remote, or a mounted directory), e.g. 20MiB/s
     #: the client's written agreement to store outside France (its reference); required for a non-FR vault
     residency_consent: str | None = None
+    hooks: Hooks | None = None  # commands before/after the whole run of the policy
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     # filled after validation: the plugin-specific model of each source
