@@ -144,3 +144,24 @@ def test_hooks_run_before_and_after_with_the_job_described(tmp_path: Path, cli: 
 
 def _lines(path: Path) -> list[str]:
     return [" ".join(line.split()) for line in path.read_text().splitlines()]
+
+
+def test_stats_per_source_and_day_against_the_change_budget(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(50_000))
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {cli_vault}\nsources:\n"
+                   f"  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
+    cli("run", str(pol))
+    (src / "f0").write_bytes(os.urandom(50_000))  # 5% of the initial volume: over the 0.2% budget
+    cli("run", str(pol))
+    out = json.loads(cli("stats", "--vault", str(cli_vault), "--json").stdout)
+    (day,) = out["days"]  # both runs today
+    assert day["source"] == "c/docs" and day["snapshots"] == 2
+    assert day["read"] >= 1_050_000 and 1_050_000 <= day["new"] <= 1_100_000
+    assert day["change_rate"] > 1 and day["over_budget"]  # the first snapshot itself is all new
+    assert out["vault"]["snapshots"] == 2 and out["vault"]["stored_bytes"] > 1_000_000
+    text = cli("stats", "--vault", str(cli_vault), "--source", "docs").stdout
+    assert "c/docs" in text and "OVER BUDGET" in text

@@ -64,11 +64,13 @@ class BackupSession:
             parent=self.parent.id if self.parent else None,
             meta=meta or {},
         )
+        self.writer.flush()  # packs ship asynchronously: their figures are complete only once all are stored
         w = self.writer.stats
         snap.stats = {
             "chunks_new": w.chunks_new,
             "chunks_reused": w.chunks_reused,
             "raw_bytes_new": w.raw_bytes_new,
+            "bytes_stored": w.bytes_written,  # packs written by this backup (index and manifest not counted)
             "seconds": round(time.monotonic() - self.started, 3),
             "warnings": self.warnings,
             **(extra_stats or {}),

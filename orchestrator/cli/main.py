@@ -21,6 +21,7 @@ from orchestrator.cli import (
     prune_cmd,
     restore_cmd,
     snapshots_cmd,
+    stats_cmd,
     vault_cmd,
     verify_cmd,
 )
@@ -63,7 +64,7 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd):
     module.register(cli)
 
 
