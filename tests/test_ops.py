@@ -165,3 +165,39 @@ def test_stats_per_source_and_day_against_the_change_budget(tmp_path: Path, cli:
     assert out["vault"]["snapshots"] == 2 and out["vault"]["stored_bytes"] > 1_000_000
     text = cli("stats", "--vault", str(cli_vault), "--source", "docs").stdout
     assert "c/docs" in text and "OVER BUDGET" in text
+
+
+def test_the_daemon_exports_prometheus_metrics(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    pols = tmp_path / "policies"
+    pols.mkdir()
+    (pols / "p.yaml").write_text(f"policy: p\nclient: acme\nvault: {cli_vault}\nschedule: '0 3 * * *'\nsources:\n"
+                                 f"  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    textfile = tmp_path / "dobaas.prom"
+    d = cli.popen("daemon", "--policies", str(pols), "--run-now", "--metrics", f"127.0.0.1:{port}",
+                  "--metrics-file", str(textfile))
+    try:
+        deadline, text = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and 'status="ok"} 1' not in text:
+            time.sleep(0.3)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                continue
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.communicate(timeout=60)
+    labels = 'client="acme",source="docs",policy="p"'
+    assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in text, text
+    assert f"dobaas_last_success_timestamp_seconds{{{labels}}}" in text and "# TYPE dobaas_last_run_errors gauge" in text
+    assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in textfile.read_text()

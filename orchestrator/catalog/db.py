@@ -349,6 +349,23 @@ class Catalog:
             return out
 
     # ---- alert deduplication ----------------------------------------------------------------------------------
+    def latest_jobs(self) -> list[dict]:
+        """The newest job of each source, with the time of its last success (``last_success``): for metrics."""
+        out = []
+        for st in self.status():
+            with self.engine.connect() as conn:
+                row = conn.execute(select(jobs).where(and_(jobs.c.client == st["client"],
+                                                           jobs.c.source == st["source"]))
+                                   .order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(1)).mappings().first()
+            if row is not None:
+                out.append({**_job_dict(row), "last_success": st["last_success"]})
+        return out
+
+    def alert_states(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [{"key": r.key, "active": bool(r.active)}
+                    for r in conn.execute(select(alert_state.c.key, alert_state.c.active))]
+
     def alert_transition(self, key: str, active: bool, message: str) -> bool:
         """Record a condition's state; True when it has just become active (the one moment to send)."""
         now = datetime.now(UTC).isoformat()

@@ -22,8 +22,13 @@ log = logging.getLogger("dobaas.daemon")
 @click.option("--run-now", is_flag=True, help="Run every policy once at start, then follow the schedules.")
 @click.option("--max-concurrent", default=1, show_default=True, type=click.IntRange(1, 32),
               help="Policies run at once (a policy's own sources: its `concurrency:` field).")
+@click.option("--metrics", "metrics_listen", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9465).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False),
+              help="Also write them to this file after each run (node_exporter's textfile collector).")
 @catalog_option
-def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: int, catalog_url: str | None) -> None:
+def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: int, metrics_listen: str | None,
+               metrics_file: str | None, catalog_url: str | None) -> None:
     """Run every policy of DIRECTORY on its cron schedule. SIGHUP reloads the policies; SIGTERM stops (a run
     in progress is aborted without publishing anything partial). Use --log-json for machine-readable logs."""
     from orchestrator.alerts.notify import deliver, notify_after_run, stale
@@ -121,11 +126,37 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
             except Exception as e:
                 log.error("alert check for policy %s failed: %s", p.policy, e)
 
-    sched = Scheduler(directory, run_one, last_run=last_run, catch_up=catch_up, run_now=run_now, on_tick=tick,
+    def collect() -> tuple[list[dict], list[dict]]:
+        """Every catalog the daemon's policies record into: their sources' last jobs and alert states."""
+        with catalogs_lock:
+            known = list(catalogs.values()) or [Catalog(to_url(catalog_url) if catalog_url else None)]
+        seen_jobs: list[dict] = []
+        alerts: list[dict] = []
+        for c in known:
+            seen_jobs += c.latest_jobs()
+            alerts += c.alert_states()
+        return seen_jobs, alerts
+
+    from orchestrator.scheduler.metrics import MetricsExporter
+
+    exporter = MetricsExporter(collect, metrics_listen, metrics_file) if (metrics_listen or metrics_file) else None
+    runner = run_one
+    if exporter is not None:
+        def runner(policy: Policy, trigger: str, only: list[str] | None, abort: AbortSignal):
+            try:
+                return run_one(policy, trigger, only, abort)
+            finally:
+                exporter.refresh()
+
+    sched = Scheduler(directory, runner, last_run=last_run, catch_up=catch_up, run_now=run_now, on_tick=tick,
                       max_concurrent=max_concurrent)
     sched.install_signals()
     log.info("daemon started on %s", os.path.abspath(directory))
-    sched.serve()
+    try:
+        sched.serve()
+    finally:
+        if exporter is not None:
+            exporter.close()
 
 
 def register(cli: click.Group) -> None:
