@@ -199,5 +199,6 @@ def test_the_daemon_exports_prometheus_metrics(tmp_path: Path, cli: Cli, cli_vau
         d.communicate(timeout=60)
     labels = 'client="acme",source="docs",policy="p"'
     assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in text, text
-    assert f"dobaas_last_success_timestamp_seconds{{{labels}}}" in text and "# TYPE dobaas_last_run_errors gauge" in text
+    assert f"dobaas_last_success_timestamp_seconds{{{labels}}}" in text
+    assert "# TYPE dobaas_last_run_errors gauge" in text
     assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in textfile.read_text()
