@@ -202,3 +202,17 @@ def test_the_daemon_exports_prometheus_metrics(tmp_path: Path, cli: Cli, cli_vau
     assert f"dobaas_last_success_timestamp_seconds{{{labels}}}" in text
     assert "# TYPE dobaas_last_run_errors gauge" in text
     assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in textfile.read_text()
+
+
+def test_every_kind_of_restore_is_in_the_audit_trail(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    img = tmp_path / "d.img"
+    img.write_bytes(os.urandom(64 * 1024))
+    sid = json.loads(cli("backup", "image", str(img), "--vault", str(cli_vault), "--name", "d", "--json").stdout)["id"]
+    out = tmp_path / "out.img"
+    cli("restore", "image", sid[:12], "--vault", str(cli_vault), "--output", str(out))
+    assert cli("restore", "image", sid[:12], "--vault", str(cli_vault), "--output", str(out),
+               check=False).returncode == 2  # exists: refused, and recorded as failed
+    trail = json.loads(cli("catalog", "restores", "--json").stdout)
+    assert [(r["snapshot_id"], json.loads(r["paths"]), r["status"]) for r in trail] == [
+        (sid, ["image"], "ok"), (sid, ["image"], "failed")]
+    assert json.loads(trail[0]["detail"])["bytes"] == 64 * 1024

@@ -1,8 +1,11 @@
-"""``dobaas restore image``: write a snapshot's disk image back to a file or device."""
+"""``dobaas restore …``: disk images, whole VMs, databases and files, each recorded in the audit trail."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,13 +19,36 @@ from orchestrator.cli.common import (
     progress_bar,
     vault_option,
 )
-from orchestrator.errors import EXIT_DAMAGE, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
+from orchestrator.errors import EXIT_DAMAGE, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, DobaasError, UsageError
 from orchestrator.restore.image import restore_image
+
+if TYPE_CHECKING:
+    from orchestrator.vault.snapshot import Snapshot
 
 
 @click.group("restore")
 def restore_group() -> None:
-    """Restore from snapshots."""
+    """Restore from snapshots. Every restore, whatever its kind and outcome, goes into the audit trail
+    (`dobaas catalog restores`)."""
+
+
+@contextlib.contextmanager
+def audited(catalog_url: str | None, snap: Snapshot, kind: str, target: str) -> Iterator[dict]:
+    """Record the restore in the catalog's audit trail, done or failed (``detail`` filled by the caller)."""
+    detail: dict = {"kind": kind}
+    status = "failed"
+    try:
+        yield detail
+        status = "ok"
+    except DobaasError as e:
+        detail["error"] = str(e)
+        raise
+    finally:
+        try:
+            open_catalog(catalog_url).record_restore(snap.id, [kind], target, "new", status, 0,
+                                                     int(detail.get("bytes", 0)), detail)
+        except Exception as e:  # the restore itself stands; say the trail missed it
+            click.echo(f"warning: the restore was not recorded in the audit trail ({e})", err=True)
 
 
 @restore_group.command("image")
@@ -31,8 +57,10 @@ def restore_group() -> None:
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="File or block device to write.")
 @click.option("--item", help="Which image of the snapshot (default: the only one).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@catalog_option
 @json_option
-def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, overwrite: bool, as_json: bool) -> None:
+def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, overwrite: bool, catalog_url: str | None,
+              as_json: bool) -> None:
     """Restore the disk image of SNAPSHOT (a unique id prefix is enough)."""
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
@@ -43,9 +71,11 @@ def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, ove
         names = ", ".join(i["name"] for i in snap.items if i["type"] == "image") or "none"
         raise UsageError(f"snapshot {snap.id[:12]} has image items: {names}; choose one with --item")
     t0 = time.monotonic()
-    with progress_bar(f"restore {snap.name}", images[0]["size"], not as_json) as advance:
+    with audited(catalog_url, snap, "image", output) as detail, \
+            progress_bar(f"restore {snap.name}", images[0]["size"], not as_json) as advance:
         st = restore_image(vault, images[0], output, overwrite, progress=advance,
                            what=f"snapshot {snap.id[:12]} item {images[0]['name']}")
+        detail.update(item=images[0]["name"], bytes=st.bytes_written)
     secs = time.monotonic() - t0
     res: dict = {"id": snap.id, "item": images[0]["name"], "output": output, "size": images[0]["size"],
            "bytes_written": st.bytes_written, "seconds": round(secs, 3)}
@@ -77,11 +107,13 @@ def image_cmd(snapshot: str, vault_path: str, output: str, item: str | None, ove
 @click.option("--user", help="VMware, Hyper-V: user name (default: the policy's).")
 @click.option("--password-env", help="VMware, Hyper-V: environment variable with the password (default: the "
               "policy's).")
+@catalog_option
 @json_option
 def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: str | None, start: bool,
            uri: str | None, host: str | None, connect: bool, datastore: str | None, esx_host: str | None,
            pool: str | None, folder: str | None,
-           datacenter: str | None, user: str | None, password_env: str | None, as_json: bool) -> None:
+           datacenter: str | None, user: str | None, password_env: str | None, catalog_url: str | None,
+           as_json: bool) -> None:
     """Restore the virtual machine of SNAPSHOT as a new VM (new name, identity and disk files); the original is
     not touched. Every disk is re-read and checked against the snapshot before the VM is made (VMware: and read
     back from the datastore after upload)."""
@@ -107,7 +139,9 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
 
     options["upload_progress"] = progress  # VMware: disks uploaded to the datastore after the local check
     try:
-        res = restore_vm(vault, snap, options, progress)
+        with audited(catalog_url, snap, "vm", new_name) as detail:
+            res = restore_vm(vault, snap, options, progress)
+            detail.update(vm=res.get("domain"), bytes=res.get("bytes_written", 0), state=res.get("state"))
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
@@ -138,10 +172,11 @@ def vm_cmd(snapshot: str, vault_path: str, new_name: str, fmt: str, target_dir: 
 @click.option("--to-position", help="Stop at this binary-log position, FILE:POS.")
 @click.option("--target-datadir", type=click.Path(file_okay=False), help="Physical restore into a data directory.")
 @click.option("--with-users", is_flag=True, help="Also create the snapshot's accounts and grants on the server.")
+@catalog_option
 @json_option
 def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database: str | None, host: str, port: int,
               socket: str | None, user: str, password_env: str | None, to_time: str | None, to_position: str | None,
-              target_datadir: str | None, with_users: bool, as_json: bool) -> None:
+              target_datadir: str | None, with_users: bool, catalog_url: str | None, as_json: bool) -> None:
     """Restore a MySQL/MariaDB snapshot into a running server under a new database name, at the snapshot's
     instant or at any point between the previous snapshot and this one; checked against the capture."""
     from orchestrator.restore.database import restore_database
@@ -152,7 +187,9 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
                "target_datadir": target_datadir, "with_users": with_users}
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
-    res = restore_database(vault, snap, "mysql", options)
+    with audited(catalog_url, snap, "mysql", as_database or target_datadir or "") as detail:
+        res = restore_database(vault, snap, "mysql", options)
+        detail.update(database=res.get("database"), restored_as=res.get("restored_as"), until=res.get("until"))
     if as_json:
         emit_json(res)
     elif target_datadir:
@@ -177,10 +214,11 @@ def mysql_cmd(snapshot: str, vault_path: str, as_database: str | None, database:
 @click.option("--password-env", help="Environment variable holding its password (default: the policy's).")
 @click.option("--data-dir", help="Server directory for the data files, e.g. 'D:\\Data' (default: the original's).")
 @click.option("--log-dir", help="Server directory for the log file (default: the original's).")
+@catalog_option
 @json_option
 def mssql_cmd(snapshot: str, vault_path: str, as_database: str, database: str | None, to_time: str | None,
               to_lsn: str | None, host: str | None, port: str | None, user: str | None, password_env: str | None,
-              data_dir: str | None, log_dir: str | None, as_json: bool) -> None:
+              data_dir: str | None, log_dir: str | None, catalog_url: str | None, as_json: bool) -> None:
     """Restore a SQL Server snapshot under a new database name, to its last backup or to a point in time covered
     by its log chain; checked with DBCC CHECKDB."""
     from orchestrator.restore.database import restore_database
@@ -190,7 +228,9 @@ def mssql_cmd(snapshot: str, vault_path: str, as_database: str, database: str | 
                "log_dir": log_dir}
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
-    res = restore_database(vault, snap, "mssql", options)
+    with audited(catalog_url, snap, "mssql", as_database) as detail:
+        res = restore_database(vault, snap, "mssql", options)
+        detail.update(database=res["database"], restored_as=res["restored_as"], until=res["until"])
     if as_json:
         emit_json(res)
     else:
