@@ -17,7 +17,7 @@ VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
 TEST_PKGS := $(BASE_PKGS) samba samba-vfs-modules acl postgresql $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic samba samba-vfs-modules qemu-utils $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
 
-.PHONY: install install-plugins compile demo test lint bench clean
+.PHONY: install install-plugins compile demo test lint bench man clean
 
 install: $(BIN)/.installed
 
@@ -65,6 +65,10 @@ bench: install install-plugins compile
 	  $(BIN)/python tests/bench/bench_sftp.py; e=$$?; $(BIN)/python tests/bench/bench_vmware.py; f=$$?; \
 	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; $(BIN)/python tests/bench/bench_sqlserver.py; h=$$?; \
 	  exit $$((a | b | c | d | e | f | g | h))
+
+# the manual page, generated from the commands' own help
+man: install
+	$(BIN)/dobaas man > docs/dobaas.1
 
 clean:
 	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .pytest_cache \

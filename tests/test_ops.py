@@ -216,3 +216,19 @@ def test_every_kind_of_restore_is_in_the_audit_trail(tmp_path: Path, cli: Cli, c
     assert [(r["snapshot_id"], json.loads(r["paths"]), r["status"]) for r in trail] == [
         (sid, ["image"], "ok"), (sid, ["image"], "failed")]
     assert json.loads(trail[0]["detail"])["bytes"] == 64 * 1024
+
+
+def test_completion_and_the_manual_come_from_the_commands(cli: Cli) -> None:
+    import subprocess
+
+    from tests.conftest import DOBAAS
+
+    man = cli("man").stdout
+    for command in ("vault key passwd", "restore mssql", "diff", "stats", "run", "daemon"):
+        assert f".SS dobaas {command}" in man, command
+    assert "\\-\\-new\\-passphrase\\-file" in man and ".SH EXIT STATUS" in man
+    for shell in ("bash", "zsh", "fish"):
+        assert "_DOBAAS_COMPLETE" in cli("completion", shell).stdout
+    env = {**os.environ, "COMP_WORDS": "dobaas vault ke", "COMP_CWORD": "2", "_DOBAAS_COMPLETE": "bash_complete"}
+    p = subprocess.run([DOBAAS], env=env, capture_output=True, text=True)
+    assert "plain,key" in p.stdout.split(), p.stdout

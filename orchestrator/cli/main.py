@@ -13,6 +13,7 @@ from orchestrator.cli import (
     backup_cmd,
     browse_cmd,
     catalog_cmd,
+    completion_cmd,
     daemon_cmd,
     demo_cmd,
     diff_cmd,
@@ -64,7 +65,7 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd):
     module.register(cli)
 
 
