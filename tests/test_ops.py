@@ -232,3 +232,34 @@ def test_completion_and_the_manual_come_from_the_commands(cli: Cli) -> None:
     env = {**os.environ, "COMP_WORDS": "dobaas vault ke", "COMP_CWORD": "2", "_DOBAAS_COMPLETE": "bash_complete"}
     p = subprocess.run([DOBAAS], env=env, capture_output=True, text=True)
     assert "plain,key" in p.stdout.split(), p.stdout
+
+
+def test_the_monthly_report_in_french_as_pdf_and_html(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
+    import subprocess
+    from datetime import datetime
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(os.urandom(20_000))
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: acme\nvault: {cli_vault}\nquota: 1GiB\nsources:\n"
+                   f"  - {{name: docs, plugin: files, paths: ['{src}']}}\n"
+                   f"  - {{name: gone, plugin: files, paths: ['{tmp_path}/nothing-here']}}\n")
+    first = json.loads(cli("run", str(pol), "--json", check=False).stdout)["sources"][0]["snapshot"]
+    (src / "f1").write_bytes(os.urandom(20_000))
+    cli("run", str(pol), "--json", check=False)
+    cli("restore", "files", first[:12], f"{src}/f2", "--vault", str(cli_vault), "--target", str(tmp_path / "r"))
+    month = datetime.now().astimezone().strftime("%Y-%m")
+    out = json.loads(cli("report", "--client", "acme", "--month", month, "--policy", str(pol), "--output",
+                         str(tmp_path / "r.pdf"), "--json").stdout)
+    assert out["runs"] == 4 and out["success_rate"] == 0.5 and out["restores"] == 1 and out["incidents"] == 2
+    assert out["quota"] == 2**30
+    png = tmp_path / "page"
+    subprocess.run(["pdftoppm", "-png", "-r", "60", str(tmp_path / "r.pdf"), str(png)], check=True)
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) == 2 and all(p.stat().st_size > 10_000 for p in pages)
+    cli("report", "--client", "acme", "--month", month, "--policy", str(pol), "--output", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert "Rapport mensuel de sauvegarde" in page and "Taux de réussite : 50.00 %" in page
+    assert (page.count("data:image/png;base64,") == 3 and "acme/gone" not in page) or "gone" in page

@@ -20,6 +20,7 @@ from orchestrator.cli import (
     jobs_cmd,
     policy_cmd,
     prune_cmd,
+    report_cmd,
     restore_cmd,
     snapshots_cmd,
     stats_cmd,
@@ -65,7 +66,7 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd):
     module.register(cli)
 
 
