@@ -1,4 +1,4 @@
-"""Sizes as people write them: '64KiB', '20MiB/s', '1.5G', '500GiB', '4096'."""
+"""Sizes as people write them ('64KiB', '20MiB/s', '1.5G', '500GiB', '4096') and as people read them."""
 
 from __future__ import annotations
 
@@ -18,3 +18,17 @@ def parse_size(text: str, what: str) -> int:
     if not m or unit not in _UNITS:
         raise BadInput(f"{what}: cannot read size {text!r} (examples: 4096, 64KiB, 20MiB/s, 500GiB)")
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+#: the same units as French readers write them (octet, kibioctet, …)
+FRENCH_UNITS = ("o", "Kio", "Mio", "Gio", "Tio")
+
+
+def human_bytes(n: float, units: tuple[str, ...] = BINARY_UNITS) -> str:
+    """'512 B', '1.5 MiB': one decimal above bytes, binary multiples up to the last unit given."""
+    for unit in units:
+        if abs(n) < 1024 or unit == units[-1]:
+            return f"{n:.0f} {unit}" if unit == units[0] else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} {units[0]}"

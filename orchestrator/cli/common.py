@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from orchestrator.errors import BadInput, UsageError
-from orchestrator.units import parse_size  # noqa: F401  (re-exported for the commands)
+from orchestrator.units import human_bytes, parse_size  # noqa: F401  (re-exported for the commands)
 from orchestrator.vault.repository import Vault
 
 vault_option = click.option(
@@ -150,14 +150,6 @@ def emit_json(obj: Any) -> None:
         click.echo(json.dumps(obj, indent=2, default=str))
     else:
         click.echo(json.dumps(obj, default=str, separators=(",", ":")))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def local_time(iso: str) -> str:
