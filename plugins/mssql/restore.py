@@ -13,23 +13,13 @@ from datetime import datetime
 from typing import BinaryIO
 
 from orchestrator.plugin.errors import BadInput, DobaasError, UsageError
+from orchestrator.plugin.localtime import parse_local_time, show_local_time
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles
 from plugins.mssql.connection import Connection, Server, quote_name, quote_str
 from plugins.mssql.plugin import DATABASES
 
 WriteItem = Callable[[str, BinaryIO], int]
-
-
-def _when(text: str) -> float:
-    try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timestamp()
-    except ValueError:
-        raise UsageError(f"--to-time {text!r}: expected 'YYYY-MM-DD HH:MM:SS' (this machine's local time)") from None
-
-
-def _show(t: float) -> str:
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def plan(chain: dict, to_time: float | None, to_lsn: int | None) -> tuple[list[dict], str]:
@@ -42,8 +32,8 @@ def plan(chain: dict, to_time: float | None, to_lsn: int | None) -> tuple[list[d
             "the last backup of the snapshot"
     last = logs[-1] if logs else (diff or full)
     if to_time is not None and not full["finished"] <= to_time <= last["finished"]:
-        raise UsageError(f"--to-time {_show(to_time)} is outside what this snapshot covers: from "
-                         f"{_show(full['finished'])} to {_show(last['finished'])}")
+        raise UsageError(f"--to-time {show_local_time(to_time)} is outside what this snapshot covers: from "
+                         f"{show_local_time(full['finished'])} to {show_local_time(last['finished'])}")
     if to_lsn is not None and not full["last_lsn"] <= to_lsn <= last["last_lsn"]:
         raise UsageError(f"--to-lsn {to_lsn} is outside what this snapshot covers: LSN {full['last_lsn']} to "
                          f"{last['last_lsn']}")
@@ -57,7 +47,7 @@ def plan(chain: dict, to_time: float | None, to_lsn: int | None) -> tuple[list[d
         steps.append(lg)
         if (to_time is not None and lg["finished"] >= to_time) or (to_lsn is not None and lg["last_lsn"] > to_lsn):
             break
-    until = f"{_show(to_time)}" if to_time is not None else f"LSN {to_lsn}"
+    until = f"{show_local_time(to_time)}" if to_time is not None else f"LSN {to_lsn}"
     return steps, until
 
 
@@ -68,7 +58,7 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> d
         raise UsageError("give --as-database NEW (the restore never writes over an existing database)")
     if raw.get("to_time") and raw.get("to_lsn"):
         raise UsageError("give --to-time or --to-lsn, not both")
-    to_time = _when(raw["to_time"]) if raw.get("to_time") else None
+    to_time = parse_local_time(raw["to_time"]) if raw.get("to_time") else None
     try:
         to_lsn = int(raw["to_lsn"]) if raw.get("to_lsn") else None
     except ValueError:

@@ -9,24 +9,16 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
-from datetime import datetime
 from typing import BinaryIO
 
 from orchestrator.plugin.errors import DobaasError, IntegrityError, UsageError
+from orchestrator.plugin.localtime import parse_local_time, show_local_time
 from plugins.mysql import physical
 from plugins.mysql.connection import Endpoint, connect, connector, explain
 from plugins.mysql.dump import ident
 from plugins.mysql.verify_datadir import physical_check
 
 WriteItem = Callable[[str, BinaryIO], int]
-
-
-def parse_time(text: str) -> float:
-    """'YYYY-MM-DD HH:MM:SS' in this machine's local time (as mariadb-binlog reads --stop-datetime)."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timestamp()
-    except ValueError:
-        raise UsageError(f"--to-time {text!r}: expected 'YYYY-MM-DD HH:MM:SS' (local time)") from None
 
 
 def parse_position(text: str) -> tuple[str, int]:
@@ -54,7 +46,8 @@ def options_from_command(raw: dict) -> dict:
     return {"endpoint": Endpoint(raw.get("host") or "127.0.0.1", port, raw.get("socket"), raw.get("user") or "root",
                                  os.environ[password_env] if password_env else None),
             "as_database": raw.get("as_database"), "database": raw.get("database"),
-            "to_time": parse_time(raw["to_time"]) if raw.get("to_time") else None, "to_time_text": raw.get("to_time"),
+            "to_time": parse_local_time(raw["to_time"]) if raw.get("to_time") else None,
+            "to_time_text": raw.get("to_time"),
             "to_position": parse_position(raw["to_position"]) if raw.get("to_position") else None,
             "target_datadir": raw.get("target_datadir"), "with_users": bool(raw.get("with_users")),
             "staging": raw.get("staging")}
@@ -133,13 +126,14 @@ def _replay_plan(meta: dict, items: list[str], orig: str, to_time: float | None,
     start = prev["binlog"]
     if to_time is not None:
         if to_time >= meta["snapshot_time"]:
-            raise UsageError(f"--to-time is at or after this snapshot's instant ({_local(meta['snapshot_time'])}): "
-                             "restore a later snapshot, or this one without --to-time")
+            raise UsageError("--to-time is at or after this snapshot's instant "
+                             f"({show_local_time(meta['snapshot_time'])}): restore a later snapshot, or this one "
+                             "without --to-time")
         if to_time < prev["time"]:
-            raise UsageError(f"--to-time is before this snapshot's logs begin ({_local(prev['time'])}): restore "
-                             "an earlier snapshot")
+            raise UsageError("--to-time is before this snapshot's logs begin "
+                             f"({show_local_time(prev['time'])}): restore an earlier snapshot")
         return f"previous/dump/{orig}.sql", {"files": files, "start": start["pos"], "stop": ["--stop-datetime=" +
-                                                                                          _local(to_time)]}
+                                                                                          show_local_time(to_time)]}
     assert to_pos is not None
     file, pos = to_pos
     if file not in files or (file == start["file"] and pos < start["pos"]):
@@ -147,10 +141,6 @@ def _replay_plan(meta: dict, items: list[str], orig: str, to_time: float | None,
                          f"{start['pos']} to {meta['binlog']['file']}:{meta['binlog']['pos']})")
     return f"previous/dump/{orig}.sql", {"files": files[: files.index(file) + 1], "start": start["pos"],
                                          "stop": [f"--stop-position={pos}"]}
-
-
-def _local(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _pipe(cmd: list[str], ep: Endpoint, produce: Callable[[BinaryIO], object], what: str) -> None:
