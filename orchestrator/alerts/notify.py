@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
+from orchestrator.policy.budget import DAILY_CHANGE_BUDGET
 from orchestrator.policy.model import Policy
 from orchestrator.units import parse_size
 
@@ -38,7 +39,7 @@ class Condition:
 
 def after_run(policy: Policy, report, catalog: Catalog, stored_bytes: int) -> list[Condition]:
     out: list[Condition] = []
-    limit = policy.alerts.change_rate_limit if policy.alerts else 0.002
+    limit = policy.alerts.change_rate_limit if policy.alerts else DAILY_CHANGE_BUDGET
     for s in report.sources:
         base = f"{policy.client}/{s.source}"
         out.append(Condition(f"{base}/failed", s.status == "failed",

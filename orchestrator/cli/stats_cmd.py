@@ -9,8 +9,7 @@ from collections import defaultdict
 import click
 
 from orchestrator.cli.common import emit_json, human_bytes, json_option, open_vault, parse_when, vault_option
-
-BUDGET = 0.002  # the contract's daily change budget: 0.2% of the initially saved volume [6.05]
+from orchestrator.policy.budget import DAILY_CHANGE_BUDGET as BUDGET
 
 
 @click.command("stats")

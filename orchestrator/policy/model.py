@@ -12,6 +12,7 @@ from orchestrator.errors import BadInput
 from orchestrator.plugin import registry
 from orchestrator.plugin.base import PasswordFields, SourceConfig
 from orchestrator.plugin.hooks import Hooks
+from orchestrator.policy.budget import DAILY_CHANGE_BUDGET
 from orchestrator.policy.yamlpos import Located, YamlError, load_located
 from orchestrator.secret import read_secret
 
@@ -51,7 +52,8 @@ class Alerts(BaseModel):
     webhook: str | None = None  # JSON POST
     email: EmailAlerts | None = None
     no_success_hours: float | None = Field(default=None, gt=0, le=24 * 366)
-    change_rate_limit: float = Field(default=0.002, gt=0, le=1)  # of the initially saved volume, per run (daily)
+    #: of the initially saved volume, per run (daily)
+    change_rate_limit: float = Field(default=DAILY_CHANGE_BUDGET, gt=0, le=1)
 
     @field_validator("webhook")
     @classmethod

@@ -11,8 +11,7 @@ from datetime import datetime
 
 from orchestrator.catalog.db import Catalog
 from orchestrator.errors import UsageError
-
-BUDGET = 0.002
+from orchestrator.policy.budget import DAILY_CHANGE_BUDGET as BUDGET
 
 
 @dataclass
@@ -35,8 +34,16 @@ class MonthlyReport:
         return sum(s["ok"] for s in self.sources) / self.runs if self.runs else None
 
 
+def _local_day(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d")
+
+
 def _in_month(iso: str, month: str) -> bool:
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m") == month
+    return _local_day(iso)[:7] == month
+
+
+def _succeeded(job: dict) -> bool:
+    return job["status"] in ("ok", "partial")
 
 
 def build(catalog: Catalog, client: str, month: str, quota: int | None = None) -> MonthlyReport:
@@ -57,27 +64,25 @@ def build(catalog: Catalog, client: str, month: str, quota: int | None = None) -
         own = [s for s in snaps if s["source"] == source or s["source"] == top]
         base = sum(i.get("size") or 0 for i in own[0]["items"]) if own else 0
         latest = sum(i.get("size") or 0 for i in own[-1]["items"]) if own else 0
-        ok = [j for j in runs if j["status"] in ("ok", "partial")]
+        ok = [j for j in runs if _succeeded(j)]
         daily: dict[str, int] = defaultdict(int)
         for j in ok:
-            daily[datetime.fromisoformat(j["started"]).astimezone().strftime("%Y-%m-%d")] += j["bytes_stored"]
-        rates = {d: (b / base if base else 0.0) for d, b in daily.items()}
-        first_day = min(rates) if rates else None
-        steady = [r for d, r in rates.items() if d != first_day or len(own) > len(ok)]  # the seeding is not change
+            daily[_local_day(j["started"])] += j["bytes_stored"]
+        first_day = min(daily) if daily else None
+        # the seeding (the first day, when this month's runs made the source's first snapshot) is not change
+        steady = {d: (b / base if base else 0.0) for d, b in daily.items() if d != first_day or len(own) > len(ok)}
         rep.sources.append({"source": source, "runs": len(runs), "ok": len(ok), "failed": len(runs) - len(ok),
                             "snapshots": sum(1 for s in own if _in_month(s["time"], month)), "volume": latest,
-                            "change_rate": max(steady) if steady else 0.0,
-                            "days_over_budget": sum(1 for r in steady if r > BUDGET)})
+                            "change_rate": max(steady.values()) if steady else 0.0,
+                            "days_over_budget": sum(1 for r in steady.values() if r > BUDGET)})
         rep.volume += latest
         for j in runs:
-            day = datetime.fromisoformat(j["started"]).astimezone().strftime("%Y-%m-%d")
-            day_figures[day]["ok" if j["status"] in ("ok", "partial") else "failed"] += 1
-            if j["status"] not in ("ok", "partial"):
+            day_figures[_local_day(j["started"])]["ok" if _succeeded(j) else "failed"] += 1
+            if not _succeeded(j):
                 rep.incidents.append({"time": j["started"], "source": source, "status": j["status"],
                                       "error": (j["errors"] or [""])[0]})
-        for d, r in rates.items():
-            if d != first_day or len(own) > len(ok):
-                day_figures[d]["change"] = max(day_figures[d]["change"], r)
+        for d, r in steady.items():
+            day_figures[d]["change"] = max(day_figures[d]["change"], r)
     rep.days = [{"day": d, **f} for d, f in sorted(day_figures.items())]
     ids = {s["id"] for s in snaps}
     rep.restores = [{"time": r["time"], "snapshot": r["snapshot_id"], "target": r["target"], "status": r["status"],

@@ -9,7 +9,9 @@ import io
 from datetime import datetime
 from typing import Any
 
-from orchestrator.report.monthly import BUDGET, MonthlyReport
+from orchestrator.policy.budget import DAILY_CHANGE_BUDGET as BUDGET
+from orchestrator.report.monthly import MonthlyReport
+from orchestrator.units import FRENCH_UNITS, human_bytes
 
 TEXT = {
     "fr": {"title": "Rapport mensuel de sauvegarde", "client": "Client", "month": "Mois",
@@ -38,11 +40,7 @@ TEXT = {
 
 
 def _size(n: float) -> str:
-    for unit in ("o", "Kio", "Mio", "Gio", "Tio"):
-        if abs(n) < 1024 or unit == "Tio":
-            return f"{n:.0f} {unit}" if unit == "o" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} o"
+    return human_bytes(n, FRENCH_UNITS)
 
 
 def _pct(x: float | None) -> str:
