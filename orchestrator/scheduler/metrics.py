@@ -26,14 +26,19 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
+#: the per-source gauges, in the order they are written, with their help text
+HELPS = {"dobaas_last_run_timestamp_seconds": "When the source's last run started (Unix time).",
+         "dobaas_last_success_timestamp_seconds": "When the source last saved a snapshot (Unix time).",
+         "dobaas_last_run_duration_seconds": "How long the source's last run took.",
+         "dobaas_last_run_bytes_read": "Bytes the source's last run read.",
+         "dobaas_last_run_bytes_stored": "Bytes the source's last run added to the vault.",
+         "dobaas_last_run_errors": "Errors (unreadable files, failures) of the source's last run.",
+         "dobaas_last_run_status": "1 for the status of the source's last run, 0 for the others."}
+
+
 def render(jobs_last: list[dict], alerts: list[dict]) -> str:
     """The text format for these sources' last jobs (newest job of each source) and alert states."""
-    out = ["# HELP dobaas_last_run_timestamp_seconds When the source's last run started.",
-           "# TYPE dobaas_last_run_timestamp_seconds gauge"]
-    metrics: dict[str, list[str]] = {
-        "dobaas_last_run_timestamp_seconds": [], "dobaas_last_success_timestamp_seconds": [],
-        "dobaas_last_run_duration_seconds": [], "dobaas_last_run_bytes_read": [], "dobaas_last_run_bytes_stored": [],
-        "dobaas_last_run_errors": [], "dobaas_last_run_status": []}
+    metrics: dict[str, list[str]] = {name: [] for name in HELPS}
     for j in jobs_last:
         labels = f'client="{_label(j["client"])}",source="{_label(j["source"])}",policy="{_label(j["policy"])}"'
         started, ended = _ts(j["started"]), _ts(j.get("ended"))
@@ -47,16 +52,9 @@ def render(jobs_last: list[dict], alerts: list[dict]) -> str:
         metrics["dobaas_last_run_errors"].append(f"{{{labels}}} {len(j['errors'])}")
         for s in STATUSES:
             metrics["dobaas_last_run_status"].append(f'{{{labels},status="{s}"}} {int(j["status"] == s)}')
-    out = []
-    helps = {"dobaas_last_run_timestamp_seconds": "When the source's last run started (Unix time).",
-             "dobaas_last_success_timestamp_seconds": "When the source last saved a snapshot (Unix time).",
-             "dobaas_last_run_duration_seconds": "How long the source's last run took.",
-             "dobaas_last_run_bytes_read": "Bytes the source's last run read.",
-             "dobaas_last_run_bytes_stored": "Bytes the source's last run added to the vault.",
-             "dobaas_last_run_errors": "Errors (unreadable files, failures) of the source's last run.",
-             "dobaas_last_run_status": "1 for the status of the source's last run, 0 for the others."}
+    out: list[str] = []
     for name, lines in metrics.items():
-        out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge", *(f"{name}{x}" for x in lines)]
+        out += [f"# HELP {name} {HELPS[name]}", f"# TYPE {name} gauge", *(f"{name}{x}" for x in lines)]
     out += ["# HELP dobaas_alert_active 1 while an alert condition holds (it was sent once when it began).",
             "# TYPE dobaas_alert_active gauge",
             *(f'dobaas_alert_active{{key="{_label(a["key"])}"}} {int(a["active"])}' for a in alerts)]
