@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from orchestrator.errors import UsageError
-from orchestrator.restore.tree import selected
+from orchestrator.restore.tree import path_under, selected
 from orchestrator.vault.crypto import ID_LEN
 from orchestrator.vault.records import Item, TreeEntry
 from orchestrator.vault.repository import Vault
@@ -37,13 +37,9 @@ def diff_snapshots(vault: Vault, a: Snapshot, b: Snapshot, path: str | None = No
 
 
 def _entries(vault: Vault, item: Item, path: str | None) -> Iterator[TreeEntry]:
-    root = item.get("root", item["name"]).rstrip("/")
-    rel = None
-    if path:
-        p = path.rstrip("/")
-        rel = "" if p == root else (p[len(root) + 1 :] if p.startswith(root + "/") else None)
-        if rel is None:
-            return
+    rel = path_under(path, item.get("root", item["name"])) if path else None
+    if path and rel is None:
+        return
     for e in iter_tree(item, lambda c: vault.read_chunk(c, "listing")):
         if rel is None or selected(e["p"], [rel]):
             yield e

@@ -9,7 +9,7 @@ from orchestrator.catalog.db import Catalog
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.plugin.streams import TreeSink
 from orchestrator.restore.local_sink import LocalSink
-from orchestrator.restore.tree import TreeRestoreReport, restore_tree
+from orchestrator.restore.tree import TreeRestoreReport, path_under, restore_tree
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
@@ -37,11 +37,8 @@ def split_selection(snap: Snapshot, paths: list[str]) -> dict[str, list[str]]:
         best = None
         for item in trees:
             root = item.get("root", item["name"]).rstrip("/") or "/"
-            if p == root:
-                rel = ""
-            elif p.startswith(root.rstrip("/") + "/"):
-                rel = p[len(root.rstrip("/")) + 1 :]
-            else:
+            rel = path_under(p, root)
+            if rel is None:
                 continue
             if best is None or len(root) > len(best[0]):
                 best = (root, item["name"], rel)

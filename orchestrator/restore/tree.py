@@ -40,6 +40,15 @@ class TreeRestoreReport:
         self.damaged += [f"{root}/{d}" for d in other.damaged]
 
 
+def path_under(path: str, root: str) -> str | None:
+    """``path`` relative to a tree item's ``root`` ('' for the root itself), None when it is not below it."""
+    path, root = path.rstrip("/") or "/", root.rstrip("/") or "/"
+    if path == root:
+        return ""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
+
+
 def selected(path: str, selection: list[str] | None) -> bool:
     if not selection:
         return True
