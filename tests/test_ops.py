@@ -142,6 +142,22 @@ def test_hooks_run_before_and_after_with_the_job_described(tmp_path: Path, cli: 
     assert p.returncode == 1 and json.loads(p.stdout)["sources"][0]["errors"][0].startswith("pre hook")
 
 
+
+def test_a_hook_printing_bytes_that_are_not_utf8_does_not_fail_the_job(tmp_path: Path, cli: Cli,
+                                                                       cli_vault: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    noisy = tmp_path / "noisy.sh"
+    noisy.write_bytes(b"#!/bin/sh\nprintf 'caf\\351 \\377\\n'\nprintf '\\376 ferm\\351\\n' >&2\nexit ${1:-0}\n")
+    os.chmod(noisy, 0o755)
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {cli_vault}\nsources:\n  - {{name: docs, plugin: files, "
+                   f"paths: ['{src}'], hooks: {{pre: ['{noisy}'], post: ['{noisy} 2']}}}}\n")
+    res = json.loads(cli("run", str(pol), "--json", check=False).stdout)["sources"][0]
+    assert res["status"] == "ok" and res["snapshot"]
+    assert any(w.startswith("post hook") and "exited 2: \ufffd ferm\ufffd" in w for w in res["warnings"]), res
+
 def _lines(path: Path) -> list[str]:
     return [" ".join(line.split()) for line in path.read_text().splitlines()]
 

@@ -55,7 +55,8 @@ def _run_one(command: str, timeout: int, env: dict[str, str]) -> str | None:
     except ValueError as e:
         return f"cannot be split into arguments ({e})"
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, env=env,
+                           stdin=subprocess.DEVNULL)  # a hook may print anything: its bytes never fail the job
     except subprocess.TimeoutExpired:
         return f"still running after {timeout} s: stopped"
     except OSError as e:
