@@ -106,3 +106,35 @@ sources:
     sent = deliver(p, catalog, stale(p, catalog, later))
     assert sorted(sent) == ["acme/docs/no-success", "acme/other/no-success"]  # both last succeeded in run 3
     assert deliver(p, catalog, stale(p, catalog, later)) == []  # and only once
+
+
+@pytest.mark.ops
+def test_alerts_go_only_where_configured(cli: Cli, tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
+    _inbox, _smtp_port, posts, http_port = receivers
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a" * 100_000)
+    vault = tmp_path / "vault"
+    env = Cli({"DOBAAS_CATALOG": str(tmp_path / "cat.db")})
+    env("vault", "init", str(vault), "--kdf-cost", "12")
+    head = f"client: acme\nvault: {vault}\nsources:\n  - {{name: docs, plugin: files, paths: [{src}]}}\n" \
+           f"  - {{name: gone, plugin: files, paths: [{tmp_path / 'missing'}]}}\n"
+    silent = tmp_path / "silent.yaml"
+    silent.write_text("policy: silent\n" + head)
+    run = env("-v", "run", str(silent), check=False)
+    assert run.returncode == 1 and "ALERT" not in run.stderr, run.stderr  # no alerts: section, no alert
+    assert "condition acme/gone/failed" in run.stderr and "not an alert" in run.stderr
+
+    chosen = tmp_path / "chosen.yaml"  # only failures are sent; a change over the budget is only recorded
+    chosen.write_text(f"policy: chosen\nalerts: {{webhook: 'http://127.0.0.1:{http_port}/h', "
+                      "conditions: [failed]}\n" + head.replace("docs", "docs2").replace("gone", "gone2"))
+    env("run", str(chosen), check=False)
+    (src / "b.bin").write_bytes(__import__("os").urandom(500_000))
+    env("run", str(chosen), check=False)
+    assert [p["key"] for p in posts] == ["acme/gone2/failed"], posts
+    active = {a["key"] for a in Catalog(f"sqlite:///{tmp_path / 'cat.db'}").alert_states() if a["active"]}
+    assert {"acme/docs2/change-rate", "acme/gone/failed"} <= active  # recorded for status and metrics
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy: bad\nalerts: {conditions: [fire]}\n" + head)
+    p = env("policy", "check", str(bad), check=False)
+    assert p.returncode == 6 and "alerts.conditions" in p.stderr, p.stderr

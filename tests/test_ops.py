@@ -194,8 +194,8 @@ def test_the_daemon_exports_prometheus_metrics(tmp_path: Path, cli: Cli, cli_vau
     (src / "a.txt").write_text("a")
     pols = tmp_path / "policies"
     pols.mkdir()
-    (pols / "p.yaml").write_text(f"policy: p\nclient: acme\nvault: {cli_vault}\nschedule: '0 3 * * *'\nsources:\n"
-                                 f"  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
+    (pols / "p.yaml").write_text(f"policy: p\nclient: acme\nvault: {cli_vault}\nschedule: '0 3 * * *'\n"
+                                 f"quota: 1GiB\nsources:\n  - {{name: docs, plugin: files, paths: ['{src}']}}\n")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -217,7 +217,12 @@ def test_the_daemon_exports_prometheus_metrics(tmp_path: Path, cli: Cli, cli_vau
     assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in text, text
     assert f"dobaas_last_success_timestamp_seconds{{{labels}}}" in text
     assert "# TYPE dobaas_last_run_errors gauge" in text
-    assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in textfile.read_text()
+    written = textfile.read_text()  # written after the run: the vault's size as measured then
+    assert f'dobaas_last_run_status{{{labels},status="ok"}} 1' in written
+    stored = sum(f.stat().st_size for f in (cli_vault / "data").rglob("*") if f.is_file())
+    assert f'dobaas_vault_stored_bytes{{client="acme",vault="{cli_vault}"}} {stored}' in written, written
+    assert f'dobaas_quota_bytes{{client="acme"}} {2**30}' in written
+    assert f'dobaas_quota_used_ratio{{client="acme"}} {stored / 2**30:.6f}' in written
 
 
 def test_every_kind_of_restore_is_in_the_audit_trail(tmp_path: Path, cli: Cli, cli_vault: Path) -> None:
@@ -278,4 +283,48 @@ def test_the_monthly_report_in_french_as_pdf_and_html(tmp_path: Path, cli: Cli, 
     cli("report", "--client", "acme", "--month", month, "--policy", str(pol), "--output", str(tmp_path / "r.html"))
     page = (tmp_path / "r.html").read_text()
     assert "Rapport mensuel de sauvegarde" in page and "Taux de réussite : 50.00 %" in page
-    assert (page.count("data:image/png;base64,") == 3 and "acme/gone" not in page) or "gone" in page
+    assert page.count("data:image/png;base64,") == 3 and "195.3 Kio" in page
+    cli("report", "--client", "acme", "--month", month, "--policy", str(pol), "--output", str(tmp_path / "en.html"),
+        "--lang", "en")
+    english = (tmp_path / "en.html").read_text()
+    assert "Success rate: 50.00%" in english and "195.3 KiB" in english and " Kio" not in english
+
+
+def test_one_time_zone_everywhere_with_the_offset_in_json(tmp_path: Path, cli_vault: Path) -> None:
+    """Vault and catalog keep UTC; every command shows this machine's local time, with its offset in --json."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("x")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {cli_vault}\nsources:\n  - {{name: docs, plugin: files, "
+                   f"paths: ['{src}']}}\n")
+    india = Cli({"TZ": "IST-5:30", "DOBAAS_CATALOG": str(tmp_path / "cat.db")})  # POSIX rule: no tzdata needed
+    run = india("--log-json", "-v", "run", str(pol), "--json")
+    logs = [json.loads(line) for line in run.stderr.splitlines()]
+    assert logs and all(entry["time"].endswith("+05:30") for entry in logs), logs
+    (snap,) = json.loads(india("snapshots", "--vault", str(cli_vault), "--json").stdout)
+    assert snap["time"].endswith("+05:30"), snap
+    (job,) = json.loads(india("jobs", "--json").stdout)
+    assert job["started"].endswith("+05:30") and job["ended"].endswith("+05:30"), job
+    listing = json.loads(india("ls", snap["id"][:12], "--json").stdout)
+    assert listing["time"] == snap["time"]
+    text = india("snapshots", "--vault", str(cli_vault)).stdout  # the text view: the same local wall-clock time
+    assert snap["time"][:16].replace("T", " ") in text, (text, snap)
+
+
+def test_each_verbosity_level_says_more(tmp_path: Path, cli_vault: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.bin").write_bytes(os.urandom(200_000))
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: c\nvault: {cli_vault}\nsources:\n  - {{name: docs, plugin: files, "
+                   f"paths: ['{src}']}}\n")
+    env = Cli({"DOBAAS_CATALOG": str(tmp_path / "cat.db")})
+    quiet = env("run", str(pol)).stderr
+    step = env("-v", "run", str(pol)).stderr
+    debug = env("-vv", "run", str(pol)).stderr
+    assert "INFO" not in quiet and "DEBUG" not in quiet
+    assert "source docs: ok, snapshot" in step and "unchanged" in step and "DEBUG" not in step
+    for said in ("vault lock", "index:", "key derivation", "snapshot", "published", "[MainThread"):
+        assert said in debug, (said, debug)
+    assert len(debug.splitlines()) > len(step.splitlines()) > len(quiet.splitlines())

@@ -91,16 +91,25 @@ def stale(policy: Policy, catalog: Catalog, now: datetime | None = None) -> list
     return out
 
 
+def kind(key: str) -> str:
+    """The condition kind of an alert key: ``acme/docs/change-rate`` → ``change-rate``, ``acme/quota90`` →
+    ``quota``."""
+    last = key.rpartition("/")[2]
+    return "quota" if last.startswith("quota") else last
+
+
 def deliver(policy: Policy, catalog: Catalog, conditions: list[Condition]) -> list[str]:
-    """Send the conditions that just became active; return their keys."""
+    """Send the conditions that just became active and that the policy's ``alerts`` asks for; return their keys.
+    Every transition is recorded (status, metrics and reports show it) whether or not it is sent."""
     sent = []
     for c in conditions:
         if not catalog.alert_transition(c.key, c.active, c.summary):
             continue
+        if policy.alerts is None or kind(c.key) not in policy.alerts.conditions:
+            log.info("condition %s: %s (not an alert: the policy's alerts do not ask for it)", c.key, c.summary)
+            continue
         sent.append(c.key)
         log.warning("ALERT %s: %s", c.key, c.summary)
-        if policy.alerts is None:
-            continue
         payload = {"key": c.key, "summary": c.summary, "policy": policy.policy, "client": policy.client,
                    "host": socket.gethostname(), "time": datetime.now(UTC).isoformat()}
         if policy.alerts.webhook:

@@ -116,6 +116,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
         job = history.submit(_start_job, catalog, run_id, policy, res, started, trigger)
         env = {"DOBAAS_POLICY": policy.policy, "DOBAAS_CLIENT": policy.client, "DOBAAS_SOURCE": cfg.name,
                "DOBAAS_UNIT": unit, "DOBAAS_PLUGIN": cfg.plugin}
+        log.debug("policy %s source %s (plugin %s): starting", policy.policy, res.source, cfg.plugin)
         try:
             res.warnings.extend(run_hooks(cfg.hooks, "pre", env))
             _run_source(policy, vault, catalog, cfg, unit, res, progress(res.source) if progress else None, abort)
@@ -139,8 +140,15 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
                                                           "DOBAAS_ERRORS": str(len(res.errors))}))
         res.seconds = round(time.monotonic() - t0, 3)
         _record_job(catalog, run_id, policy, res, started, trigger, job.result())
-        level = logging.ERROR if res.status == "failed" else logging.INFO
-        log.log(level, "policy %s source %s: %s %s", policy.policy, res.source, res.status, "; ".join(res.errors))
+        if res.status == "failed":
+            log.error("policy %s source %s: failed: %s", policy.policy, res.source, "; ".join(res.errors))
+        else:
+            log.info("policy %s source %s: %s, snapshot %s (%s, %s), read %d B, stored %d B, %d file(s) (%d read, "
+                     "%d unchanged), %d warning(s), %.1f s", policy.policy, res.source, res.status,
+                     (res.snapshot or "-")[:12], res.mode or "-", res.consistency or "-", res.bytes_read,
+                     res.bytes_stored, res.files, res.files_read, res.files_unchanged, len(res.warnings), res.seconds)
+            for w in res.warnings:
+                log.debug("policy %s source %s: warning: %s", policy.policy, res.source, w)
         return closed
 
     penv = {"DOBAAS_POLICY": policy.policy, "DOBAAS_CLIENT": policy.client}

@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -143,9 +144,27 @@ def open_vault(path: str | None) -> Vault:
     return Vault.open(open_backend(path), read_passphrase())
 
 
+_ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def in_local_time(obj: Any) -> Any:
+    """``obj`` with every instant (an ISO 8601 string with an offset: the vault and catalog keep UTC) shown in
+    this machine's time zone with its offset, so that every command speaks one time zone."""
+    if isinstance(obj, str):
+        if 20 <= len(obj) <= 32 and obj[:1].isdigit() and _ISO_INSTANT.fullmatch(obj):
+            return datetime.fromisoformat(obj).astimezone().isoformat()
+        return obj
+    if isinstance(obj, dict):
+        return {k: in_local_time(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [in_local_time(v) for v in obj]
+    return obj
+
+
 def emit_json(obj: Any) -> None:
-    """Indented for a person at a terminal; compact for scripts (the C encoder: indenting falls back to the
-    pure-Python one, ten times slower on a 10,000-entry listing)."""
+    """Instants in local time with their offset. Indented for a person at a terminal; compact for scripts (the C
+    encoder: indenting falls back to the pure-Python one, ten times slower on a 10,000-entry listing)."""
+    obj = in_local_time(obj)
     if sys.stdout.isatty():
         click.echo(json.dumps(obj, indent=2, default=str))
     else:

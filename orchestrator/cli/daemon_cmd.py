@@ -86,10 +86,13 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
             notify_after_run(policy, report, catalog, vault)
         except Exception as e:  # the snapshots are safe; alerts that cannot be evaluated are logged
             log.error("policy %s: alerts not evaluated (%s: %s)", policy.policy, type(e).__name__, e)
-        for s in report.sources:
-            log.log(logging.ERROR if s.status == "failed" else logging.INFO,
-                    "policy %s source %s: %s, snapshot %s, read %d bytes, stored %d bytes, %d error(s)",
-                    policy.policy, s.source, s.status, s.snapshot, s.bytes_read, s.bytes_stored, len(s.errors))
+        if exporter is not None:
+            try:
+                vaults[policy.policy] = {"client": policy.client, "vault": vault.backend.location,
+                                         "stored": sum(vault.pack_names().values()),
+                                         "quota": parse_size(policy.quota, "quota") if policy.quota else None}
+            except Exception as e:  # a metric, never a reason to fail the run
+                log.warning("policy %s: vault size not measured for the metrics: %s", policy.policy, e)
         rules = policy.retention.model_dump(exclude_none=True)
         if rules and all(s.status != "failed" for s in report.sources):
             apply_retention(policy, rules, vault, catalog)
@@ -126,8 +129,9 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
             except Exception as e:
                 log.error("alert check for policy %s failed: %s", p.policy, e)
 
-    def collect() -> tuple[list[dict], list[dict]]:
-        """Every catalog the daemon's policies record into: their sources' last jobs and alert states."""
+    def collect() -> tuple[list[dict], list[dict], list[dict]]:
+        """Every catalog the daemon's policies record into: their sources' last jobs and alert states; and each
+        vault's size as measured after its policy's last run."""
         with catalogs_lock:
             known = list(catalogs.values()) or [Catalog(to_url(catalog_url) if catalog_url else None)]
         seen_jobs: list[dict] = []
@@ -135,10 +139,13 @@ def daemon_cmd(directory: str, catch_up: bool, run_now: bool, max_concurrent: in
         for c in known:
             seen_jobs += c.latest_jobs()
             alerts += c.alert_states()
-        return seen_jobs, alerts
+        by_vault = {(v["client"], v["vault"]): v for v in list(vaults.values())}
+        return seen_jobs, alerts, list(by_vault.values())
 
     from orchestrator.scheduler.metrics import MetricsExporter
+    from orchestrator.units import parse_size
 
+    vaults: dict[str, dict] = {}  # policy -> its vault's size after its last run
     exporter = MetricsExporter(collect, metrics_listen, metrics_file) if (metrics_listen or metrics_file) else None
     runner = run_one
     if exporter is not None:

@@ -35,7 +35,9 @@ log = logging.getLogger("dobaas")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dobaas")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output on stderr: -v each step, -vv debug (vault, locks, packs, remote calls), -vvv "
+                   "also the libraries' own.")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also append logs to this file.")
 @click.option("--log-json", is_flag=True, help="Logs as JSON lines (for the daemon and log collectors).")
 def cli(verbose: int, log_file: str | None, log_json: bool) -> None:
@@ -44,21 +46,26 @@ def cli(verbose: int, log_file: str | None, log_json: bool) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
+    # -vv: debug, and where each line comes from (thread, module and line) for a support engineer
+    detail = " [%(threadName)s %(module)s:%(lineno)d]" if verbose >= 2 else ""
     fmt: logging.Formatter = JsonLines() if log_json else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        f"%(asctime)s %(levelname)s %(name)s{detail}: %(message)s")
     for h in handlers:
         h.setFormatter(fmt)
     logging.basicConfig(level=level, handlers=handlers)
+    for library in ("alembic", "paramiko", "urllib3", "requests_ntlm", "spnego", "smbprotocol", "matplotlib", "PIL",
+                    "asyncio"):  # the libraries' own chatter (migrations, every packet) only with -vvv
+        logging.getLogger(library).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per line: time (ISO 8601, UTC), level, logger, message."""
+    """One JSON object per line: time (ISO 8601, local time with its offset), level, logger, message."""
 
     def format(self, record: logging.LogRecord) -> str:
         import json
-        from datetime import UTC, datetime
+        from datetime import datetime
 
-        doc = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(), "level": record.levelname,
+        doc = {"time": datetime.fromtimestamp(record.created).astimezone().isoformat(), "level": record.levelname,
                "logger": record.name, "message": record.getMessage()}
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -47,6 +47,9 @@ class EmailAlerts(BaseModel):
     password_file: str | None = None
 
 
+AlertKind = Literal["failed", "interrupted", "warnings", "change-rate", "no-success", "quota"]
+
+
 class Alerts(BaseModel):
     model_config = STRICT
     webhook: str | None = None  # JSON POST
@@ -54,6 +57,8 @@ class Alerts(BaseModel):
     no_success_hours: float | None = Field(default=None, gt=0, le=24 * 366)
     #: of the initially saved volume, per run (daily)
     change_rate_limit: float = Field(default=DAILY_CHANGE_BUDGET, gt=0, le=1)
+    #: which conditions are sent (all by default); the others are only recorded
+    conditions: list[AlertKind] = Field(default_factory=lambda: list(get_args(AlertKind)), min_length=1)
 
     @field_validator("webhook")
     @classmethod

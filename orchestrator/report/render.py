@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestrator.policy.budget import DAILY_CHANGE_BUDGET as BUDGET
 from orchestrator.report.monthly import MonthlyReport
-from orchestrator.units import FRENCH_UNITS, human_bytes
+from orchestrator.units import BINARY_UNITS, FRENCH_UNITS, human_bytes
 
 TEXT = {
     "fr": {"title": "Rapport mensuel de sauvegarde", "client": "Client", "month": "Mois",
@@ -25,7 +25,7 @@ TEXT = {
            "chart_volume": "Volume sauvegardé par source", "reprice": "Au-delà du budget de 0,2 % de changement par "
            "jour, la sauvegarde quotidienne n'est plus garantie et le contrat doit être réévalué (art. 6.05).",
            "generated": "Généré le", "day": "jour", "what": "Quoi", "target": "Destination", "status": "Statut",
-           "error": "Erreur", "time": "Date"},
+           "error": "Erreur", "time": "Date", "units": ",".join(FRENCH_UNITS), "colon": " : ", "pct": " %"},
     "en": {"title": "Monthly backup report", "client": "Client", "month": "Month", "protected": "Protected data",
            "source": "Source", "runs": "Runs", "ok": "Succeeded", "failed": "Failed", "snapshots": "Snapshots",
            "volume": "Volume", "change": "Max change/day", "over": "Days over budget", "success": "Success rate",
@@ -35,16 +35,21 @@ TEXT = {
            "chart_volume": "Saved volume per source", "reprice": "Beyond the budget of 0.2% change a day, the daily "
            "backup is no longer guaranteed and the contract is to be re-evaluated (art. 6.05).",
            "generated": "Generated on", "day": "day", "what": "What", "target": "Target", "status": "Status",
-           "error": "Error", "time": "Date"},
+           "error": "Error", "time": "Date", "units": ",".join(BINARY_UNITS), "colon": ": ", "pct": "%"},
 }
 
 
-def _size(n: float) -> str:
-    return human_bytes(n, FRENCH_UNITS)
+def _size(n: float, t: dict) -> str:
+    return human_bytes(n, tuple(t["units"].split(",")))
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
+def _pct(x: float | None, t: dict) -> str:
+    return "-" if x is None else f"{100 * x:.2f}{t['pct']}"
+
+
+def _when(iso: str) -> str:
+    """A catalog time (UTC) as the reader's local time, to the minute."""
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _charts(rep: MonthlyReport, t: dict) -> list[bytes]:
@@ -77,7 +82,7 @@ def _charts(rep: MonthlyReport, t: dict) -> list[bytes]:
         ax.axvline(rep.quota / 2**30, color="#c62828", linestyle="--", label=t["subscribed"])
         ax.legend(loc="lower right", fontsize=8)
     ax.set_title(t["chart_volume"])
-    ax.set_xlabel("Gio")
+    ax.set_xlabel(t["units"].split(",")[3])
     pngs.append(_png(fig))
     return pngs
 
@@ -93,11 +98,13 @@ def _png(fig: Any) -> bytes:
 
 
 def summary_lines(rep: MonthlyReport, t: dict) -> list[str]:
-    out = [f"{t['client']} : {rep.client}    {t['month']} : {rep.month}",
-           f"{t['success']} : {_pct(rep.success_rate)} ({rep.runs} {t['runs'].lower()})",
-           f"{t['saved']} : {_size(rep.volume)}" + (f" / {t['subscribed']} : {_size(rep.quota)} "
-                                                     f"({100 * rep.volume / rep.quota:.0f} %)" if rep.quota else ""),
-           f"{t['restores']} : {len(rep.restores)}    {t['incidents']} : {len(rep.incidents)}"]
+    c = t["colon"]
+    out = [f"{t['client']}{c}{rep.client}    {t['month']}{c}{rep.month}",
+           f"{t['success']}{c}{_pct(rep.success_rate, t)} ({rep.runs} {t['runs'].lower()})",
+           f"{t['saved']}{c}{_size(rep.volume, t)}" + (
+               f" / {t['subscribed']}{c}{_size(rep.quota, t)} ({100 * rep.volume / rep.quota:.0f}{t['pct']})"
+               if rep.quota else ""),
+           f"{t['restores']}{c}{len(rep.restores)}    {t['incidents']}{c}{len(rep.incidents)}"]
     return out
 
 
@@ -107,11 +114,11 @@ def to_html(rep: MonthlyReport, lang: str = "fr") -> str:
     charts = "".join(f'<img alt="" src="data:image/png;base64,{base64.b64encode(p).decode()}">'
                      for p in _charts(rep, t))
     rows = "".join(f"<tr><td>{e(s['source'])}</td><td>{s['runs']}</td><td>{s['ok']}</td><td>{s['failed']}</td>"
-                   f"<td>{s['snapshots']}</td><td>{_size(s['volume'])}</td><td>{_pct(s['change_rate'])}</td>"
+                   f"<td>{s['snapshots']}</td><td>{_size(s['volume'], t)}</td><td>{_pct(s['change_rate'], t)}</td>"
                    f"<td>{s['days_over_budget']}</td></tr>" for s in rep.sources)
-    restores = "".join(f"<tr><td>{e(r['time'][:16])}</td><td>{e(r['what'])}</td><td>{e(r['target'])}</td>"
+    restores = "".join(f"<tr><td>{e(_when(r['time']))}</td><td>{e(r['what'])}</td><td>{e(r['target'])}</td>"
                        f"<td>{e(r['status'])}</td></tr>" for r in rep.restores) or f"<tr><td>{t['none']}</td></tr>"
-    incidents = "".join(f"<tr><td>{e(i['time'][:16])}</td><td>{e(i['source'])}</td><td>{e(i['status'])}</td>"
+    incidents = "".join(f"<tr><td>{e(_when(i['time']))}</td><td>{e(i['source'])}</td><td>{e(i['status'])}</td>"
                         f"<td>{e(i['error'])}</td></tr>" for i in rep.incidents) or f"<tr><td>{t['none']}</td></tr>"
     summary = "".join(f"<p>{e(x)}</p>" for x in summary_lines(rep, t))
     return (f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{t["title"]} {e(rep.month)}'
@@ -150,12 +157,13 @@ def to_pdf(rep: MonthlyReport, path: str, lang: str = "fr") -> None:
         for s in rep.sources:
             y -= 0.022
             fig.text(0.08, y, f"{s['source'][:24]:24} {s['runs']:>6} {s['ok']:>8} {s['failed']:>8} "
-                              f"{_size(s['volume']):>10} {_pct(s['change_rate']):>10}", fontsize=8, family="monospace")
+                              f"{_size(s['volume'], t):>10} {_pct(s['change_rate'], t):>10}",
+                     fontsize=8, family="monospace")
         y -= 0.04
         fig.text(0.08, y, t["reprice"], fontsize=8, wrap=True)
-        for title, items in ((t["restores"], [f"{r['time'][:16]}  {r['what']} -> {r['target']} ({r['status']})"
+        for title, items in ((t["restores"], [f"{_when(r['time'])}  {r['what']} -> {r['target']} ({r['status']})"
                                               for r in rep.restores]),
-                             (t["incidents"], [f"{i['time'][:16]}  {i['source']}: {i['status']} {i['error'][:70]}"
+                             (t["incidents"], [f"{_when(i['time'])}  {i['source']}: {i['status']} {i['error'][:70]}"
                                                for i in rep.incidents])):
             y -= 0.05
             fig.text(0.08, y, title, fontsize=13, weight="bold")

@@ -36,8 +36,9 @@ HELPS = {"dobaas_last_run_timestamp_seconds": "When the source's last run starte
          "dobaas_last_run_status": "1 for the status of the source's last run, 0 for the others."}
 
 
-def render(jobs_last: list[dict], alerts: list[dict]) -> str:
-    """The text format for these sources' last jobs (newest job of each source) and alert states."""
+def render(jobs_last: list[dict], alerts: list[dict], vaults: list[dict] | None = None) -> str:
+    """The text format for these sources' last jobs (newest job of each source), alert states, and vault sizes
+    (``client``, ``vault``, ``stored``, ``quota``)."""
     metrics: dict[str, list[str]] = {name: [] for name in HELPS}
     for j in jobs_last:
         labels = f'client="{_label(j["client"])}",source="{_label(j["source"])}",policy="{_label(j["policy"])}"'
@@ -55,16 +56,29 @@ def render(jobs_last: list[dict], alerts: list[dict]) -> str:
     out: list[str] = []
     for name, lines in metrics.items():
         out += [f"# HELP {name} {HELPS[name]}", f"# TYPE {name} gauge", *(f"{name}{x}" for x in lines)]
-    out += ["# HELP dobaas_alert_active 1 while an alert condition holds (it was sent once when it began).",
-            "# TYPE dobaas_alert_active gauge",
+    out += ["# HELP dobaas_alert_active 1 while an alert condition holds (sent when it began where the policy's "
+            "alerts ask for it).", "# TYPE dobaas_alert_active gauge",
             *(f'dobaas_alert_active{{key="{_label(a["key"])}"}} {int(a["active"])}' for a in alerts)]
+    vaults = vaults or []
+    out += ["# HELP dobaas_vault_stored_bytes Bytes the vault stores (every pack), after the last run into it.",
+            "# TYPE dobaas_vault_stored_bytes gauge",
+            *(f'dobaas_vault_stored_bytes{{client="{_label(v["client"])}",vault="{_label(v["vault"])}"}} '
+              f'{v["stored"]}' for v in vaults)]
+    quotas = [v for v in vaults if v.get("quota")]
+    out += ["# HELP dobaas_quota_bytes The client's subscribed volume (the policy's quota).",
+            "# TYPE dobaas_quota_bytes gauge",
+            *(f'dobaas_quota_bytes{{client="{_label(v["client"])}"}} {v["quota"]}' for v in quotas),
+            "# HELP dobaas_quota_used_ratio Stored bytes over the subscribed volume (alerts at 0.9 and 1).",
+            "# TYPE dobaas_quota_used_ratio gauge",
+            *(f'dobaas_quota_used_ratio{{client="{_label(v["client"])}"}} {v["stored"] / v["quota"]:.6f}'
+              for v in quotas)]
     return "\n".join(out) + "\n"
 
 
 class MetricsExporter:
     """Renders on demand (HTTP) and on each ``refresh`` (the file); ``collect`` reads the catalog(s)."""
 
-    def __init__(self, collect: Callable[[], tuple[list[dict], list[dict]]], listen: str | None,
+    def __init__(self, collect: Callable[[], tuple[list[dict], list[dict], list[dict]]], listen: str | None,
                  file: str | None) -> None:
         self.collect, self.file = collect, file
         self.server: ThreadingHTTPServer | None = None

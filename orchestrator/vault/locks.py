@@ -108,6 +108,7 @@ class VaultLock:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._thread = threading.Thread(target=self._refresh_loop, name="vault-lock", daemon=True)
         self._thread.start()
+        log.debug("vault lock %s taken (%s: %s)", self.name, self.kind, self.purpose)
         return self
 
     def _refresh_loop(self) -> None:
@@ -132,6 +133,7 @@ class VaultLock:
             self._thread.join()
         if self.name:
             self._remove(self.name)
+            log.debug("vault lock %s released", self.name)
             self.name = ""
 
     def __enter__(self) -> VaultLock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -77,7 +78,10 @@ class Vault:
         if doc.get("version") != FORMAT_VERSION:
             raise UsageError(f"vault format version {doc.get('version')} is not supported by this dobaas")
         cfg = VaultConfig.from_json(doc)
+        t0 = time.monotonic()
         master, key_name = unwrap_master(backend, passphrase, cfg.id)
+        log.debug("vault %s: opened with %s (key derivation %.3f s)", backend.location, key_name,
+                  time.monotonic() - t0)
         cipher = Cipher(master)
         if master.vault_id != cfg.id or cipher.mac(cfg.canonical()).hex() != doc.get("mac"):
             raise IntegrityError(f"vault config at {backend.location} was altered (its MAC does not match)")
@@ -102,6 +106,7 @@ class Vault:
             return self._load_index()
 
     def _load_index(self) -> Index:
+        t0 = time.monotonic()
         idx = Index()
         for name, _size in self.backend.list("index"):
             try:
@@ -118,6 +123,8 @@ class Vault:
         if idx.damaged:
             self.index_from_headers(idx)
         self._index = idx
+        log.debug("index: %d object(s), %d pack(s), %d chunk(s) loaded in %.3f s", len(idx.objects), len(idx.packs),
+                  len(idx.chunks), time.monotonic() - t0)
         return idx
 
     def index_from_headers(self, index: Index) -> None:

@@ -149,6 +149,7 @@ class BackupWriter:
                 self.stats.packs_written += 1
                 self.stats.bytes_written += size
                 self.stats.chunks_new += len(entries)
+                log.debug("pack stored: %d chunk(s), %d bytes", len(entries), size)
                 self.stats.raw_bytes_new += b.raw_bytes
         except BaseException as e:
             if self._error is None:
@@ -190,6 +191,7 @@ class BackupWriter:
         if time.time() - self.lock.last_refresh > LOCK_TTL * 0.9:
             raise VaultBusy("backup lost its vault lock (process paused too long?); snapshot not written, run again")
         self.stats.bytes_written += self.vault.write_snapshot(snap)
+        log.debug("snapshot %s of %s published", snap.id[:12], snap.name)
         self.close()
         return snap.id
 

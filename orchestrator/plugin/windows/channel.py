@@ -140,6 +140,7 @@ class WinRmChannel:
         """Run a shipped script; its JSON answer, parsed. Only ``idempotent`` (read-only) scripts are retried."""
         args = command_line(script, params or {})
         tries = self.access.retries if idempotent else 1
+        log.debug("%s: running %s %s", self.access.host, script.name, sorted((params or {}).keys()))
         for attempt in range(1, tries + 1):
             try:
                 out, err, code = self._execute(args)
