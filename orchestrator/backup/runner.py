@@ -344,7 +344,9 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
                     "checkpoint": cap.checkpoint, "consistency": cap.consistency, "stored_in": vault.config.location,
                     **({"residency_consent": policy.residency_consent} if policy.residency_consent else {}),
                     **cap.meta}
+            seen = len(s.warnings)
             snap = s.commit(items, meta, {"errors": res.errors, "files": res.files, "bytes_read": res.bytes_read})
+            res.warnings.extend(s.warnings[seen:])  # what the commit found (damaged data still used)
         for tc in captures:  # written while the catalog records the snapshot (a wait on another process)
             if tc.listing is not None:
                 cache.store_later(tc.item, cache.slot(name, tc.item["name"]), tc.listing)

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator.cbt.chunker import Chunker
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
+from orchestrator.errors import IntegrityError
 from orchestrator.plugin.streams import SourceFile, TreeSource, WalkItem
 from orchestrator.vault.snapshot import Item
 from orchestrator.vault.tree import TreeEntry, TreeWriter, encode_entry, iter_tree_pieces, printable
@@ -84,6 +85,16 @@ def _parent_listing(parent_item: Item | None, read_meta: Callable[[bytes], bytes
         listing = Listing.from_pieces(iter_tree_pieces(parent_item, read_meta),
                                       _signature(getattr(source, "signature", None)))
     return listing
+
+
+def _uses_damaged(prev: Listing, quarantined: Mapping[bytes, str]) -> set[int]:
+    """Positions of the parent entries whose content (or alternate streams) uses a quarantined chunk; their
+    signatures are cleared, so every walker reports them for a new read."""
+    needles = [cid.hex().encode() for cid in quarantined]
+    heal = {k for k, line in enumerate(prev.lines) if any(n in line for n in needles)}
+    for k in heal:
+        prev.sigs[k] = None
+    return heal
 
 
 def _in_process_items(source: TreeSource, prev: Listing) -> Iterator[WalkItem]:
@@ -203,9 +214,22 @@ def capture_tree(
     content references and their serialized listing line without being read or even parsed; only new or
     changed files are read. With a ``cache``, the parent listing comes in compact form from local disk; the
     caller stores the new one (``TreeCapture.listing``) once its snapshot is committed."""
-    prev = _parent_listing(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
-                           source, cache, cache_slot)
-    run = _TreeRun(writer, source, prev, FileReader(writer, source, chunker_cfg, progress))
+    warnings: list[str] = []
+    try:
+        prev = _parent_listing(parent_item, lambda cid: writer.vault.read_chunk(cid, f"item {item_name} listing"),
+                               source, cache, cache_slot)
+    except IntegrityError as e:  # the previous listing is damaged: read everything (and so store it afresh)
+        warnings.append(f"{item_name}: the previous snapshot's listing is unreadable ({e}); every file is read")
+        log.warning("%s", warnings[-1])
+        prev = None
+    quarantined = writer.index.quarantined  # chunks known damaged: whatever uses them is read again
+    heal = _uses_damaged(prev, quarantined) if prev is not None and quarantined else set()
+    if heal:
+        warnings.append(f"{item_name}: {len(heal)} unchanged entr{'y' if len(heal) == 1 else 'ies'} used data "
+                        "recorded as damaged in the vault: read again to repair it")
+        log.warning("%s", warnings[-1])
+    run = _TreeRun(writer, source, prev, FileReader(writer, source, chunker_cfg, progress), heal)
+    run.stats.warnings.extend(warnings)
     walk_delta = getattr(source, "walk_delta", None)  # the source may walk in a process of its own
     delta = walk_delta(run.prev.paths, run.prev.sigs) if walk_delta is not None else None
     items: Iterable[WalkItem] = delta if delta is not None else _in_process_items(source, run.prev)
@@ -229,8 +253,10 @@ class _TreeRun:
     placeholder in the listing until its read completes; the listing is cut into pieces at the end, so
     unchanged entries never wait behind a read in flight."""
 
-    def __init__(self, writer: BackupWriter, source: TreeSource, prev: Listing | None, reader: FileReader) -> None:
+    def __init__(self, writer: BackupWriter, source: TreeSource, prev: Listing | None, reader: FileReader,
+                 heal: set[int] | None = None) -> None:
         self.writer, self.source, self.reader = writer, source, reader
+        self.heal = heal or set()  # parent entries that use damaged data: never reused, read again
         self.stats = TreeStats()
         self.cap = TreeCapture({}, self.stats, relative_to_parent=prev is not None)
         self.prev = prev or Listing()
@@ -287,7 +313,7 @@ class _TreeRun:
         old_line = self.prev.lines[k] if k >= 0 else None
         if k >= 0:
             self.used[k] = 1
-        old = json.loads(old_line) if old_line is not None else None
+        old = json.loads(old_line) if old_line is not None and k not in self.heal else None
         if entry["t"] == "f" and "e" not in entry:
             entry, line, fut = self.changed_file(entry, old, old_line, pool, workers)
         elif old is not None and old == entry:
@@ -364,7 +390,8 @@ class _TreeRun:
         new.seal()
         self.stats.entries = len(new)
         tree = TreeWriter(self.writer.store_meta)
-        _write_listing(tree, new, self.prev, self.spans)
+        damaged = {cid.hex() for cid in self.writer.index.quarantined}
+        _write_listing(tree, new, self.prev, self.spans, damaged)
         cap.deleted = _unused(self.prev, self.used)
         cap.item = {"name": item_name, "type": "tree", "root": self.source.root, "entries": self.stats.entries,
                     "size": self.stats.bytes_total, "map": tree.finish(), "errors": len(self.stats.errors)}
@@ -382,12 +409,16 @@ def _settle(placeholder: Future[TreeEntry], done: Future[TreeEntry]) -> None:
         placeholder.set_result(done.result())
 
 
-def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tuple[int, int, int]]) -> None:
+def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tuple[int, int, int]],
+                   damaged: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """Write the new listing: parent pieces that lie wholly within a run of unchanged entries are reused as they
-    are, every other entry goes line by line (and is cut into pieces by the usual rule)."""
+    are (unless recorded damaged), every other entry goes line by line (and is cut into pieces by the usual
+    rule)."""
     i = 0  # the next entry to write
     for ns, ps, pe in spans:
         for start, end, hexid in prev.whole_pieces(ps, pe):
+            if hexid in damaged:
+                continue  # its lines are written afresh below, which stores the piece again
             tree.add_lines(new.paths, new.lines, i, ns + start - ps)
             tree.add_piece(hexid, end - start)
             i = ns + end - ps

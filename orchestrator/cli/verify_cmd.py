@@ -44,6 +44,15 @@ def verify_cmd(vault_path: str, metadata_only: bool, deep: bool, as_json: bool) 
         if d.offset is not None:
             where += f" offset {d.offset} length {d.length}"
         click.echo(f"DAMAGED: {where}: {d.reason}")
+    if rep.chunks_recorded:
+        click.echo(f"{rep.chunks_recorded} damaged chunk(s) recorded in the vault: the next backup of each affected "
+                   "source stores that data again where the source still has it, which repairs every snapshot "
+                   "that references it")
+    if rep.record_error:
+        click.echo(f"WARNING: {rep.record_error}")
+    if rep.packs_with_superseded_copies:
+        click.echo(f"{len(rep.packs_with_superseded_copies)} pack(s) hold damaged copies already replaced by good "
+                   "ones (healed); the next prune or maintenance rewrites them")
     click.echo("vault OK" if rep.ok else f"vault DAMAGED: {rep.snapshots_damaged} snapshot(s) affected")
     return EXIT_OK if ok else EXIT_DAMAGE
 

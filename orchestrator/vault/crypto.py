@@ -28,6 +28,7 @@ ZERO_ID = bytes(ID_LEN)
 AAD_PACK_HEADER = b"dobaas-pack-header-v1"
 AAD_INDEX = b"dobaas-index-v1"
 AAD_SNAPSHOT = b"dobaas-snapshot-v1"
+AAD_DAMAGE = b"dobaas-damage-v1"
 AAD_KEY = b"dobaas-key-v1"
 
 

@@ -67,6 +67,22 @@ class ChunkMap(Mapping[bytes, Location]):
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._ids)
 
+    def copies(self, wanted: set[bytes]) -> dict[bytes, list[tuple[str, int]]]:
+        """Every (pack, entry number) listing one of ``wanted``: a chunk stored twice has two copies."""
+        out: dict[bytes, list[tuple[str, int]]] = {}
+        for base, (pack, table) in zip(self._bases, self._tables, strict=True):
+            for n, fields in enumerate(ENTRY.iter_unpack(table)):
+                if fields[0] in wanted:
+                    out.setdefault(fields[0], []).append((pack, base + n))
+        return out
+
+    def point(self, cid: bytes, number: int) -> None:
+        """Make ``cid`` resolve to entry ``number`` (one of its ``copies``)."""
+        self._ids[cid] = number
+
+    def drop(self, cid: bytes) -> None:
+        self._ids.pop(cid, None)
+
     def __getitem__(self, cid: bytes) -> Location:
         number = self._ids[cid]
         t = bisect.bisect_right(self._bases, number) - 1
@@ -87,6 +103,13 @@ class Index:
         self.from_headers: dict[str, list[PackEntry]] = {}
         #: packs no readable index object describes and whose header does not parse, name -> why
         self.unreadable: dict[str, str] = {}
+        #: chunks whose every copy is recorded damaged (orchestrator.vault.damage), id -> why: absent for backups
+        #: (the next one that meets the data stores it again), named as damaged to readers
+        self.quarantined: dict[bytes, str] = {}
+        #: packs holding a recorded damaged copy of a chunk that now resolves to a good copy elsewhere, pack ->
+        #: those chunk ids: garbage collection rewrites these packs without the bad copies
+        self.superseded: dict[str, set[bytes]] = {}
+        self.damage_records: dict[bytes, dict[str, str]] = {}
 
     def __contains__(self, cid: bytes) -> bool:
         return cid in self.chunks
@@ -103,6 +126,25 @@ class Index:
             raise IntegrityError(f"pack {pack[:12]}: index entry table has a bad length")
         self.packs.add(pack)
         self.chunks.add(pack, table)
+
+    def apply_damage(self, records: dict[bytes, dict[str, str]]) -> None:
+        """Resolve every recorded chunk to a copy not recorded damaged, or quarantine it when it has none."""
+        self.damage_records = records
+        if not records:
+            return
+        self.quarantined.clear()
+        self.superseded.clear()
+        copies = self.chunks.copies(set(records))
+        for cid, bad in records.items():
+            good = [number for pack, number in copies.get(cid, []) if pack not in bad]
+            if good:
+                self.chunks.point(cid, good[0])
+                for pack in bad:
+                    if pack in self.packs:
+                        self.superseded.setdefault(pack, set()).add(cid)
+            else:
+                self.chunks.drop(cid)
+                self.quarantined[cid] = next(iter(bad.values()))
 
     def by_pack(self) -> dict[str, list[PackEntry]]:
         out: dict[str, list[PackEntry]] = defaultdict(list)

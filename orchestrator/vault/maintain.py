@@ -15,7 +15,7 @@ from orchestrator.vault.backend import ObjectMissing
 from orchestrator.vault.locks import read_locks
 from orchestrator.vault.pack import pack_path
 from orchestrator.vault.prune import PruneReport, account_for_references, prune
-from orchestrator.vault.repository import Vault
+from orchestrator.vault.repository import LAYOUT, Vault
 from orchestrator.vault.verify import verify_vault
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ def maintain(vault: Vault, retention: dict | None = None, names: Callable[[str],
              verify: bool = False) -> MaintenanceReport:
     rep = MaintenanceReport()
     now = time.time()
+    make_layout = getattr(vault.backend, "make_layout", None)
+    if make_layout is not None:  # a vault made before damage records: clients cannot create the directory
+        make_layout(LAYOUT)
     try:
         lock = vault.lock("exclusive", "provider maintenance", wait=0)
     except VaultBusy as e:

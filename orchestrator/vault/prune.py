@@ -121,7 +121,8 @@ def account_for_references(vault: Vault, index: Index, sizes: dict[str, int] | N
         except IntegrityError as e:
             lost.append(f"{s.id[:12]} ({s.name}): {e}")
             continue
-        missing = [c for c in mine if (loc := index.get(c)) is None or (sizes is not None and loc.pack not in sizes)]
+        missing = [c for c in mine if c not in index.quarantined  # known damaged: accounted for, not lost
+                   and ((loc := index.get(c)) is None or (sizes is not None and loc.pack not in sizes))]
         if missing:
             lost.append(f"{s.id[:12]} ({s.name}): {len(missing)} chunk(s) not located in any pack")
         refs |= mine
@@ -156,15 +157,22 @@ def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> No
     sizes = vault.pack_names()
     refs = account_for_references(vault, index, sizes, ignore)
     packs = index.by_pack()
+    # a pack holding the only (damaged) copy of a chunk is kept as it is while that chunk is quarantined: a
+    # technician may still salvage it, and it costs one pack
+    keep_as_is = {p for cid in index.quarantined for p in index.damage_records.get(cid, {})}
     dead_packs, repack = [], []
     for pack, entries in packs.items():
+        if pack in keep_as_is:
+            continue
         live = [e for e in entries if e.id in refs]
         if not live:
             dead_packs.append(pack)
         else:
             dead_bytes = sum(e.length for e in entries if e.id not in refs)
-            if dead_bytes > REPACK_THRESHOLD * sizes.get(pack, 1):
-                repack.append(pack)
+            if dead_bytes > REPACK_THRESHOLD * sizes.get(pack, 1) or pack in index.superseded:
+                repack.append(pack)  # (a superseded damaged copy: rewritten without it)
+    # packs every chunk of which resolves to a copy elsewhere (duplicates, superseded damaged copies): redundant
+    dead_packs += [p for p in index.packs if p not in packs and p in sizes and p not in keep_as_is]
     orphans = [p for p in sizes if p not in index.packs]  # headers unreadable, and nothing kept needs them
     rep.ran = True
     rep.packs_deleted = len(dead_packs)

@@ -17,6 +17,8 @@ from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
 from orchestrator.vault.backend import AlreadyExists, Backend, ObjectMissing
 from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
 from orchestrator.vault.crypto import Cipher, MasterKey
+from orchestrator.vault.damage import PREFIX as DAMAGE_PREFIX
+from orchestrator.vault.damage import load_records
 from orchestrator.vault.index import Index, decode_index_raw, encode_index
 from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_master
 from orchestrator.vault.locks import VaultLock
@@ -29,7 +31,7 @@ HEADER_PROBE = 64 * 1024
 
 
 #: the vault's directories (packs spread over 256 by their name's first byte)
-LAYOUT = ["keys", "index", "snapshots", "locks", *(f"data/{i:02x}" for i in range(256))]
+LAYOUT = ["keys", "index", "snapshots", "locks", DAMAGE_PREFIX, *(f"data/{i:02x}" for i in range(256))]
 
 
 class Vault:
@@ -122,6 +124,7 @@ class Vault:
             idx.objects.add(name)
         if idx.damaged:
             self.index_from_headers(idx)
+        idx.apply_damage(load_records(self.backend, self.cipher))
         self._index = idx
         log.debug("index: %d object(s), %d pack(s), %d chunk(s) loaded in %.3f s", len(idx.objects), len(idx.packs),
                   len(idx.chunks), time.monotonic() - t0)
@@ -130,6 +133,7 @@ class Vault:
     def index_from_headers(self, index: Index) -> None:
         """Index, in memory, every pack that no readable index object describes, from the pack's own header
         (packs are self-describing); packs whose header does not parse are listed in ``index.unreadable``."""
+        added = False
         for pack, size in self.pack_names().items():
             if pack in index.packs:
                 continue
@@ -140,6 +144,9 @@ class Vault:
                 continue
             index.from_headers[pack] = entries
             index.add_pack(pack, entries)
+            added = True
+        if added and index.damage_records:
+            index.apply_damage(index.damage_records)  # a pack read here may hold a recorded damaged copy
 
     def pack_names(self) -> dict[str, int]:
         """Hash -> size of every complete pack object."""
@@ -172,8 +179,12 @@ class Vault:
 
     # ---- chunks -----------------------------------------------------------------------------------------
     def read_chunk(self, cid: bytes, what: str = "chunk") -> bytes:
-        loc = self.load_index().get(cid)
+        index = self.load_index()
+        loc = index.get(cid)
         if loc is None:
+            if cid in index.quarantined:
+                raise IntegrityError(f"{what}: chunk {cid.hex()[:12]} is damaged ({index.quarantined[cid]}); the "
+                                     "next backup of the same data stores it again")
             raise IntegrityError(f"{what}: chunk {cid.hex()[:12]} is missing from the vault")
         try:
             blob = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)

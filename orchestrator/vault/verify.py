@@ -7,9 +7,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from orchestrator.errors import IntegrityError
+from orchestrator.errors import DobaasError, IntegrityError
 from orchestrator.vault.backend import ObjectMissing
 from orchestrator.vault.crypto import content_hash
+from orchestrator.vault.damage import write_record
+from orchestrator.vault.index import Index
 from orchestrator.vault.pack import PackEntry, pack_path
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import item_meta_ids, item_refs_located
@@ -39,6 +41,15 @@ class VerifyReport:
     #: every snapshot is checked through the packs themselves; provider maintenance removes them
     incomplete_objects: list[str] = field(default_factory=list)
     damage: list[Damage] = field(default_factory=list)
+    #: damaged chunks found by this verify and recorded in the vault (orchestrator.vault.damage), so the next
+    #: backup that meets the same data stores it again; ``record_error`` when the vault refused the record
+    chunks_recorded: int = 0
+    record_error: str | None = None
+    #: chunks known damaged with no good copy yet (recorded earlier)
+    chunks_quarantined: int = 0
+    #: packs holding damaged copies already superseded by good ones: healed, rewritten by the next prune or
+    #: maintenance; not damage
+    packs_with_superseded_copies: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -75,8 +86,22 @@ def _check_pack(
     return bad, len(data), problem
 
 
+def _record(vault: Vault, index: Index, bad: dict[bytes, str], bad_in: dict[bytes, str],
+            rep: VerifyReport) -> None:
+    """Record the damaged chunks not yet recorded, so the vault heals (see orchestrator.vault.damage)."""
+    new = {cid: (bad_in[cid], why) for cid, why in bad.items()
+           if bad_in[cid] not in index.damage_records.get(cid, {})}
+    if not new:
+        return
+    try:
+        write_record(vault.backend, vault.cipher, new)
+        rep.chunks_recorded = len(new)
+    except (OSError, DobaasError) as e:
+        rep.record_error = f"the damage could not be recorded in the vault ({e}); backups will not heal it"
+
+
 def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int], None] | None = None,
-                 workers: int = 2) -> VerifyReport:
+                 workers: int = 2, record: bool = True) -> VerifyReport:
     rep = VerifyReport()
     # map pieces are read through this index; packs no readable index object describes are checked through
     # their own headers, as every reader does
@@ -86,6 +111,7 @@ def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int],
     sizes = vault.pack_names()
     rep.orphan_packs = len(index.from_headers) + len(index.unreadable)
     bad: dict[bytes, str] = {}
+    bad_in: dict[bytes, str] = {}  # chunk id -> the pack of its damaged copy
     lock = threading.Lock()
 
     def check(item: tuple[str, list[PackEntry]]) -> None:
@@ -96,9 +122,10 @@ def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int],
             pbad = {e.id: f"pack {pack[:12]} is missing" for e in entries} if pack not in sizes else {}
             nbytes, problem = 0, None
         with lock:
-            if problem:
+            if problem and pack not in index.superseded:  # (a superseded bad copy also changes the pack's hash)
                 rep.damage.append(Damage(None, None, None, None, None, problem))
             bad.update(pbad)
+            bad_in.update(dict.fromkeys(pbad, pack))
             rep.packs_checked += 1
             rep.chunks_checked += len(entries)
             rep.bytes_checked += nbytes
@@ -107,6 +134,10 @@ def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int],
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(check, index.by_pack().items()))
+    rep.packs_with_superseded_copies = sorted(p for p in index.superseded if p in sizes)
+    rep.chunks_quarantined = len(index.quarantined)
+    if record:
+        _record(vault, index, bad, bad_in, rep)
 
     def read_meta(cid: bytes) -> bytes:
         if cid in bad:
@@ -127,7 +158,8 @@ def verify_vault(vault: Vault, read_data: bool = True, progress: Callable[[int],
                         raise IntegrityError(f"block map chunk {cid.hex()[:12]} is missing")
                 run: Damage | None = None
                 for offset, length, cid, path in item_refs_located(item, read_meta):
-                    reason = bad.get(cid) or (None if cid in index else f"chunk {cid.hex()[:12]} is missing")
+                    reason = bad.get(cid) or (None if cid in index else index.quarantined.get(cid)
+                                              or f"chunk {cid.hex()[:12]} is missing")
                     if reason is None:
                         run = None
                         continue
