@@ -132,7 +132,7 @@ class WinRmChannel:
                 session.mount("https://", Pinned())
             return session
 
-        transport.build_session = build_pinned  # type: ignore[method-assign]  # wrap pywinrm's session factory
+        transport.build_session = build_pinned  # type: ignore[method-assign,unused-ignore]  # wrap pywinrm's session factory
         return p
 
     # ---- running scripts --------------------------------------------------------------------------------
