@@ -17,7 +17,7 @@ VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
 TEST_PKGS := $(BASE_PKGS) samba samba-vfs-modules acl postgresql poppler-utils $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic samba samba-vfs-modules qemu-utils $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
 
-.PHONY: install install-plugins compile demo test lint bench man clean
+.PHONY: install install-plugins install-deploy compile demo test lint bench man wheel clean
 
 install: $(BIN)/.installed
 
@@ -27,11 +27,18 @@ install-plugins: $(BIN)/.installed-plugins
 
 $(BIN)/.installed-plugins: $(BIN)/.installed
 	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql,s3,s3test]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql" && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql, boto3" && test -x $(BIN)/weed && touch $@
+
+# Ansible (with the ansible.posix/windows collections) and ansible-lint, for ansible/ and its tests
+install-deploy: $(BIN)/.installed-deploy
+
+$(BIN)/.installed-deploy: $(BIN)/.installed
+	@$(BIN)/python -m pip install -q -e '.[test,deploy]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/ansible-playbook --version >/dev/null && $(BIN)/ansible-lint --version >/dev/null && touch $@
 
 $(BIN)/.installed: pyproject.toml
 	@$(APT) $(BASE_PKGS)
@@ -48,12 +55,18 @@ demo: install compile
 	$(BIN)/dobaas demo
 
 # ruff, the type checker (a `# type: ignore` that hides nothing fails), and the import contracts of pyproject.toml
-lint: install
+lint: install install-deploy
 	$(BIN)/ruff check orchestrator plugins tests
 	$(BIN)/mypy
 	PYTHONPATH=. $(BIN)/lint-imports
+	cd ansible && ../$(BIN)/ansible-lint --project-dir . --profile production -q .
 
-test: install install-plugins compile lint
+# the wheel the Ansible agent role installs at client sites (dist/dobaas-VERSION-py3-none-any.whl)
+wheel: install
+	rm -rf build
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+
+test: install install-plugins install-deploy compile lint
 	@$(APT) $(TEST_PKGS)
 	$(BIN)/python -m pytest -q
 
@@ -71,5 +84,5 @@ man: install
 	$(BIN)/dobaas man > docs/dobaas.1
 
 clean:
-	rm -rf $(VENV) .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .pytest_cache \
+	rm -rf $(VENV) dist build .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .pytest_cache \
 	  .ruff_cache .mypy_cache .hypothesis

@@ -128,6 +128,7 @@ from tests.filetrees import setup  # noqa: E402,F401  (a tree, a vault, a catalo
 from tests.libvirt_env import domains, libvirt_daemons  # noqa: E402,F401  (real libvirtd + QEMU domains)
 from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real MariaDB on loopback)
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)
+from tests.s3server import s3server  # noqa: E402,F401  (session fixture: a real SeaweedFS S3 server on loopback)
 from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)
 from tests.sshd import sshd  # noqa: E402,F401  (session fixture: a real OpenSSH vault host on loopback)
 from tests.vcsim import vcsim, vcsim_env  # noqa: E402,F401  (session fixture: govmomi vSphere simulator)

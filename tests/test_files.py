@@ -225,8 +225,10 @@ def test_policy_errors_name_file_line_and_field(tmp_path: Path, cli: Cli) -> Non
         "  - {name: a, plugin: files, paths: [/x]}\n": (4, "schedule", "cron"),
         "policy: p\nclient: c\nvault: sftp://h/x\nsources:\n  - {name: a, plugin: files, paths: [relative]}\n":
             (3, "vault", "expected sftp://user@host"),
-        "policy: p\nclient: c\nvault: s3://b/x\nsources:\n  - {name: a, plugin: files, paths: [/x]}\n":
-            (3, "vault", "a path, file:// or sftp://"),
+        "policy: p\nclient: c\nvault: gs://b/x\nsources:\n  - {name: a, plugin: files, paths: [/x]}\n":
+            (3, "vault", "a path, file://, sftp://"),
+        "policy: p\nclient: c\nvault: s3://b:9000/x\nsources:\n  - {name: a, plugin: files, paths: [/x]}\n":
+            (3, "vault", "expected s3://BUCKET"),
     }
     for i, (text, (line, field, msg)) in enumerate(cases.items()):
         f = tmp_path / f"p{i}.yaml"

@@ -135,13 +135,14 @@ def new_passphrase(file: str | None, env: str | None) -> str:
     return pw
 
 
-def open_vault(path: str | None) -> Vault:
-    """A vault by path or URL (sftp:// access from DOBAAS_SFTP_KNOWN_HOSTS / _IDENTITY / _PASSWORD(_FILE))."""
+def open_vault(path: str | None, provider: bool = False) -> Vault:
+    """A vault by path or URL (sftp:// access from DOBAAS_SFTP_KNOWN_HOSTS / _IDENTITY / _PASSWORD(_FILE), s3://
+    from DOBAAS_S3_ENDPOINT and AWS_*). ``provider``: the provider's maintenance commands (they may delete)."""
     from orchestrator.vault.backend.opener import open_backend
 
     if not path:
         raise UsageError("no vault given: use --vault PATH or set DOBAAS_VAULT")
-    return Vault.open(open_backend(path), read_passphrase())
+    return Vault.open(open_backend(path, provider=provider), read_passphrase())
 
 
 _ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

@@ -38,9 +38,15 @@ def vault_group() -> None:
               help="Target size of pack objects (fewer, larger objects suit remote storage).")
 @click.option("--kdf-cost", type=click.IntRange(MIN_KDF_COST, MAX_KDF_COST), default=DEFAULT_KDF_COST,
               show_default=True, help="Argon2id memory as log2(KiB): 16 = 64 MiB; lower only for tests.")
+@click.option("--object-lock", "object_lock_days", type=click.IntRange(1, 36500), default=None,
+              help="s3:// only, with the provider's key: create the bucket with Object Lock and this many days of "
+                   "default retention (every object the client writes is then immutable that long).")
+@click.option("--object-lock-mode", type=click.Choice(["compliance", "governance"]), default="compliance",
+              show_default=True, help="COMPLIANCE: nobody deletes before the end; GOVERNANCE: the provider's key may.")
 @json_option
-def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost: int, as_json: bool) -> None:
-    """Create an encrypted vault at PATH (or DOBAAS_VAULT)."""
+def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost: int,
+             object_lock_days: int | None, object_lock_mode: str, as_json: bool) -> None:
+    """Create an encrypted vault at PATH (or DOBAAS_VAULT); an s3:// vault's bucket is created when missing."""
     location = location.strip().upper()
     if len(location) != 2 or not location.isalpha():
         raise UsageError(f"--location must be a two-letter country code, not {location!r}")
@@ -51,8 +57,14 @@ def init_cmd(path: str, location: str, block_size: str, pack_size: str, kdf_cost
     pw = read_passphrase(confirm=True)
     from orchestrator.vault.backend.opener import open_backend
 
+    if object_lock_days and not path.startswith("s3://"):
+        raise UsageError("--object-lock is for s3:// vaults (an SFTP vault is made append-only by its server)")
     try:
-        backend = open_backend(path, must_exist=False)
+        backend = open_backend(path, must_exist=False, provider=True)
+        if path.startswith("s3://"):
+            if backend.exists("config"):
+                raise UsageError(f"a vault already exists at {backend.location}")
+            backend.create_bucket(object_lock_days, object_lock_mode.upper())  # type: ignore[attr-defined]
         vault = Vault.create(backend, pw, kdf_cost=kdf_cost, location=location, block_size=bs, pack_size=ps)
     except OSError as e:
         raise StorageFull(f"cannot create a vault at {path}: {e.strerror or e}") from None
@@ -210,7 +222,7 @@ def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json
         policy = load_policy(policy_file)
         retention = policy.retention.model_dump(exclude_none=True) or None
         names = snapshot_names(policy)
-    vault = open_vault(vault_path)
+    vault = open_vault(vault_path, provider=True)
     rep = maintain(vault, retention, names, verify)
     if as_json:
         emit_json(rep.to_json())
@@ -230,6 +242,26 @@ def maintain_cmd(vault_path: str, policy_file: str | None, verify: bool, as_json
             click.echo(f"verify: {'ok' if rep.verify['ok'] else 'DAMAGE FOUND'} ({rep.verify['snapshots']} "
                        "snapshot(s))")
     return EXIT_DAMAGE if rep.refused or (rep.verify is not None and not rep.verify["ok"]) else EXIT_OK
+
+
+@vault_group.command("undelete")
+@vault_option
+@json_option
+def undelete_cmd(vault_path: str, as_json: bool) -> None:
+    """s3:// with Object Lock, the provider's key: remove the delete markers a client (or whoever holds its key)
+    put over the vault's objects. Every locked version is still there: the vault is whole again; run verify."""
+    from orchestrator.vault.backend.opener import open_backend
+
+    if not vault_path or not vault_path.startswith("s3://"):
+        raise UsageError("undelete is for s3:// vaults (delete markers exist only in versioned buckets)")
+    backend = open_backend(vault_path, must_exist=False, provider=True)
+    rep = backend.undelete()  # type: ignore[attr-defined]
+    Vault.open(backend, read_passphrase())  # the passphrase opens it again: the config and keys are back
+    if as_json:
+        emit_json(rep)
+    else:
+        click.echo(f"removed {rep['markers_removed']} delete marker(s): {rep['objects_restored']} object(s) visible "
+                   "again; run 'dobaas verify' to check every snapshot")
 
 
 @vault_group.command("locks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any, Literal, get_args
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -80,14 +81,43 @@ class Retry(BaseModel):
 
 
 class RemoteSettings(PasswordFields):
-    """How to reach an sftp:// vault: the server's published host key, and our key or password."""
+    """How to reach a remote vault. sftp://: the server's published host key, and our key or password.
+    s3://: the endpoint, region, CA and the access key pair (secrets named by variable or file, never inline)."""
 
     model_config = STRICT
     known_hosts: str | None = None  # default ~/.ssh/known_hosts
     identity_file: str | None = None
+    endpoint: str | None = None  # https://s3.provider.fr (default: AWS, or DOBAAS_S3_ENDPOINT)
+    region: str | None = None
+    ca_file: str | None = None
+    access_key_env: str | None = None
+    access_key_file: str | None = None
+    secret_key_env: str | None = None
+    secret_key_file: str | None = None
 
     def password(self) -> str | None:
         return read_secret(self.password_env, self.password_file, "remote", "password")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            u = urlparse(v)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError("the S3 endpoint is an http:// or https:// URL with a host name")
+        return v
+
+    def s3_access(self):
+        """The S3 access this block gives, each part not given here taken from the AWS_* / DOBAAS_S3_* environment."""
+        from orchestrator.vault.backend.opener import S3Access
+
+        env = S3Access.from_env()
+        return S3Access(self.endpoint or env.endpoint, self.region or env.region,
+                        read_secret(self.access_key_env, self.access_key_file, "remote", "access_key")
+                        or env.access_key,
+                        read_secret(self.secret_key_env, self.secret_key_file, "remote", "secret_key")
+                        or env.secret_key,
+                        self.ca_file or env.ca_file)
 
 
 class Policy(BaseModel):
@@ -105,7 +135,7 @@ class Policy(BaseModel):
     window: str | None = None  # 'HH:MM-HH:MM', local time: runs start inside it and stop at its end
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     concurrency: int = Field(default=1, ge=1, le=16)  # sources (units) of this policy backed up at once
-    remote: RemoteSettings | None = None  # access to an sftp:// vault
+    remote: RemoteSettings | None = None  # access to an sftp:// or s3:// vault
     bandwidth_limit: str | None = None  # uploads to the vault (remote, or a mounted directory), e.g. 20MiB/s
     #: the client's written agreement to store outside France (its reference); required for a non-FR vault
     residency_consent: str | None = None
@@ -119,8 +149,16 @@ class Policy(BaseModel):
     @field_validator("vault")
     @classmethod
     def _vault(cls, v: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://")):
-            raise ValueError("the vault is a path, file:// or sftp://user@host[:port]/path")
+        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://", "s3://")):
+            raise ValueError("the vault is a path, file://, sftp://user@host[:port]/path or s3://bucket/prefix")
+        if v.startswith("s3://"):
+            from orchestrator.vault.backend.s3 import parse_url as parse_s3
+
+            try:
+                parse_s3(v)
+            except Exception as e:
+                raise ValueError(str(e)) from None
+            return v
         if v.startswith("sftp://"):
             from orchestrator.vault.backend.sftp import parse_url
 
@@ -151,6 +189,9 @@ class Policy(BaseModel):
         if self.vault.startswith("sftp://"):
             r = self.remote or RemoteSettings()
             access = RemoteAccess(r.known_hosts, r.identity_file, r.password(), self.bandwidth_limit)
+        elif self.vault.startswith("s3://"):
+            access = RemoteAccess(bandwidth_limit=self.bandwidth_limit,
+                                  s3=(self.remote or RemoteSettings()).s3_access())
         return open_backend(self.vault, access)
 
     @field_validator("window")

@@ -17,6 +17,8 @@ def preflight(policy: Policy, discover: bool) -> tuple[list[str], dict[str, list
     checks = [("passphrase", policy.passphrase)]
     if policy.remote is not None:
         checks.append(("remote", policy.remote.password))
+        if policy.vault.startswith("s3://"):
+            checks.append(("remote", policy.remote.s3_access))
     for cfg in policy.source_configs:
         password = getattr(cfg, "password", None)
         if callable(password):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from orchestrator.errors import AppendOnly, IntegrityError, VaultBusy
-from orchestrator.vault.backend import ObjectMissing
+from orchestrator.vault.backend import ObjectLocked, ObjectMissing
 from orchestrator.vault.crypto import AAD_PACK_HEADER, content_hash
 from orchestrator.vault.index import Index, encode_index
 from orchestrator.vault.pack import HEADER_MAGIC, TRAILER, PackEntry, encode_entries, pack_path
@@ -79,13 +79,21 @@ def select_retention(snapshots: list[Snapshot], retention: dict) -> tuple[list[S
     return keep, remove, reasons
 
 
-def forget(vault: Vault, snaps: list[Snapshot]) -> None:
+def forget(vault: Vault, snaps: list[Snapshot]) -> list[str]:
+    """Delete the snapshots' manifests. Returns those object storage still holds under Object Lock: they stay
+    whole (their data is still referenced) until a later run after the lock ends."""
+    held = []
     for s in snaps:
         try:
             vault.backend.delete(f"snapshots/{s.id}")
         except ObjectMissing:
             pass
+        except ObjectLocked as e:
+            held.append(s.id)
+            log.info("snapshot %s (%s, %s) kept for now: %s", s.id[:12], s.name, s.time, e)
+            continue
         log.info("forgot snapshot %s (%s, %s)", s.id[:12], s.name, s.time)
+    return held
 
 
 @dataclass
@@ -97,6 +105,8 @@ class GcReport:
     orphan_packs_deleted: int = 0
     chunks_deleted: int = 0
     bytes_freed: int = 0
+    #: objects Object Lock retention kept from deletion this time (deleted by a later run)
+    held_by_lock: int = 0
 
 
 def account_for_references(vault: Vault, index: Index, sizes: dict[str, int] | None,
@@ -196,13 +206,27 @@ def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> No
         if name not in old_objects:
             vault.backend.put(name, sealed)
         old_objects = [o for o in old_objects if o != name]
+    index_held = 0
     for o in old_objects:
-        vault.backend.delete(o)
-    for pack in dead_packs + repack + orphans:
         try:
-            vault.backend.delete(pack_path(pack))
-        except ObjectMissing:
-            pass
+            vault.backend.delete(o)
+        except ObjectLocked:
+            index_held += 1
+    rep.held_by_lock = index_held
+    if index_held:  # an old index object still describes the dead packs: they stay until it can go
+        log.info("garbage collection: %d index object(s) under Object Lock; unreferenced packs kept until then",
+                 index_held)
+        rep.held_by_lock += len(dead_packs + repack + orphans)
+        rep.bytes_freed = 0
+    else:
+        for pack in dead_packs + repack + orphans:
+            try:
+                vault.backend.delete(pack_path(pack))
+            except ObjectMissing:
+                pass
+            except ObjectLocked:
+                rep.held_by_lock += 1
+                rep.bytes_freed -= sizes.get(pack, 0)
     remove_tmp = getattr(vault.backend, "remove_temporaries", None)
     if remove_tmp:
         remove_tmp()
@@ -247,6 +271,7 @@ class PruneReport:
     reasons: dict[str, list[str]] = field(default_factory=dict)  # why each kept snapshot is kept
     gc: GcReport = field(default_factory=GcReport)
     dry_run: bool = False
+    held: list[str] = field(default_factory=list)  # removed by retention, still under Object Lock (kept for now)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -263,7 +288,8 @@ def prune(vault: Vault, keep_last: int | None = None, dry_run: bool = False, ret
     rep = PruneReport([s.id for s in keep], [s.id for s in remove], why, dry_run=dry_run)
     try:
         if not dry_run:
-            forget(vault, remove)
+            rep.held = forget(vault, remove)
+            rep.removed = [i for i in rep.removed if i not in rep.held]
         rep.gc = collect_garbage(vault, dry_run, set(rep.removed) if dry_run else set())
     except PermissionError:
         raise AppendOnly(

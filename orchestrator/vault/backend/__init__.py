@@ -42,3 +42,8 @@ class AlreadyExists(Exception):
 
 class ObjectMissing(Exception):
     """The named object does not exist."""
+
+
+class ObjectLocked(PermissionError):
+    """Object storage refuses to delete a version still under Object Lock retention (provider maintenance keeps
+    it and tries again later; the vault stays consistent either way)."""
