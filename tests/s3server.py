@@ -76,9 +76,13 @@ def start_s3(base: str) -> S3Server:
         {"name": "other", "credentials": [{"accessKey": OTHER[0], "secretKey": OTHER[1]}],
          "actions": ["Read:other-vault", "Write:other-vault", "List:other-vault"]},
     ]
+    os.makedirs(base, exist_ok=True)
     Path(base, "s3.json").write_text(json.dumps({"identities": identities}))
     os.makedirs(f"{base}/data", exist_ok=True)
-    (s3, master, master_g, volume, volume_g, filer, filer_g, s3_g, admin, admin_g) = _ports(10)
+    ports_file = Path(base, "ports.json")  # a restart on the same data keeps the addresses it recorded
+    ports = json.loads(ports_file.read_text()) if ports_file.exists() else _ports(10)
+    ports_file.write_text(json.dumps(ports))
+    (s3, master, master_g, volume, volume_g, filer, filer_g, s3_g, admin, admin_g) = ports
     args = [str(WEED), "mini", f"-dir={base}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={base}/s3.json", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={s3}", f"-master.port={master}",
@@ -94,7 +98,10 @@ def start_s3(base: str) -> S3Server:
     c = server.client()
     while True:  # ready when a bucket can be made and written (the first put sets up storage)
         try:
-            c.create_bucket(Bucket="warmup")
+            try:
+                c.create_bucket(Bucket="warmup")
+            except c.exceptions.BucketAlreadyOwnedByYou:
+                pass
             c.put_object(Bucket="warmup", Key="x", Body=b"x")
             break
         except Exception as e:

@@ -227,3 +227,38 @@ def test_clear_errors_for_a_wrong_endpoint_missing_keys_and_a_bad_url(s3server: 
                                    "sources": [{"name": "d", "plugin": "files", "paths": ["/tmp"]}]}))
     p = Cli({})("policy", "check", str(bad), check=False)
     assert p.returncode != 0 and "s3://BUCKET" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_server_dying_mid_run_fails_clearly_and_the_next_run_succeeds(tmp_path: Path) -> None:
+    from tests.s3server import start_s3
+
+    base = str(tmp_path / "s3")
+    server = start_s3(base)
+    try:
+        server.client().create_bucket(Bucket="dying-vault")
+        url = "s3://dying-vault/repo"
+        Cli(server.env(PROVIDER))("vault", "init", url, "--kdf-cost", "12", "--pack-size", "1MiB")
+        src = tmp_path / "src"
+        src.mkdir()
+        for i in range(30):
+            (src / f"f{i}.bin").write_bytes(os.urandom(MiB))
+        client = tenant_cli(server, PROVIDER)
+        pol = write_policy(tmp_path, server, url, [str(src)])
+        proc = client.popen("run", str(pol), "--json")
+        s3 = server.client()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and \
+                s3.list_objects_v2(Bucket="dying-vault", Prefix="repo/data/").get("KeyCount", 0) < 3:
+            time.sleep(0.05)
+        os.killpg(server.proc.pid, signal.SIGKILL)  # the storage service dies mid-run
+        server.proc.wait()
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+        server = start_s3(base)  # back, with what it had stored
+        client = tenant_cli(server, PROVIDER)
+        pol = write_policy(tmp_path, server, url, [str(src)])
+        res = json.loads(client("run", str(pol), "--json").stdout)["sources"][0]
+        assert res["status"] == "ok", res
+        assert json.loads(client("verify", "--vault", url, "--json").stdout)["ok"]
+    finally:
+        server.stop()
