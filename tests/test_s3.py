@@ -262,3 +262,30 @@ def test_server_dying_mid_run_fails_clearly_and_the_next_run_succeeds(tmp_path: 
         assert json.loads(client("verify", "--vault", url, "--json").stdout)["ok"]
     finally:
         server.stop()
+
+
+def test_copy_between_a_local_vault_and_an_s3_vault_both_ways(s3server: S3Server, tmp_path: Path) -> None:
+    s3server.client().create_bucket(Bucket="copy-vault")
+    url = "s3://copy-vault/second-site"
+    env = s3server.env(PROVIDER)
+    Cli(env)("vault", "init", url, "--kdf-cost", "12", "--pack-size", "1MiB", passphrase="s3 site")
+    local, back = tmp_path / "local", tmp_path / "back"
+    Cli({})("vault", "init", str(local), "--kdf-cost", "12", "--pack-size", "1MiB")
+    Cli({})("vault", "init", str(back), "--kdf-cost", "12", "--pack-size", "1MiB", passphrase="back home")
+    src = tree(tmp_path / "src")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"policy: p\nclient: acme\nvault: {local}\nsources:\n  - {{name: docs, plugin: files, "
+                   f"paths: ['{src}']}}\n")
+    Cli({})("run", str(pol))
+    up = json.loads(Cli({**env, "DOBAAS_TO_PASSPHRASE": "s3 site"})(
+        "copy", "--from", str(local), "--to", url, "--json").stdout)
+    assert len(up["copied"]) == 1, up
+    assert json.loads(Cli(env)("verify", "--vault", url, "--json", passphrase="s3 site").stdout)["ok"]
+    down = json.loads(Cli({**env, "DOBAAS_TO_PASSPHRASE": "back home"})(
+        "copy", "--from", url, "--to", str(back), "--json", passphrase="s3 site").stdout)
+    assert len(down["copied"]) == 1, down
+    sid = down["copied"][0]["copy"]
+    Cli({})("restore", "files", sid, str(src), "--vault", str(back), "--target", str(tmp_path / "out"),
+            passphrase="back home")
+    for f in ("a.txt", "sub/big.bin", "sub/f19.txt"):
+        assert (tmp_path / "out" / f).read_bytes() == (src / f).read_bytes(), f

@@ -63,16 +63,22 @@ class RunReport:
     policy: str
     client: str
     sources: list[SourceResult]
+    copy: dict | None = None  # the copy_to vault's outcome (copy_run.copy_after_run)
 
     @property
     def exit_code(self) -> int:
         if any(s.status in ("failed", "interrupted") for s in self.sources):
             return EXIT_FAILED
+        if self.copy is not None and self.copy["status"] != "ok":
+            return EXIT_FAILED
         return EXIT_PARTIAL if any(s.status == "partial" for s in self.sources) else EXIT_OK
 
     def to_json(self) -> dict:
-        return {"policy": self.policy, "client": self.client, "exit_code": self.exit_code,
-                "sources": [asdict(s) for s in self.sources]}
+        doc = {"policy": self.policy, "client": self.client, "exit_code": self.exit_code,
+               "sources": [asdict(s) for s in self.sources]}
+        if self.copy is not None:
+            doc["copy"] = self.copy
+        return doc
 
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
@@ -163,6 +169,11 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             policy_warnings = []
         else:
             _execute_all(policy, tasks, execute, report, abort)
+            published = [s.snapshot for s in report.sources if s.snapshot and s.status in ("ok", "partial")]
+            if policy.copy_to is not None and published:
+                from orchestrator.backup.copy_run import copy_after_run
+
+                report.copy = copy_after_run(policy, vault, published)
         status = "failed" if any(s.status in ("failed", "interrupted") for s in report.sources) else \
             ("partial" if any(s.status == "partial" for s in report.sources) else "ok")
         policy_warnings += run_hooks(policy.hooks, "post", {**penv, "DOBAAS_STATUS": status})

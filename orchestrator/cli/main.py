@@ -14,6 +14,7 @@ from orchestrator.cli import (
     browse_cmd,
     catalog_cmd,
     completion_cmd,
+    copy_cmd,
     daemon_cmd,
     demo_cmd,
     diff_cmd,
@@ -73,7 +74,7 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd):
     module.register(cli)
 
 

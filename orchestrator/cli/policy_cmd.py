@@ -157,6 +157,13 @@ def _run(policy: Policy, catalog: CatalogProcess, only: tuple[str, ...], as_json
             click.echo(f"    … {len(s.errors) - 20} more errors (see --json)")
         for w in s.warnings[:20]:
             click.echo(f"    warning: {w}")
+    if report.copy is not None:
+        c = report.copy
+        if c["status"] == "ok":
+            click.echo(f"COPIED  to {c['vault']}: {len(c['copied'])} snapshot(s), {c['chunks_sent']} new chunk(s), "
+                       f"{human_bytes(c['bytes_sent'])} sent")
+        else:
+            click.echo(f"FAILED  copy to {c['vault']}: {c['error']}")
     return report.exit_code
 
 

@@ -120,6 +120,80 @@ class RemoteSettings(PasswordFields):
                         self.ca_file or env.ca_file)
 
 
+def check_vault_location(v: str) -> str:
+    """A vault location as policies write it: a path (``file://`` accepted), ``sftp://…`` or ``s3://…``."""
+    if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://", "s3://")):
+        raise ValueError("the vault is a path, file://, sftp://user@host[:port]/path or s3://bucket/prefix")
+    if v.startswith("s3://"):
+        from orchestrator.vault.backend.s3 import parse_url as parse_s3
+
+        try:
+            parse_s3(v)
+        except Exception as e:
+            raise ValueError(str(e)) from None
+        return v
+    if v.startswith("sftp://"):
+        from orchestrator.vault.backend.sftp import parse_url
+
+        try:
+            parse_url(v)
+        except Exception as e:
+            raise ValueError(str(e)) from None
+        return v
+    return v.removeprefix("file://")
+
+
+def open_vault_backend(vault: str, remote: RemoteSettings | None, bandwidth_limit: str | None):
+    """The storage backend of ``vault``, a remote one reached with ``remote:``'s access."""
+    from orchestrator.vault.backend.opener import RemoteAccess, open_backend
+
+    access = RemoteAccess(bandwidth_limit=bandwidth_limit)
+    if vault.startswith("sftp://"):
+        r = remote or RemoteSettings()
+        access = RemoteAccess(r.known_hosts, r.identity_file, r.password(), bandwidth_limit)
+    elif vault.startswith("s3://"):
+        access = RemoteAccess(bandwidth_limit=bandwidth_limit, s3=(remote or RemoteSettings()).s3_access())
+    return open_backend(vault, access)
+
+
+def check_bandwidth(v: str | None) -> str | None:
+    if v is not None:
+        from orchestrator.vault.backend.opener import bandwidth
+
+        try:
+            bandwidth(v)
+        except Exception as e:
+            raise ValueError(str(e)) from None
+    return v
+
+
+class CopyTo(BaseModel):
+    """A second vault (another site or provider) every snapshot of a run is copied to after the run (3-2-1)."""
+
+    model_config = STRICT
+    vault: str
+    remote: RemoteSettings | None = None
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+    bandwidth_limit: str | None = None
+
+    @field_validator("vault")
+    @classmethod
+    def _vault(cls, v: str) -> str:
+        return check_vault_location(v)
+
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _bandwidth(cls, v: str | None) -> str | None:
+        return check_bandwidth(v)
+
+    def backend(self):
+        return open_vault_backend(self.vault, self.remote, self.bandwidth_limit)
+
+    def passphrase(self) -> str | None:
+        return read_secret(self.passphrase_env, self.passphrase_file, "copy_to", "passphrase")
+
+
 class Policy(BaseModel):
     model_config = STRICT
     policy: str = Field(pattern=NAME)
@@ -140,6 +214,7 @@ class Policy(BaseModel):
     #: the client's written agreement to store outside France (its reference); required for a non-FR vault
     residency_consent: str | None = None
     hooks: Hooks | None = None  # commands before/after the whole run of the policy
+    copy_to: CopyTo | None = None  # a second vault each run's snapshots are copied to
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     # filled after validation: the plugin-specific model of each source
@@ -149,50 +224,16 @@ class Policy(BaseModel):
     @field_validator("vault")
     @classmethod
     def _vault(cls, v: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://", "s3://")):
-            raise ValueError("the vault is a path, file://, sftp://user@host[:port]/path or s3://bucket/prefix")
-        if v.startswith("s3://"):
-            from orchestrator.vault.backend.s3 import parse_url as parse_s3
-
-            try:
-                parse_s3(v)
-            except Exception as e:
-                raise ValueError(str(e)) from None
-            return v
-        if v.startswith("sftp://"):
-            from orchestrator.vault.backend.sftp import parse_url
-
-            try:
-                parse_url(v)
-            except Exception as e:
-                raise ValueError(str(e)) from None
-            return v
-        return v.removeprefix("file://")
+        return check_vault_location(v)
 
     @field_validator("bandwidth_limit")
     @classmethod
     def _bandwidth(cls, v: str | None) -> str | None:
-        if v is not None:
-            from orchestrator.vault.backend.opener import bandwidth
-
-            try:
-                bandwidth(v)
-            except Exception as e:
-                raise ValueError(str(e)) from None
-        return v
+        return check_bandwidth(v)
 
     def backend(self):
         """The vault's storage backend (a remote vault is reached with the policy's ``remote:`` access)."""
-        from orchestrator.vault.backend.opener import RemoteAccess, open_backend
-
-        access = RemoteAccess(bandwidth_limit=self.bandwidth_limit)
-        if self.vault.startswith("sftp://"):
-            r = self.remote or RemoteSettings()
-            access = RemoteAccess(r.known_hosts, r.identity_file, r.password(), self.bandwidth_limit)
-        elif self.vault.startswith("s3://"):
-            access = RemoteAccess(bandwidth_limit=self.bandwidth_limit,
-                                  s3=(self.remote or RemoteSettings()).s3_access())
-        return open_backend(self.vault, access)
+        return open_vault_backend(self.vault, self.remote, self.bandwidth_limit)
 
     @field_validator("window")
     @classmethod

@@ -19,6 +19,10 @@ def preflight(policy: Policy, discover: bool) -> tuple[list[str], dict[str, list
         checks.append(("remote", policy.remote.password))
         if policy.vault.startswith("s3://"):
             checks.append(("remote", policy.remote.s3_access))
+    if policy.copy_to is not None:
+        checks.append(("copy_to", policy.copy_to.passphrase))
+        if policy.copy_to.remote is not None:
+            checks.append(("copy_to", policy.copy_to.remote.password))
     for cfg in policy.source_configs:
         password = getattr(cfg, "password", None)
         if callable(password):

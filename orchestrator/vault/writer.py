@@ -92,6 +92,11 @@ class BackupWriter:
             self._ship(kind)
         return cid
 
+    def has(self, cid: bytes) -> bool:
+        """Whether the vault or this backup already holds the chunk ``cid``."""
+        with self._mutex:
+            return cid in self.index.chunks or cid in self._claimed
+
     def store_meta(self, data: bytes) -> bytes:
         return self.store(data, KIND_META)
 
