@@ -77,8 +77,9 @@ bench: install install-plugins compile
 	  $(BIN)/python tests/bench/bench_kvm.py; c=$$?; $(BIN)/python tests/bench/bench_mysql.py; d=$$?; \
 	  $(BIN)/python tests/bench/bench_sftp.py; e=$$?; $(BIN)/python tests/bench/bench_vmware.py; f=$$?; \
 	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; $(BIN)/python tests/bench/bench_sqlserver.py; h=$$?; \
-	  $(BIN)/python tests/bench/bench_s3.py; i=$$?; \
-	  exit $$((a | b | c | d | e | f | g | h | i))
+	  $(BIN)/python tests/bench/bench_s3.py; i=$$?; $(BIN)/python tests/bench/bench_index.py; j=$$?; \
+	  rm -rf .bench-index; \
+	  exit $$((a | b | c | d | e | f | g | h | i | j))
 
 # the manual page, generated from the commands' own help
 man: install

@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 
-from orchestrator.cbt.listing_cache import default_dir
+from orchestrator.cachedir import cache_root
 from orchestrator.errors import BadInput, DobaasError
 from orchestrator.policy.model import Policy
 from orchestrator.vault.copy import IdMap, copies_in, copy_snapshots
@@ -20,12 +21,12 @@ log = logging.getLogger(__name__)
 def id_map_path(src_id: str, dst_id: str) -> str:
     """Where the id map of a (source, destination) pair of vaults is kept: next to the listing cache."""
     pair = hashlib.sha256(f"{src_id}>{dst_id}".encode()).hexdigest()[:32]
-    return os.path.join(os.path.dirname(default_dir()), "copy", f"{pair}.sqlite")
+    return os.path.join(cache_root(), "copy", f"{pair}.sqlite")
 
 
-def copy_after_run(policy: Policy, vault: Vault, snapshot_ids: list[str]) -> dict:
-    """Copy the run's snapshots, and those of the policy's sources that a failed copy left behind (taken since
-    the first one the destination holds: the history from before ``copy_to`` was set is `dobaas copy`'s job)."""
+def copy_after_run(policy: Policy, vault: Vault, snapshot_ids: list[str], mine: Callable[[str], bool]) -> dict:
+    """Copy the run's snapshots, and those of the policy's sources (``mine``: its snapshot names) that a failed
+    copy left behind, taken since the first one the destination holds (older history is `dobaas copy`'s job)."""
     target = policy.copy_to
     assert target is not None
     try:
@@ -34,14 +35,12 @@ def copy_after_run(policy: Policy, vault: Vault, snapshot_ids: list[str]) -> dic
             raise BadInput(f"{policy.file or policy.policy}: copy_to needs passphrase_env or passphrase_file "
                            "(the second vault has its own keys)")
         dst = Vault.open(target.backend(), passphrase)
-        from orchestrator.backup.runner import snapshot_names  # (the runner imports this module when it runs)
-
         snaps = [vault.read_snapshot(sid) for sid in snapshot_ids]
         copied = copies_in(dst, vault.config.id)
-        mine = [s for s in vault.list_snapshots()[0] if snapshot_names(policy)(s.name)]
-        first = min((s.time for s in mine if s.id in copied), default=None)
+        ours = [s for s in vault.list_snapshots()[0] if mine(s.name)]
+        first = min((s.time for s in ours if s.id in copied), default=None)
         if first is not None:
-            snaps += [s for s in mine if s.time >= first and s.id not in copied and s.id not in snapshot_ids]
+            snaps += [s for s in ours if s.time >= first and s.id not in copied and s.id not in snapshot_ids]
         id_map = IdMap(id_map_path(vault.config.id, dst.config.id))
         try:
             rep = copy_snapshots(vault, dst, snaps, id_map, lock_wait=60)

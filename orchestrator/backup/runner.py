@@ -173,7 +173,7 @@ def run_policy(policy: Policy, vault: Vault, catalog: Catalog | None, progress: 
             if policy.copy_to is not None and published:
                 from orchestrator.backup.copy_run import copy_after_run
 
-                report.copy = copy_after_run(policy, vault, published)
+                report.copy = copy_after_run(policy, vault, published, snapshot_names(policy))
         status = "failed" if any(s.status in ("failed", "interrupted") for s in report.sources) else \
             ("partial" if any(s.status == "partial" for s in report.sources) else "ok")
         policy_warnings += run_hooks(policy.hooks, "post", {**penv, "DOBAAS_STATUS": status})

@@ -17,6 +17,7 @@ import threading
 
 import blake3
 
+from orchestrator.cachedir import cache_root
 from orchestrator.cbt.listing import Listing
 from orchestrator.vault.snapshot import Item
 
@@ -27,8 +28,7 @@ FORMAT = 3
 
 
 def default_dir() -> str:
-    base = "/var/cache/dobaas" if os.geteuid() == 0 else os.path.expanduser("~/.cache/dobaas")
-    return os.path.join(os.environ.get("DOBAAS_CACHE_DIR", base), "listings")
+    return os.path.join(cache_root(), "listings")
 
 
 class ListingCache:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from orchestrator.errors import IntegrityError
 from orchestrator.vault.crypto import AAD_INDEX, Cipher, content_hash
+from orchestrator.vault.diskindex import REC, DiskTable
 from orchestrator.vault.pack import ENTRY, PackEntry, decode_entries, encode_entries
 
 INDEX_MAGIC = b"DBIX\x01"
@@ -91,9 +92,77 @@ class ChunkMap(Mapping[bytes, Location]):
         return Location(pack, kind, comp, offset, length, raw)
 
 
+class DiskChunkMap(Mapping[bytes, Location]):
+    """ChunkMap's interface over a DiskTable plus an in-memory overlay (what was added since the table)."""
+
+    def __init__(self, table: DiskTable, overlay: ChunkMap) -> None:
+        self.table = table
+        self.overlay = overlay
+        self._override: dict[bytes, int | None] = {}  # damaged copies: a chunk pointed elsewhere, or dropped
+
+    def _number(self, cid: bytes) -> int | None:
+        if cid in self._override:
+            return self._override[cid]
+        found = self.table.find(cid)
+        return found[0] if found else None
+
+    def add(self, pack: str, table: bytes | memoryview) -> None:
+        self.overlay.add(pack, table)
+
+    def __contains__(self, cid: object) -> bool:
+        if cid in self.overlay:
+            return True
+        return isinstance(cid, bytes) and self._number(cid) is not None
+
+    def __getitem__(self, cid: bytes) -> Location:
+        number = self._number(cid)
+        if number is None:
+            return self.overlay[cid]
+        _id, pack, kind, comp, offset, length, raw = self.table.record(number)
+        return Location(self.table.packs[pack], kind, comp, offset, length, raw)
+
+    def __len__(self) -> int:
+        dropped = sum(1 for n in self._override.values() if n is None)
+        return self.table.unique - dropped + sum(1 for c in self.overlay if self._number(c) is None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen_last = b""
+        for recs in self.table.scan():
+            raw = recs.tobytes()
+            for i in range(len(recs)):
+                cid = raw[i * REC:i * REC + 32]
+                if cid != seen_last and self._override.get(cid, 0) is not None:
+                    yield cid
+                seen_last = cid
+        for cid in self.overlay:
+            if self._number(cid) is None:
+                yield cid
+
+    def copies(self, wanted: set[bytes]) -> dict[bytes, list[tuple[str, int]]]:
+        out: dict[bytes, list[tuple[str, int]]] = {}
+        for cid in wanted:
+            for number in self.table.find(cid):
+                out.setdefault(cid, []).append((self.table.packs[self.table.record(number)[1]], number))
+        base = self.table.records  # overlay entries numbered after the table's
+        for cid, found in self.overlay.copies(wanted).items():
+            out.setdefault(cid, []).extend((pack, base + n) for pack, n in found)
+        return out
+
+    def point(self, cid: bytes, number: int) -> None:
+        if number >= self.table.records:
+            self.overlay.point(cid, number - self.table.records)
+            self._override[cid] = None
+        else:
+            self._override[cid] = number
+
+    def drop(self, cid: bytes) -> None:
+        self._override[cid] = None
+        self.overlay.drop(cid)
+
+
 class Index:
     def __init__(self) -> None:
-        self.chunks = ChunkMap()
+        self.chunks: ChunkMap | DiskChunkMap = ChunkMap()
         self.packs: set[str] = set()
         #: index object names this index was loaded from
         self.objects: set[str] = set()
@@ -110,6 +179,12 @@ class Index:
         #: those chunk ids: garbage collection rewrites these packs without the bad copies
         self.superseded: dict[str, set[bytes]] = {}
         self.damage_records: dict[bytes, dict[str, str]] = {}
+
+    def use_table(self, table: DiskTable) -> None:
+        """Serve the chunks the local table holds from disk (a large vault); what is added stays in memory."""
+        self.chunks = DiskChunkMap(table, ChunkMap())
+        self.packs.update(table.packs)
+        self.objects.update(table.objects)
 
     def __contains__(self, cid: bytes) -> bool:
         return cid in self.chunks

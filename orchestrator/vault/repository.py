@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 from orchestrator.errors import BadInput, IntegrityError, NotFound, UsageError
 from orchestrator.vault.backend import AlreadyExists, Backend, ObjectMissing
@@ -19,10 +20,11 @@ from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
 from orchestrator.vault.crypto import Cipher, MasterKey
 from orchestrator.vault.damage import PREFIX as DAMAGE_PREFIX
 from orchestrator.vault.damage import load_records
+from orchestrator.vault.diskindex import DiskTable, build_table, memory_limit, open_table, table_dir
 from orchestrator.vault.index import Index, decode_index_raw, encode_index
 from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_master
 from orchestrator.vault.locks import VaultLock
-from orchestrator.vault.pack import ChunkDecoder, PackEntry, pack_path, parse_header
+from orchestrator.vault.pack import ENTRY, ChunkDecoder, PackEntry, pack_path, parse_header
 from orchestrator.vault.snapshot import Snapshot, decode_snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
@@ -110,17 +112,18 @@ class Vault:
     def _load_index(self) -> Index:
         t0 = time.monotonic()
         idx = Index()
-        for name, _size in self.backend.list("index"):
-            try:
-                tables = decode_index_raw(self.cipher, name, self.backend.get(name))
-            except (IntegrityError, ObjectMissing) as e:
-                # an upload cut short on append-only storage, or damage: what it described is read from the
-                # packs' own headers below, so no chunk is lost with it; verify and maintenance report it
-                log.warning("index object %s does not decode (%s): reading pack headers instead", name[:24], e)
-                idx.damaged[name] = str(e)
+        names = dict(self.backend.list("index"))
+        table = self._index_table(names, idx)
+        if table is not None:
+            idx.use_table(table)
+        for name in names:
+            if name in idx.objects:
+                continue  # in the local table
+            tables = self._decode_index_object(name, idx)
+            if tables is None:
                 continue
-            for pack, table in tables:
-                idx.add_pack_raw(pack, table)
+            for pack, table_bytes in tables:
+                idx.add_pack_raw(pack, table_bytes)
             idx.objects.add(name)
         if idx.damaged:
             self.index_from_headers(idx)
@@ -129,6 +132,33 @@ class Vault:
         log.debug("index: %d object(s), %d pack(s), %d chunk(s) loaded in %.3f s", len(idx.objects), len(idx.packs),
                   len(idx.chunks), time.monotonic() - t0)
         return idx
+
+    def _decode_index_object(self, name: str, idx: Index) -> list[tuple[str, memoryview]] | None:
+        try:
+            return decode_index_raw(self.cipher, name, self.backend.get(name))
+        except (IntegrityError, ObjectMissing) as e:
+            # an upload cut short on append-only storage, or damage: what it described is read from the
+            # packs' own headers, so no chunk is lost with it; verify and maintenance report it
+            log.warning("index object %s does not decode (%s): reading pack headers instead", name[:24], e)
+            idx.damaged[name] = str(e)
+            return None
+
+    def _index_table(self, names: dict[str, int], idx: Index) -> DiskTable | None:
+        """The local sorted table of a large vault's index (diskindex), built or rebuilt when needed; None for a
+        vault small enough to index in memory."""
+        limit = memory_limit()
+        directory = table_dir(self.config.id)
+        table = open_table(directory)
+        if table is not None and not table.objects <= names.keys():
+            table.close()  # objects were consolidated away: the table describes packs that may be gone
+            table = None
+        new = sum(size for name, size in names.items() if table is None or name not in table.objects)
+        if new // ENTRY.size > (limit if table is None else limit // 4):
+            if table is not None:
+                table.close()
+            build_table(directory, ((name, partial(self._decode_index_object, name, idx)) for name in names))
+            table = open_table(directory)
+        return table
 
     def index_from_headers(self, index: Index) -> None:
         """Index, in memory, every pack that no readable index object describes, from the pack's own header
