@@ -21,10 +21,11 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-
-import numpy as np
+from functools import cache
+from typing import Any
 
 from orchestrator.cachedir import cache_root
 from orchestrator.vault.pack import ENTRY
@@ -33,14 +34,25 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 BLOCK = 64  # records per fence entry
-#: a pack's entry table as index objects hold it (pack.ENTRY), the id split in big-endian words: sorting by the
-#: first word sorts by id bytes
-ENTRY_DT = np.dtype([("k0", ">u8"), ("k1", ">u8"), ("k2", ">u8"), ("k3", ">u8"), ("kind", "u1"), ("comp", "u1"),
-                     ("offset", "<u4"), ("length", "<u4"), ("raw", "<u4")])
-REC_DT = np.dtype([("k0", ">u8"), ("k1", ">u8"), ("k2", ">u8"), ("k3", ">u8"), ("pack", "<u4"), ("kind", "u1"),
-                   ("comp", "u1"), ("offset", "<u4"), ("length", "<u4"), ("raw", "<u4")])
-REC = REC_DT.itemsize
-assert ENTRY_DT.itemsize == ENTRY.size and REC == 50
+#: a record of the table: the id (its four big-endian words sort as its bytes), pack number, kind, compression,
+#: offset, length, raw length
+RECORD = struct.Struct("<32sIBBIII")
+REC = RECORD.size
+assert REC == 50
+
+
+@cache
+def dtypes() -> tuple[Any, Any]:
+    """numpy dtypes of a pack's entry table (pack.ENTRY) and of a table record (RECORD), the id split in
+    big-endian words. numpy is imported only when a table is built (it costs every command 80 ms to load)."""
+    import numpy as np
+
+    words = [("k0", ">u8"), ("k1", ">u8"), ("k2", ">u8"), ("k3", ">u8")]
+    entry = np.dtype([*words, ("kind", "u1"), ("comp", "u1"), ("offset", "<u4"), ("length", "<u4"), ("raw", "<u4")])
+    rec = np.dtype([*words, ("pack", "<u4"), ("kind", "u1"), ("comp", "u1"), ("offset", "<u4"), ("length", "<u4"),
+                    ("raw", "<u4")])
+    assert entry.itemsize == ENTRY.size and rec.itemsize == REC
+    return entry, rec
 
 
 def table_dir(vault_id: str) -> str:
@@ -98,22 +110,21 @@ class DiskTable:
 
     def record(self, number: int) -> tuple[bytes, int, int, int, int, int, int]:
         """(id, pack number, kind, comp, offset, length, raw length) of record ``number``."""
-        raw = os.pread(self.fd, REC, number * REC)
-        r = np.frombuffer(raw, REC_DT)[0]
-        return raw[:32], int(r["pack"]), int(r["kind"]), int(r["comp"]), int(r["offset"]), int(r["length"]), \
-            int(r["raw"])
+        return RECORD.unpack(os.pread(self.fd, REC, number * REC))
 
-    def scan(self, batch: int = 1 << 16) -> Iterator[np.ndarray]:
-        """The table in order, ``batch`` records at a time."""
+    def scan(self, batch: int = 1 << 16) -> Iterator[bytes]:
+        """The table's records in order, ``batch`` at a time (raw bytes, REC each)."""
         for start in range(0, self.records, batch):
-            buf = os.pread(self.fd, min(batch, self.records - start) * REC, start * REC)
-            yield np.frombuffer(buf, REC_DT)
+            yield os.pread(self.fd, min(batch, self.records - start) * REC, start * REC)
 
 
 def build_table(directory: str,
                 objects: Iterable[tuple[str, Callable[[], list[tuple[str, memoryview]] | None]]]) -> None:
     """Merge index objects into a sorted table at ``directory`` (replaced atomically). ``objects`` yields
     (name, read) where read() returns the object's (pack, entry table) pairs, or None to leave it out."""
+    import numpy as np
+
+    ENTRY_DT, REC_DT = dtypes()
     parent = os.path.dirname(directory)
     os.makedirs(parent, mode=0o700, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".build-", dir=parent)

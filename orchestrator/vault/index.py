@@ -127,9 +127,8 @@ class DiskChunkMap(Mapping[bytes, Location]):
 
     def __iter__(self) -> Iterator[bytes]:
         seen_last = b""
-        for recs in self.table.scan():
-            raw = recs.tobytes()
-            for i in range(len(recs)):
+        for raw in self.table.scan():
+            for i in range(len(raw) // REC):
                 cid = raw[i * REC:i * REC + 32]
                 if cid != seen_last and self._override.get(cid, 0) is not None:
                     yield cid

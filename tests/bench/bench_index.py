@@ -20,7 +20,7 @@ import numpy as np
 from orchestrator.demo.imagegen import make_image
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.crypto import AAD_INDEX, content_hash
-from orchestrator.vault.diskindex import ENTRY_DT
+from orchestrator.vault.diskindex import dtypes
 from orchestrator.vault.index import INDEX_MAGIC, PACK_REC
 from orchestrator.vault.repository import Vault
 from tests.bench.bench_image import PASS, bench_setup, run, run_rss
@@ -35,10 +35,11 @@ def simulate(vault_dir: str, chunks: int) -> float:
     t0 = time.monotonic()
     vault = Vault.open(LocalBackend(vault_dir), PASS)
     rng = np.random.default_rng(7)
+    entry_dt = dtypes()[0]
     written = 0
     while written < chunks:
         n = min(PER_OBJECT, chunks - written)
-        e = np.zeros(n, ENTRY_DT)
+        e = np.zeros(n, entry_dt)
         ids = rng.integers(0, 2**64, size=(n, 4), dtype=np.uint64)
         for i, k in enumerate(("k0", "k1", "k2", "k3")):
             e[k] = ids[:, i]
@@ -50,7 +51,7 @@ def simulate(vault_dir: str, chunks: int) -> float:
         for start in range(0, n, PER_PACK):
             count = min(PER_PACK, n - start)
             parts.append(PACK_REC.pack(os.urandom(32), count))
-            parts.append(table[start * ENTRY_DT.itemsize:(start + count) * ENTRY_DT.itemsize])
+            parts.append(table[start * entry_dt.itemsize:(start + count) * entry_dt.itemsize])
         sealed = vault.cipher.seal(b"".join(parts), AAD_INDEX)
         vault.backend.put("index/" + content_hash(sealed), sealed)
         written += n
