@@ -68,24 +68,25 @@ def parse_when(text: str, what: str, end_of_unit: bool = False) -> datetime:
         raise BadInput(f"{what}: cannot read date {text!r} (use 'YYYY-MM-DD HH:MM')") from None
 
 
-def read_passphrase(confirm: bool = False) -> str:
+def read_passphrase(confirm: bool = False, var: str = "DOBAAS_PASSPHRASE", prompt: bool = True) -> str:
     """From DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE, DOBAAS_PASSPHRASE_COMMAND (a command that prints it: a
-    password manager, a vault agent), or an interactive prompt."""
-    if "DOBAAS_PASSPHRASE" in os.environ:
-        return os.environ["DOBAAS_PASSPHRASE"]
-    command = os.environ.get("DOBAAS_PASSPHRASE_COMMAND")
+    password manager, a vault agent), or an interactive prompt (``var``: another family of variables, such as
+    the destination's of a copy)."""
+    if var in os.environ:
+        return os.environ[var]
+    command = os.environ.get(f"{var}_COMMAND")
     if command:
-        return passphrase_from_command(command, "DOBAAS_PASSPHRASE_COMMAND")
-    path = os.environ.get("DOBAAS_PASSPHRASE_FILE")
+        return passphrase_from_command(command, f"{var}_COMMAND")
+    path = os.environ.get(f"{var}_FILE")
     if path:
         try:
             with open(path, encoding="utf-8") as f:
                 return f.read().rstrip("\n")
         except OSError as e:
-            raise BadInput(f"cannot read DOBAAS_PASSPHRASE_FILE {path}: {e.strerror}") from None
-    if not sys.stdin.isatty():
-        raise UsageError("no passphrase: set DOBAAS_PASSPHRASE, DOBAAS_PASSPHRASE_FILE or DOBAAS_PASSPHRASE_COMMAND, "
-                         "or run interactively")
+            raise BadInput(f"cannot read {var}_FILE {path}: {e.strerror}") from None
+    if not prompt or not sys.stdin.isatty():
+        raise UsageError(f"no passphrase: set {var}, {var}_FILE or {var}_COMMAND" + (
+            ", or run interactively" if prompt else ""))
     pw = getpass.getpass("Vault passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != pw:
         raise UsageError("the two passphrases differ")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from orchestrator.cli.common import (
@@ -11,28 +9,9 @@ from orchestrator.cli.common import (
     human_bytes,
     json_option,
     parse_when,
-    passphrase_from_command,
     progress_bar,
     read_passphrase,
 )
-from orchestrator.errors import BadInput, UsageError
-
-
-def destination_passphrase() -> str:
-    """DOBAAS_TO_PASSPHRASE, _FILE or _COMMAND: the destination has its own keys (another site, provider)."""
-    if "DOBAAS_TO_PASSPHRASE" in os.environ:
-        return os.environ["DOBAAS_TO_PASSPHRASE"]
-    if os.environ.get("DOBAAS_TO_PASSPHRASE_COMMAND"):
-        return passphrase_from_command(os.environ["DOBAAS_TO_PASSPHRASE_COMMAND"], "DOBAAS_TO_PASSPHRASE_COMMAND")
-    path = os.environ.get("DOBAAS_TO_PASSPHRASE_FILE")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().rstrip("\n")
-        except OSError as e:
-            raise BadInput(f"cannot read DOBAAS_TO_PASSPHRASE_FILE {path}: {e.strerror}") from None
-    raise UsageError("no passphrase for the destination: set DOBAAS_TO_PASSPHRASE, DOBAAS_TO_PASSPHRASE_FILE or "
-                     "DOBAAS_TO_PASSPHRASE_COMMAND")
 
 
 @click.command("copy")
@@ -56,7 +35,7 @@ def copy_cmd(src_path: str, dst_path: str, names: tuple[str, ...], since: str | 
     from orchestrator.vault.repository import Vault
 
     src = Vault.open(open_backend(src_path), read_passphrase())
-    dst = Vault.open(open_backend(dst_path), destination_passphrase())
+    dst = Vault.open(open_backend(dst_path), read_passphrase(var="DOBAAS_TO_PASSPHRASE", prompt=False))
     snaps, broken = src.list_snapshots()
     if names:
         snaps = [s for s in snaps if any(s.name == n or s.name.startswith(n.rstrip("/") + "/") for n in names)]

@@ -167,15 +167,15 @@ def check_bandwidth(v: str | None) -> str | None:
     return v
 
 
-class CopyTo(BaseModel):
-    """A second vault (another site or provider) every snapshot of a run is copied to after the run (3-2-1)."""
+class VaultTarget(BaseModel):
+    """Where snapshots go and how to get there: a vault, its remote access, its passphrase and upload limit."""
 
     model_config = STRICT
     vault: str
-    remote: RemoteSettings | None = None
     passphrase_env: str | None = None
     passphrase_file: str | None = None
-    bandwidth_limit: str | None = None
+    remote: RemoteSettings | None = None  # access to an sftp:// or s3:// vault
+    bandwidth_limit: str | None = None  # uploads to the vault (remote, or a mounted directory), e.g. 20MiB/s
 
     @field_validator("vault")
     @classmethod
@@ -188,29 +188,28 @@ class CopyTo(BaseModel):
         return check_bandwidth(v)
 
     def backend(self):
+        """The vault's storage backend (a remote vault is reached with the ``remote:`` access)."""
         return open_vault_backend(self.vault, self.remote, self.bandwidth_limit)
+
+
+class CopyTo(VaultTarget):
+    """A second vault (another site or provider) every snapshot of a run is copied to after the run (3-2-1)."""
 
     def passphrase(self) -> str | None:
         return read_secret(self.passphrase_env, self.passphrase_file, "copy_to", "passphrase")
 
 
-class Policy(BaseModel):
-    model_config = STRICT
+class Policy(VaultTarget):
     policy: str = Field(pattern=NAME)
     client: str = Field(pattern=NAME)
-    vault: str
     schedule: str | None = None
     retention: Retention = Retention()
-    passphrase_env: str | None = None
-    passphrase_file: str | None = None
     catalog: str | None = None
     alerts: Alerts | None = None
     retry: Retry = Retry()
     window: str | None = None  # 'HH:MM-HH:MM', local time: runs start inside it and stop at its end
     quota: str | None = None  # the subscribed volume, e.g. 500GiB
     concurrency: int = Field(default=1, ge=1, le=16)  # sources (units) of this policy backed up at once
-    remote: RemoteSettings | None = None  # access to an sftp:// or s3:// vault
-    bandwidth_limit: str | None = None  # uploads to the vault (remote, or a mounted directory), e.g. 20MiB/s
     #: the client's written agreement to store outside France (its reference); required for a non-FR vault
     residency_consent: str | None = None
     hooks: Hooks | None = None  # commands before/after the whole run of the policy
@@ -220,20 +219,6 @@ class Policy(BaseModel):
     # filled after validation: the plugin-specific model of each source
     source_configs: list[SourceConfig] = Field(default_factory=list, exclude=True)
     file: str = Field(default="", exclude=True)
-
-    @field_validator("vault")
-    @classmethod
-    def _vault(cls, v: str) -> str:
-        return check_vault_location(v)
-
-    @field_validator("bandwidth_limit")
-    @classmethod
-    def _bandwidth(cls, v: str | None) -> str | None:
-        return check_bandwidth(v)
-
-    def backend(self):
-        """The vault's storage backend (a remote vault is reached with the policy's ``remote:`` access)."""
-        return open_vault_backend(self.vault, self.remote, self.bandwidth_limit)
 
     @field_validator("window")
     @classmethod
