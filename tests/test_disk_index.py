@@ -27,7 +27,7 @@ def _on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def table_dir() -> str:
-    found = glob.glob(os.path.join(os.environ["DOBAAS_CACHE_DIR"], "index", "*"))
+    found = [d for d in glob.glob(os.path.join(os.environ["DOBAAS_CACHE_DIR"], "index", "*")) if os.path.isdir(d)]
     assert len(found) == 1, found
     return found[0]
 
@@ -87,3 +87,25 @@ def test_a_damaged_or_missing_table_is_rebuilt(cli_vault: Path, cli: Cli, tmp_pa
     p = cli("restore", "image", snap["id"], "--vault", str(cli_vault), "--output", str(tmp_path / "bad.img"),
             check=False)
     assert p.returncode == 3 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_backups_in_several_processes_share_one_table(cli_vault: Path, cli: Cli, tmp_path: Path) -> None:
+    seed = tmp_path / "seed.img"
+    seed.write_bytes(mixed_bytes(200 * BS, 5))
+    backup(cli, cli_vault, seed)  # index objects exist: every next load builds or opens the table
+    imgs = []
+    for i in range(4):
+        p = tmp_path / f"d{i}.img"
+        p.write_bytes(mixed_bytes(100 * BS, 10 + i) + mixed_bytes(100 * BS, 5)[: 100 * BS])
+        imgs.append(p)
+    procs = [cli.popen("backup", "image", str(p), "--vault", str(cli_vault), "--name", f"p{i}", "--json")
+             for i, p in enumerate(imgs)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert json.loads(out)["chunks_reused"] > 0  # the shared part was found through the table
+    assert json.loads(cli("verify", "--vault", str(cli_vault), "--json").stdout)["ok"]
+    for i, p in enumerate(imgs):
+        snap = json.loads(cli("snapshots", "--vault", str(cli_vault), "--name", f"p{i}", "--json").stdout)[0]
+        cli("restore", "image", snap["id"], "--vault", str(cli_vault), "--output", str(tmp_path / f"o{i}.img"))
+        assert (tmp_path / f"o{i}.img").read_bytes() == p.read_bytes()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -57,6 +59,18 @@ def dtypes() -> tuple[Any, Any]:
 
 def table_dir(vault_id: str) -> str:
     return os.path.join(cache_root(), "index", vault_id)
+
+
+@contextmanager
+def table_lock(directory: str) -> Iterator[None]:
+    """An exclusive lock (flock) on a vault's table: backups in several processes never build it at once."""
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    fd = os.open(directory + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def memory_limit() -> int:
@@ -192,9 +206,9 @@ def build_table(directory: str,
         with open(os.path.join(work, "meta.json"), "w", encoding="utf-8") as meta_file:
             json.dump({"format": FORMAT, "objects": sorted(names), "packs": packs, "records": records,
                        "unique": unique}, meta_file)
-        old = directory + ".old"
+        old = tempfile.mkdtemp(prefix=".old-", dir=parent)
         if os.path.exists(directory):
-            os.rename(directory, old)
+            os.rename(directory, os.path.join(old, "table"))  # open tables keep reading their own files
         os.rename(work, directory)
         shutil.rmtree(old, ignore_errors=True)
         log.info("index cache built at %s: %d record(s), %d chunk(s), %d pack(s), %d object(s)", directory, records,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from orchestrator.vault.config import FORMAT_NAME, FORMAT_VERSION, VaultConfig
 from orchestrator.vault.crypto import Cipher, MasterKey
 from orchestrator.vault.damage import PREFIX as DAMAGE_PREFIX
 from orchestrator.vault.damage import load_records
-from orchestrator.vault.diskindex import DiskTable, build_table, memory_limit, open_table, table_dir
+from orchestrator.vault.diskindex import DiskTable, build_table, memory_limit, open_table, table_dir, table_lock
 from orchestrator.vault.index import Index, decode_index_raw, encode_index
 from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_master
 from orchestrator.vault.locks import VaultLock
@@ -148,17 +149,20 @@ class Vault:
         vault small enough to index in memory."""
         limit = memory_limit()
         directory = table_dir(self.config.id)
-        table = open_table(directory)
-        if table is not None and not table.objects <= names.keys():
-            table.close()  # objects were consolidated away: the table describes packs that may be gone
-            table = None
-        new = sum(size for name, size in names.items() if table is None or name not in table.objects)
-        if new // ENTRY.size > (limit if table is None else limit // 4):
-            if table is not None:
-                table.close()
-            build_table(directory, ((name, partial(self._decode_index_object, name, idx)) for name in names))
+        if not os.path.exists(directory) and sum(names.values()) // ENTRY.size <= limit:
+            return None  # a vault indexed in memory: no table, no lock
+        with table_lock(directory):  # one process builds; the others wait, then open what it built
             table = open_table(directory)
-        return table
+            if table is not None and not table.objects <= names.keys():
+                table.close()  # objects were consolidated away: the table describes packs that may be gone
+                table = None
+            new = sum(size for name, size in names.items() if table is None or name not in table.objects)
+            if new // ENTRY.size > (limit if table is None else limit // 4):
+                if table is not None:
+                    table.close()
+                build_table(directory, ((name, partial(self._decode_index_object, name, idx)) for name in names))
+                table = open_table(directory)
+            return table
 
     def index_from_headers(self, index: Index) -> None:
         """Index, in memory, every pack that no readable index object describes, from the pack's own header
