@@ -289,3 +289,26 @@ def test_copy_between_a_local_vault_and_an_s3_vault_both_ways(s3server: S3Server
             passphrase="back home")
     for f in ("a.txt", "sub/big.bin", "sub/f19.txt"):
         assert (tmp_path / "out" / f).read_bytes() == (src / f).read_bytes(), f
+
+
+def test_bit_rot_in_an_s3_object_is_found_and_the_next_backup_heals_it(s3server: S3Server, tmp_path: Path) -> None:
+    s3 = s3server.client()
+    s3.create_bucket(Bucket="rot-vault")
+    url = "s3://rot-vault/repo"
+    Cli(s3server.env(PROVIDER))("vault", "init", url, "--kdf-cost", "12", "--pack-size", "1MiB")
+    src = tree(tmp_path / "src")
+    client = tenant_cli(s3server, PROVIDER)
+    pol = write_policy(tmp_path, s3server, url, [str(src)])
+    client("run", str(pol))
+    packs = [o for o in s3.list_objects_v2(Bucket="rot-vault", Prefix="repo/data/")["Contents"]]
+    victim = max(packs, key=lambda o: o["Size"])["Key"]
+    body = bytearray(s3.get_object(Bucket="rot-vault", Key=victim)["Body"].read())
+    body[len(body) // 2] ^= 0x10  # the object store returns other bytes than were written
+    s3.put_object(Bucket="rot-vault", Key=victim, Body=bytes(body))
+    p = client("verify", "--vault", url, "--json", check=False)
+    assert p.returncode == 3 and not json.loads(p.stdout)["ok"], p.stdout + p.stderr
+    client("run", str(pol))  # the same data read again: stored afresh
+    assert json.loads(client("verify", "--vault", url, "--json").stdout)["ok"]  # both snapshots use the good copy
+    snaps = snapshots(client, url)
+    client("restore", "files", snaps[-1]["id"][:12], str(src), "--vault", url, "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "sub" / "big.bin").read_bytes() == (src / "sub" / "big.bin").read_bytes()
