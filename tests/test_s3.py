@@ -53,6 +53,15 @@ def write_policy(tmp: Path, s3: S3Server, url: str, paths: list[str], **extra: o
     return p
 
 
+def wait_for_packs(server: S3Server, bucket: str, count: int, timeout: float = 60) -> None:
+    """Until a backup in progress has stored ``count`` packs under repo/data/ (or ``timeout`` passed)."""
+    s3 = server.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and \
+            s3.list_objects_v2(Bucket=bucket, Prefix="repo/data/").get("KeyCount", 0) < count:
+        time.sleep(0.05)
+
+
 def snapshots(c: Cli, url: str) -> list[dict]:
     return json.loads(c("snapshots", "--vault", url, "--json").stdout)
 
@@ -195,13 +204,7 @@ def test_killed_upload_resumes_and_the_vault_stays_consistent(s3server: S3Server
     client = tenant_cli(s3server, PROVIDER)
     pol = write_policy(tmp_path, s3server, url, [str(src)])
     proc = client.popen("run", str(pol), "--json")
-    s3 = s3server.client()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill -9 once some packs are up
-        n = s3.list_objects_v2(Bucket="killed-vault", Prefix="repo/data/").get("KeyCount", 0)
-        if n >= 5:
-            break
-        time.sleep(0.05)
+    wait_for_packs(s3server, "killed-vault", 5)  # kill -9 once some packs are up
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert snapshots(client, url) == []
@@ -245,11 +248,7 @@ def test_server_dying_mid_run_fails_clearly_and_the_next_run_succeeds(tmp_path: 
         client = tenant_cli(server, PROVIDER)
         pol = write_policy(tmp_path, server, url, [str(src)])
         proc = client.popen("run", str(pol), "--json")
-        s3 = server.client()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and \
-                s3.list_objects_v2(Bucket="dying-vault", Prefix="repo/data/").get("KeyCount", 0) < 3:
-            time.sleep(0.05)
+        wait_for_packs(server, "dying-vault", 3)
         os.killpg(server.proc.pid, signal.SIGKILL)  # the storage service dies mid-run
         server.proc.wait()
         _out, err = proc.communicate(timeout=600)

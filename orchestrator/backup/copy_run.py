@@ -35,12 +35,11 @@ def copy_after_run(policy: Policy, vault: Vault, snapshot_ids: list[str], mine: 
             raise BadInput(f"{policy.file or policy.policy}: copy_to needs passphrase_env or passphrase_file "
                            "(the second vault has its own keys)")
         dst = Vault.open(target.backend(), passphrase)
-        snaps = [vault.read_snapshot(sid) for sid in snapshot_ids]
+        ours = [s for s in vault.list_snapshots()[0] if mine(s.name)]  # the run's own among them
         copied = copies_in(dst, vault.config.id)
-        ours = [s for s in vault.list_snapshots()[0] if mine(s.name)]
         first = min((s.time for s in ours if s.id in copied), default=None)
-        if first is not None:
-            snaps += [s for s in ours if s.time >= first and s.id not in copied and s.id not in snapshot_ids]
+        run = set(snapshot_ids)
+        snaps = [s for s in ours if s.id in run or (first is not None and s.time >= first and s.id not in copied)]
         id_map = IdMap(id_map_path(vault.config.id, dst.config.id))
         try:
             rep = copy_snapshots(vault, dst, snaps, id_map, lock_wait=60)

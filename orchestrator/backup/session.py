@@ -10,7 +10,6 @@ from types import TracebackType
 
 from orchestrator.backup.abort import AbortSignal
 from orchestrator.errors import BadInput, IntegrityError
-from orchestrator.vault.index import Index
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Item, Snapshot, item_meta_ids, item_refs, name_problem
 from orchestrator.vault.writer import BackupWriter
@@ -42,16 +41,12 @@ class BackupSession:
             self.parent = self.vault.latest(self.name)
             self.vault.forget_index()  # read afresh, when first needed: see BackupWriter.index
             self.writer = BackupWriter(self.vault, self.lock, self.uploaders,
-                                       self.abort.check if self.abort is not None else None, self._load_index)
+                                       self.abort.check if self.abort is not None else None,
+                                       self.vault.load_index_adopting)
         except BaseException:
             self.lock.release()
             raise
         return self
-
-    def _load_index(self) -> Index:
-        index = self.vault.load_index()
-        self.vault.adopt_unindexed_packs(index)
-        return index
 
     def parent_item(self, item_name: str) -> Item | None:
         return self.parent.item(item_name) if self.parent else None

@@ -31,7 +31,7 @@ def copy_cmd(src_path: str, dst_path: str, names: tuple[str, ...], since: str | 
     already copied are skipped, so running it after every backup keeps a second copy up to date."""
     from orchestrator.backup.copy_run import id_map_path
     from orchestrator.vault.backend.opener import open_backend
-    from orchestrator.vault.copy import IdMap, copies_in, copy_snapshots
+    from orchestrator.vault.copy import IdMap, copy_snapshots, plan_copy
     from orchestrator.vault.repository import Vault
 
     src = Vault.open(open_backend(src_path), read_passphrase())
@@ -46,15 +46,14 @@ def copy_cmd(src_path: str, dst_path: str, names: tuple[str, ...], since: str | 
         last = {s.name: s for s in snaps}  # oldest first: the last one of each name wins
         snaps = list(last.values())
     if dry_run:
-        done = copies_in(dst, src.config.id)
-        todo = [s for s in snaps if s.id not in done]
+        todo, already, _done = plan_copy(src, dst, snaps)
         if as_json:
             emit_json({"would_copy": [{"id": s.id, "name": s.name, "time": s.time} for s in todo],
-                       "already": [s.id for s in snaps if s.id in done]})
+                       "already": already})
         else:
             for s in todo:
                 click.echo(f"would copy {s.id[:12]}  {s.time}  {s.name}")
-            click.echo(f"{len(todo)} to copy, {len(snaps) - len(todo)} already in {dst.backend.location}")
+            click.echo(f"{len(todo)} to copy, {len(already)} already in {dst.backend.location}")
         return
     id_map = IdMap(id_map_path(src.config.id, dst.config.id))
     try:

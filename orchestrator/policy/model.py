@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, get_args
 from urllib.parse import urlparse
@@ -124,19 +125,11 @@ def check_vault_location(v: str) -> str:
     """A vault location as policies write it: a path (``file://`` accepted), ``sftp://…`` or ``s3://…``."""
     if re.match(r"^[a-z][a-z0-9+]*://", v) and not v.startswith(("file://", "sftp://", "s3://")):
         raise ValueError("the vault is a path, file://, sftp://user@host[:port]/path or s3://bucket/prefix")
-    if v.startswith("s3://"):
-        from orchestrator.vault.backend.s3 import parse_url as parse_s3
+    if v.startswith(("s3://", "sftp://")):
+        from orchestrator.vault.backend import s3, sftp
 
         try:
-            parse_s3(v)
-        except Exception as e:
-            raise ValueError(str(e)) from None
-        return v
-    if v.startswith("sftp://"):
-        from orchestrator.vault.backend.sftp import parse_url
-
-        try:
-            parse_url(v)
+            (s3 if v.startswith("s3://") else sftp).parse_url(v)
         except Exception as e:
             raise ValueError(str(e)) from None
         return v
@@ -190,6 +183,12 @@ class VaultTarget(BaseModel):
     def backend(self):
         """The vault's storage backend (a remote vault is reached with the ``remote:`` access)."""
         return open_vault_backend(self.vault, self.remote, self.bandwidth_limit)
+
+    def access_secrets(self) -> list[Callable[[], object]]:
+        """Readers of the secrets reaching the vault needs (preflight calls each: a missing one is a problem)."""
+        if self.remote is None:
+            return []
+        return [self.remote.password] + ([self.remote.s3_access] if self.vault.startswith("s3://") else [])
 
 
 class CopyTo(VaultTarget):

@@ -4,6 +4,8 @@ names (paths that exist, VMs, databases)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orchestrator.errors import DobaasError
 from orchestrator.plugin import registry
 from orchestrator.policy.model import Policy
@@ -14,15 +16,11 @@ def preflight(policy: Policy, discover: bool) -> tuple[list[str], dict[str, list
     run time, which is the caller's environment, not the file's: not a problem of the policy."""
     problems: list[str] = []
     found: dict[str, list[str]] = {}
-    checks = [("passphrase", policy.passphrase)]
-    if policy.remote is not None:
-        checks.append(("remote", policy.remote.password))
-        if policy.vault.startswith("s3://"):
-            checks.append(("remote", policy.remote.s3_access))
+    checks: list[tuple[str, Callable[[], object]]] = [("passphrase", policy.passphrase)]
+    checks += [("remote", read) for read in policy.access_secrets()]
     if policy.copy_to is not None:
         checks.append(("copy_to", policy.copy_to.passphrase))
-        if policy.copy_to.remote is not None:
-            checks.append(("copy_to", policy.copy_to.remote.password))
+        checks += [("copy_to", read) for read in policy.copy_to.access_secrets()]
     for cfg in policy.source_configs:
         password = getattr(cfg, "password", None)
         if callable(password):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import IntegrityError
 from orchestrator.vault.crypto import ID_LEN, ZERO_ID
-from orchestrator.vault.index import Index
 from orchestrator.vault.records import Item, Refs, TreeEntry
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import STREAM_ENTRY, Snapshot
@@ -92,15 +91,20 @@ def copies_in(dst: Vault, src_id: str) -> dict[str, str]:
     return out
 
 
+def plan_copy(src: Vault, dst: Vault, snaps: Iterable[Snapshot]) -> tuple[list[Snapshot], list[str], dict[str, str]]:
+    """(to copy, oldest first; ids already copied; source id → copy id of what ``dst`` holds from ``src``)."""
+    if src.config.id == dst.config.id:
+        raise IntegrityError("the source and the destination are the same vault")
+    done = copies_in(dst, src.config.id)
+    snaps = sorted(snaps, key=lambda s: (s.time, s.id))
+    return [s for s in snaps if s.id not in done], [s.id for s in snaps if s.id in done], done
+
+
 def copy_snapshots(src: Vault, dst: Vault, snaps: Iterable[Snapshot], id_map: IdMap,
                    progress: Callable[[int], None] | None = None, lock_wait: float = 0.0) -> CopyReport:
     """Copy ``snaps`` (oldest first) from ``src`` to ``dst``; those already copied are skipped."""
-    if src.config.id == dst.config.id:
-        raise IntegrityError("the source and the destination are the same vault")
     rep = CopyReport()
-    done = copies_in(dst, src.config.id)
-    todo = [s for s in sorted(snaps, key=lambda s: (s.time, s.id)) if s.id not in done]
-    rep.already = [s.id for s in snaps if s.id in done]
+    todo, rep.already, done = plan_copy(src, dst, snaps)
     if not todo:
         return rep
     with src.lock("shared", "copy to another vault", lock_wait):  # no space reclaim under our feet
@@ -113,7 +117,7 @@ def _copy_one(src: Vault, dst: Vault, snap: Snapshot, id_map: IdMap, rep: CopyRe
               progress: Callable[[int], None] | None, lock_wait: float) -> None:
     with dst.lock("shared", f"copy of {snap.name}", lock_wait) as lock:
         dst.forget_index()
-        writer = BackupWriter(dst, lock, load_index=lambda: _adopted(dst))
+        writer = BackupWriter(dst, lock, load_index=dst.load_index_adopting)  # a killed copy's packs reused
         try:
             with ThreadPoolExecutor(READERS, thread_name_prefix="copy-read") as pool:
                 rewrite = _SnapshotCopy(src, writer, id_map, rep, progress, pool)
@@ -132,12 +136,6 @@ def _copy_one(src: Vault, dst: Vault, snap: Snapshot, id_map: IdMap, rep: CopyRe
     done[snap.id] = copy.id
     rep.copied.append({"source": snap.id, "copy": copy.id, "name": snap.name, "time": snap.time})
     log.info("copied snapshot %s (%s, %s) as %s", snap.id[:12], snap.name, snap.time, copy.id[:12])
-
-
-def _adopted(vault: Vault) -> Index:
-    index = vault.load_index()
-    vault.adopt_unindexed_packs(index)  # packs a killed copy stored: reused, not sent again
-    return index
 
 
 class _SnapshotCopy:

@@ -86,7 +86,6 @@ class DiskTable:
             meta = json.load(f)
         if meta.get("format") != FORMAT:
             raise ValueError("index cache of another format")
-        self.meta = meta
         self.objects: set[str] = set(meta["objects"])
         self.packs: list[str] = meta["packs"]
         self.records: int = meta["records"]

@@ -118,8 +118,8 @@ class Vault:
         if table is not None:
             idx.use_table(table)
         for name in names:
-            if name in idx.objects:
-                continue  # in the local table
+            if name in idx.objects or name in idx.damaged:
+                continue  # in the local table, or already found not to decode while building it
             tables = self._decode_index_object(name, idx)
             if tables is None:
                 continue
@@ -163,6 +163,13 @@ class Vault:
                 build_table(directory, ((name, partial(self._decode_index_object, name, idx)) for name in names))
                 table = open_table(directory)
             return table
+
+    def load_index_adopting(self) -> Index:
+        """The index for a writer: packs an interrupted run left unindexed are adopted first, so their chunks
+        are reused rather than sent again."""
+        index = self.load_index()
+        self.adopt_unindexed_packs(index)
+        return index
 
     def index_from_headers(self, index: Index) -> None:
         """Index, in memory, every pack that no readable index object describes, from the pack's own header

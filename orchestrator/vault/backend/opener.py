@@ -77,13 +77,18 @@ def open_backend(location: str, access: RemoteAccess | None = None, must_exist: 
         return backend
     if "://" in location and not location.startswith("file://"):
         raise BadInput(f"vault {location!r}: only paths, file://, sftp:// and s3:// locations are supported")
-    local = open_local(location.removeprefix("file://"), must_exist)
-    rate = bandwidth(access.bandwidth_limit) if access is not None else None
-    if rate:  # a vault directory on a mount reached over a slow link
-        from orchestrator.vault.backend.throttle import ThrottledBackend
+    # a vault directory on a mount reached over a slow link
+    return _throttled(open_local(location.removeprefix("file://"), must_exist), access)
 
-        return ThrottledBackend(local, rate)
-    return local
+
+def _throttled(backend: Backend, access: RemoteAccess | None) -> Backend:
+    """``backend`` with its uploads kept under the access's bandwidth_limit, when one is set."""
+    rate = bandwidth(access.bandwidth_limit) if access is not None else None
+    if not rate:
+        return backend
+    from orchestrator.vault.backend.throttle import ThrottledBackend
+
+    return ThrottledBackend(backend, rate)
 
 
 def _open_s3(location: str, access: RemoteAccess, must_exist: bool, provider: bool) -> Backend:
@@ -101,9 +106,4 @@ def _open_s3(location: str, access: RemoteAccess, must_exist: bool, provider: bo
                    "'dobaas vault undelete'") if "deleted by a client" in str(e) else \
                 " (the provider creates it with 'dobaas vault init')"
             raise NotFound(f"no vault at {backend.location}{why}") from None
-    rate = bandwidth(access.bandwidth_limit)
-    if rate:
-        from orchestrator.vault.backend.throttle import ThrottledBackend
-
-        return ThrottledBackend(backend, rate)
-    return backend
+    return _throttled(backend, access)

@@ -278,7 +278,8 @@ class S3Backend:
 
     def create_bucket(self, object_lock_days: int | None, mode: str) -> None:
         """Create the bucket (with Object Lock and a default retention when asked) and record the lock.
-        Run with the provider's key; an existing bucket is used as it is, its lock checked."""
+        Run with the provider's key; an existing bucket is used as it is (asking for a lock on a bucket made
+        without Object Lock fails with the server's error)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -324,11 +325,6 @@ class S3Backend:
         # a key whose newest version is gone entirely (deleted version, no marker) cannot be brought back
         log.info("%s: removed %d delete marker(s)", self.location, removed)
         return {"markers_removed": removed, "objects_restored": len(keys)}
-
-    def deleted_by_client(self) -> int:
-        """How many objects a delete marker hides (outside lock objects)."""
-        return sum(1 for key, m, marker in self._versions(self.prefix)
-                   if marker and m.get("IsLatest") and not key[len(self.prefix):].startswith(LOCKS_PREFIX))
 
     def remove_temporaries(self) -> int:
         """Abort multipart uploads a killed backup left (older than a day: a live one is never cut)."""
