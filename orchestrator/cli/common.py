@@ -17,6 +17,7 @@ import click
 from orchestrator.errors import BadInput, UsageError
 from orchestrator.units import human_bytes, parse_size  # noqa: F401  (re-exported for the commands)
 from orchestrator.vault.repository import Vault
+from orchestrator.vault.snapshot import Snapshot
 
 vault_option = click.option(
     "--vault", "vault_path", envvar="DOBAAS_VAULT", metavar="PATH",
@@ -147,6 +148,21 @@ def open_vault(path: str | None, provider: bool = False) -> Vault:
 
 
 _ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def select_snapshots(snaps: list[Snapshot], names: tuple[str, ...] | list[str], since: str | None,
+                     latest: bool) -> list[Snapshot]:
+    """The snapshots (oldest first) named ``names`` or below them (client/source), taken since ``since``, only the
+    latest of each name with ``latest``: the selection of `copy` and `export`."""
+    if names:
+        snaps = [s for s in snaps if any(s.name == n or s.name.startswith(n.rstrip("/") + "/") for n in names)]
+    if since:
+        start = parse_when(since, "--since")
+        snaps = [s for s in snaps if s.datetime >= start]
+    if latest:
+        last = {s.name: s for s in snaps}  # oldest first: the last one of each name wins
+        snaps = list(last.values())
+    return snaps
 
 
 def in_local_time(obj: Any) -> Any:

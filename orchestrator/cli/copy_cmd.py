@@ -8,9 +8,9 @@ from orchestrator.cli.common import (
     emit_json,
     human_bytes,
     json_option,
-    parse_when,
     progress_bar,
     read_passphrase,
+    select_snapshots,
 )
 
 
@@ -37,14 +37,7 @@ def copy_cmd(src_path: str, dst_path: str, names: tuple[str, ...], since: str | 
     src = Vault.open(open_backend(src_path), read_passphrase())
     dst = Vault.open(open_backend(dst_path), read_passphrase(var="DOBAAS_TO_PASSPHRASE", prompt=False))
     snaps, broken = src.list_snapshots()
-    if names:
-        snaps = [s for s in snaps if any(s.name == n or s.name.startswith(n.rstrip("/") + "/") for n in names)]
-    if since:
-        start = parse_when(since, "--since")
-        snaps = [s for s in snaps if s.datetime >= start]
-    if latest:
-        last = {s.name: s for s in snaps}  # oldest first: the last one of each name wins
-        snaps = list(last.values())
+    snaps = select_snapshots(snaps, names, since, latest)
     if dry_run:
         todo, already, _done = plan_copy(src, dst, snaps)
         if as_json:

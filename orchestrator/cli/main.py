@@ -18,6 +18,7 @@ from orchestrator.cli import (
     daemon_cmd,
     demo_cmd,
     diff_cmd,
+    export_cmd,
     jobs_cmd,
     policy_cmd,
     prune_cmd,
@@ -74,7 +75,8 @@ class JsonLines(logging.Formatter):
 
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
-               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd):
+               catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd,
+               export_cmd):
     module.register(cli)
 
 

@@ -10,6 +10,8 @@
 4. *Put it back*: the core reads and checks the vault side; the plugin does the product side, with the
    command's options as typed: ``check_machine_restore`` / ``restore_machine`` (VMs), ``restore_database``
    (databases), ``open_sink`` (file destinations other than a local directory). Each verifies what it restored.
+5. *Give it back*: ``export_parts`` lists the files of an export in standard formats (the end-of-contract
+   reversibility), with how to read each; the default covers trees, images and stored streams.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, BinaryIO, ClassVar, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.plugin.export import ExportPart, Items, default_parts
 from orchestrator.plugin.hooks import Hooks
 from orchestrator.plugin.streams import Capture, TreeSink
 from orchestrator.secret import read_secret
@@ -85,6 +88,8 @@ class CaptureContext:
 class SourcePlugin(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[SourceConfig]] = SourceConfig
+    #: the disk format `dobaas export` writes by default: the hypervisor's own
+    native_image_format: ClassVar[str] = "raw"
 
     def discover(self, cfg: Any) -> list[str]:
         """Items this source would capture (paths, databases, VMs), for `dobaas policy check --discover`."""
@@ -137,3 +142,8 @@ class SourcePlugin(ABC):
         remote sources such as shares), with the snapshot's connection settings (``meta``) and the user's
         overrides (``options``: ``user``, ``password_env``)."""
         raise NotImplementedError(f"plugin {self.name} restores to a local directory only")
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        """The files of an export of one snapshot in standard formats, each with how to read it (see
+        orchestrator.plugin.export): the core's default for the items, plus what only the plugin can make."""
+        return default_parts(items, tree_format, image_format)

@@ -20,12 +20,14 @@ from pydantic import Field, field_validator
 from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.blocks import Extent
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound, UsageError
+from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles, host_to_url
 from orchestrator.plugin.streams import Capture, ImageStream
 from orchestrator.plugin.windows.channel import RemoteScriptError, WindowsAccess, WinRmChannel
 from orchestrator.plugin.windows.psjson import as_list
 from orchestrator.plugin.windows.scripts import Script
+from plugins.hyperv import export
 from plugins.hyperv.vhdx import VhdxReader
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,10 @@ def disk_key(d: dict) -> str:
 class HypervPlugin(SourcePlugin):
     name = "hyperv"
     Config = HypervConfig
+    native_image_format = "vhdx"
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        return export.export_parts(meta, items, tree_format, image_format)
 
     def _channel(self, cfg: HypervConfig) -> WinRmChannel:
         return WinRmChannel(cfg.access())

@@ -17,8 +17,9 @@ from pydantic import Field
 
 from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError, UsageError
+from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.streams import Capture, ImageStream
-from plugins.kvm import checkpoints, restore, workdir
+from plugins.kvm import checkpoints, export, restore, workdir
 from plugins.kvm.connection import connect, is_remote, libvirt_module, lookup, match_domains
 from plugins.kvm.domxml import Disk, disks
 from plugins.kvm.live import LiveJob
@@ -41,6 +42,10 @@ class KvmConfig(SourceConfig):
 class KvmPlugin(SourcePlugin):
     name = "kvm"
     Config = KvmConfig
+    native_image_format = "qcow2"
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        return export.export_parts(meta, items, tree_format, image_format)
 
     def machine_staging_dir(self, options: MachineRestoreOptions) -> str | None:
         """The restored disks stay where the new domain uses them: --target-dir or libvirt's default pool."""

@@ -21,9 +21,11 @@ from pydantic import Field
 
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound, UsageError
+from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, Stream
+from plugins.mssql import export
 from plugins.mssql.connection import Connection, Server, quote_name, quote_str
 
 SYSTEM = {"master", "model", "msdb", "tempdb"}
@@ -73,6 +75,9 @@ def _row(r: tuple) -> dict:
 class MssqlPlugin(SourcePlugin):
     name = "mssql"
     Config = MssqlConfig
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        return export.export_parts(meta, items, tree_format, image_format)
 
     def _databases(self, cfg: MssqlConfig, conn: Connection) -> list[tuple]:
         rows = conn.rows(DATABASES)

@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import Field
 
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
+from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, IterReader
-from plugins.mysql import binlogs, restore
+from plugins.mysql import binlogs, export, restore
 from plugins.mysql.connection import Endpoint, server_variable
 from plugins.mysql.dump import SnapshotDump
 from plugins.mysql.physical import PhysicalRun
@@ -48,6 +49,9 @@ class MysqlConfig(SourceConfig, PasswordFields):
 class MysqlPlugin(SourcePlugin):
     name = "mysql"
     Config = MysqlConfig
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        return export.export_parts(meta, items, tree_format, image_format)
 
     def restore_database(self, meta: dict, items: list[str], write_item, options: dict) -> dict:
         return restore.restore(meta, items, write_item, restore.options_from_command(options))

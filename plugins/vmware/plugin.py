@@ -17,8 +17,9 @@ from pydantic import Field, field_validator, model_validator
 
 from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
+from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.streams import Capture, ImageStream
-from plugins.vmware import restore, snapshots
+from plugins.vmware import export, restore, snapshots
 from plugins.vmware.changes import ChangeIdRejected, changed_areas
 from plugins.vmware.connection import Session, logout_all, pyvmomi, session
 from plugins.vmware.datastore import DatastoreDisk, DatastoreHttp, flat_extent
@@ -67,6 +68,10 @@ def unit_name(vm_name: str) -> str:
 class VmwarePlugin(SourcePlugin):
     name = "vmware"
     Config = VmwareConfig
+    native_image_format = "vmdk"
+
+    def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
+        return export.export_parts(meta, items, tree_format, image_format)
 
     def units(self, cfg: VmwareConfig) -> list[str]:
         with open_session(cfg) as s:

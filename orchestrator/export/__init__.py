@@ -1,0 +1,1 @@
+"""Snapshots handed back in standard formats (reversibility)."""
