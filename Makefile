@@ -16,7 +16,7 @@ SFTP_PKGS := openssh-server openssh-client e2fsprogs
 VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
 # export, mount and destroy: FUSE, qemu-img for the image formats, GNU tar + bsdtar + rsync to check exported
 # archives, xfsprogs/ntfs-3g for the filesystems mounted out of disk images
-EXPORT_PKGS := fuse3 qemu-utils libarchive-tools rsync tar xfsprogs ntfs-3g e2fsprogs
+EXPORT_PKGS := fuse3 fdisk qemu-utils libarchive-tools rsync tar xfsprogs ntfs-3g e2fsprogs
 TEST_PKGS := $(BASE_PKGS) $(EXPORT_PKGS) samba samba-vfs-modules acl postgresql poppler-utils $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic samba samba-vfs-modules qemu-utils $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
 

@@ -20,6 +20,7 @@ from orchestrator.cli import (
     diff_cmd,
     export_cmd,
     jobs_cmd,
+    mount_cmd,
     policy_cmd,
     prune_cmd,
     report_cmd,
@@ -76,7 +77,7 @@ class JsonLines(logging.Formatter):
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
                catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd,
-               export_cmd):
+               export_cmd, mount_cmd):
     module.register(cli)
 
 

@@ -251,11 +251,15 @@ def mssql_cmd(snapshot: str, vault_path: str, as_database: str, database: str | 
               "policy's).")
 @click.option("--overwrite", type=click.Choice(["never", "always", "if-newer"]), default="never", show_default=True,
               help="What to do with files that already exist.")
+@click.option("--item", help="Disk image snapshots: which disk (default: the only one).")
+@click.option("--partition", type=int,
+              help="Disk image snapshots: the partition to read PATHS from (default: the only one with a "
+                   "filesystem); PATHS are copied out of it read-only, the disk is not restored.")
 @catalog_option
 @json_option
 def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: str | None, in_place: bool,
-              user: str | None, password_env: str | None, overwrite: str, catalog_url: str | None,
-              as_json: bool) -> int:
+              user: str | None, password_env: str | None, overwrite: str, item: str | None, partition: int | None,
+              catalog_url: str | None, as_json: bool) -> int:
     """Restore files or directories (PATHS as shown by ls/find) from SNAPSHOT with their metadata.
     Exit 0: all restored; 9: some entries skipped or failed (listed); 3: every intact file was restored but some
     are damaged in the vault (each listed, none written); 1: nothing could be restored."""
@@ -263,8 +267,19 @@ def files_cmd(snapshot: str, paths: tuple[str, ...], vault_path: str, target: st
 
     vault = open_vault(vault_path)
     snap = vault.resolve(snapshot)
-    res = restore_files(vault, snap, list(paths), target, overwrite, in_place, open_catalog(catalog_url),
-                        options={"user": user, "password_env": password_env})
+    has_trees = any(i["type"] == "tree" for i in snap.items)
+    if item or partition is not None or (not has_trees and any(i["type"] == "image" for i in snap.items)):
+        from orchestrator.mount.extract import restore_from_image
+
+        if not target or in_place:
+            raise UsageError("files from a disk image go to a --target directory")
+        res = restore_from_image(vault, snap, item, partition, list(paths), target, overwrite)
+        open_catalog(catalog_url).record_restore(snap.id, list(paths), res.target, overwrite, res.status,
+                                                 res.files, res.bytes, {"errors": res.errors[:1000],
+                                                                        "item": item, "partition": partition})
+    else:
+        res = restore_files(vault, snap, list(paths), target, overwrite, in_place, open_catalog(catalog_url),
+                            options={"user": user, "password_env": password_env})
     if as_json:
         emit_json(res.to_json())
     else:

@@ -1,0 +1,1 @@
+"""Read-only views of snapshots: FUSE mounts, and the filesystems inside disk images."""
