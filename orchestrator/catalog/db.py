@@ -177,6 +177,32 @@ class Catalog:
                 conn.execute(snapshots.delete().where(snapshots.c.id.in_(gone[i : i + 500])))
         return len(gone)
 
+    def forget_client(self, client: str, snapshot_ids: Iterable[str] = ()) -> dict[str, int]:
+        """Remove every row about ``client`` (end of contract): its file versions, snapshots, sources, job
+        history, alert states and the audit rows of restores from its snapshots (``snapshot_ids`` adds the ones
+        the vaults held that this catalog never recorded). Returns the rows removed per table."""
+        counts: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            cid = conn.execute(select(clients.c.id).where(clients.c.name == client)).scalar()
+            src = [r[0] for r in conn.execute(select(sources.c.id).where(sources.c.client_id == cid))] \
+                if cid is not None else []
+            ids = {r[0] for r in conn.execute(select(snapshots.c.id).where(snapshots.c.source_id.in_(src)))}
+            ids |= set(snapshot_ids)
+            counts["entries"] = conn.execute(entries.delete().where(entries.c.source_id.in_(src))).rowcount
+            counts["snapshots"] = conn.execute(snapshots.delete().where(snapshots.c.source_id.in_(src))).rowcount
+            counts["sources"] = conn.execute(sources.delete().where(sources.c.id.in_(src))).rowcount
+            counts["clients"] = conn.execute(clients.delete().where(clients.c.name == client)).rowcount
+            counts["jobs"] = conn.execute(jobs.delete().where(jobs.c.client == client)).rowcount
+            counts["alerts"] = conn.execute(alert_state.delete().where(
+                alert_state.c.key.like(client.replace("%", "") + "/%"))).rowcount
+            removed = 0
+            id_list = sorted(ids)
+            for i in range(0, len(id_list), 500):
+                removed += conn.execute(restores.delete().where(
+                    restores.c.snapshot_id.in_(id_list[i : i + 500]))).rowcount
+            counts["restores"] = removed
+        return counts
+
     def clear(self) -> None:
         with self.engine.begin() as conn:
             for t in (entries, snapshots, sources, clients):

@@ -27,6 +27,7 @@ from orchestrator.cli import (
     restore_cmd,
     snapshots_cmd,
     stats_cmd,
+    tenant_cmd,
     vault_cmd,
     verify_cmd,
 )
@@ -77,7 +78,7 @@ class JsonLines(logging.Formatter):
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
                catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd,
-               export_cmd, mount_cmd):
+               export_cmd, mount_cmd, tenant_cmd):
     module.register(cli)
 
 

@@ -145,7 +145,10 @@ def account_for_references(vault: Vault, index: Index, sizes: dict[str, int] | N
     return refs
 
 
-def collect_garbage(vault: Vault, dry_run: bool = False, ignore: set[str] = frozenset()) -> GcReport:  # type: ignore[assignment]
+def collect_garbage(vault: Vault, dry_run: bool = False, ignore: set[str] = frozenset(),  # type: ignore[assignment]
+                    repack_threshold: float = REPACK_THRESHOLD) -> GcReport:
+    """Delete what no snapshot references; packs with more than ``repack_threshold`` of dead bytes are
+    rewritten without them (0: every pack holding any dead chunk, so none of it remains: tenant destruction)."""
     rep = GcReport()
     try:
         lock = vault.lock("exclusive", "garbage collection", wait=0)
@@ -153,13 +156,13 @@ def collect_garbage(vault: Vault, dry_run: bool = False, ignore: set[str] = froz
         rep.deferred_reason = str(e)
         return rep
     try:
-        _collect(vault, rep, dry_run, ignore)
+        _collect(vault, rep, dry_run, ignore, repack_threshold)
     finally:
         lock.release()
     return rep
 
 
-def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> None:
+def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str], repack_threshold: float) -> None:
     index = vault.load_index(refresh=True)
     # packs no readable index object describes are read from their own headers: one damaged index object must
     # not make a live pack look like an orphan
@@ -179,7 +182,7 @@ def _collect(vault: Vault, rep: GcReport, dry_run: bool, ignore: set[str]) -> No
             dead_packs.append(pack)
         else:
             dead_bytes = sum(e.length for e in entries if e.id not in refs)
-            if dead_bytes > REPACK_THRESHOLD * sizes.get(pack, 1) or pack in index.superseded:
+            if dead_bytes > repack_threshold * sizes.get(pack, 1) or pack in index.superseded:
                 repack.append(pack)  # (a superseded damaged copy: rewritten without it)
     # packs every chunk of which resolves to a copy elsewhere (duplicates, superseded damaged copies): redundant
     dead_packs += [p for p in index.packs if p not in packs and p in sizes and p not in keep_as_is]

@@ -46,4 +46,9 @@ class ObjectMissing(Exception):
 
 class ObjectLocked(PermissionError):
     """Object storage refuses to delete a version still under Object Lock retention (provider maintenance keeps
-    it and tries again later; the vault stays consistent either way)."""
+    it and tries again later; the vault stays consistent either way). ``until``: the retention's end (ISO 8601
+    UTC) when the storage said it."""
+
+    def __init__(self, message: str, until: str | None = None) -> None:
+        super().__init__(message)
+        self.until = until

@@ -248,17 +248,20 @@ class S3Backend:
                 self.client.delete_object(**args)
         except ClientError as e:
             if _status(e) == 403 and locked_vault:
-                raise ObjectLocked(f"{name} is under Object Lock retention{self._until(key)}") from None
+                until = self._until(key)
+                raise ObjectLocked(f"{name} is under Object Lock retention"
+                                   + (f" until {until:%Y-%m-%d %H:%M} UTC" if until else ""),
+                                   until.isoformat() if until else None) from None
             raise self._fail(e, f"deleting {name}") from None
         if not found:
             raise ObjectMissing(name)
 
-    def _until(self, key: str) -> str:
+    def _until(self, key: str) -> datetime | None:
+        """When the retention of ``key``'s current version ends, if the storage says."""
         try:
-            r = self.client.get_object_retention(Bucket=self.bucket, Key=key)["Retention"]
-            return f" until {r['RetainUntilDate']:%Y-%m-%d %H:%M} UTC"
+            return self.client.get_object_retention(Bucket=self.bucket, Key=key)["Retention"]["RetainUntilDate"]
         except Exception:
-            return ""
+            return None
 
     def close(self) -> None:
         self.client.close()

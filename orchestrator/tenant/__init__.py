@@ -1,0 +1,1 @@
+"""A client as a whole: end-of-contract destruction and its signed certificate."""
