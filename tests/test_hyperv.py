@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,6 +190,19 @@ def test_restore_as_a_new_vm_identical_block_by_block(hv, cli: Cli) -> None:
     again = env("restore", "vm", src["snapshot"][:12], "--vault", str(vault_dir), "--as", "erp-restored",
                 "--target-dir", "D:\\VMs\\Restore2", check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+    # reversibility: dynamic VHDX disks equal to the originals, and the VM's settings
+    out = tmp / "export"
+    env("export", src["snapshot"], "--vault", str(vault_dir), "--output", str(out))
+    vhdx = sorted(out.rglob("*.vhdx"))
+    assert len(vhdx) == len(vm.disks)
+    for i, (f, d) in enumerate(zip(vhdx, vm.disks, strict=True)):
+        back = tmp / f"x{i}.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", str(f), str(back)], check=True)
+        original = model.raw(d.local, str(tmp / f"y{i}.raw"))
+        assert back.read_bytes()[: len(original)] == original
+    settings = json.loads(next(out.rglob("vm.json")).read_text())
+    assert settings["vm"]["Name"] == "erp" and "New-VM" in (out / "README.txt").read_text()
 
 
 def test_wrong_password_certificate_mismatch_unknown_vm_and_untaught_scripts(hv, wsman: Double,

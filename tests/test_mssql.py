@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestrator.catalog.db import Catalog
 from orchestrator.policy.model import load_policy
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
-from tests.conftest import PASS, Cli
+from tests.conftest import DOBAAS, PASS, Cli
 from tests.mssql_model import Instance, start_instance
 from tests.samba import SambaServer, share_folder
 
@@ -103,6 +104,17 @@ def test_a_week_of_fulls_differentials_and_logs_restores_to_last_and_to_a_point_
     assert "erp_x" not in inst.databases and _files(share_dir) == []
     statements = " ".join(inst.statements)
     assert "WITH CHECKSUM, INIT, FORMAT" in statements and "DBCC CHECKDB (N'erp_pit')" in statements
+
+    # reversibility: the backup files as SQL Server wrote them, and the RESTORE statements in order
+    out = Path(str(vault_dir)).parent / "export"
+    p = subprocess.run([DOBAAS, "export", last.id, "--vault", str(vault_dir), "--output", str(out)],
+                       env={**os.environ, "DOBAAS_PASSPHRASE": PASS}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    names = sorted(f.name for f in out.rglob("*") if f.suffix in (".bak", ".trn"))
+    assert names == ["diff.bak", "full.bak", "log-0001.trn", "log-0002.trn"]
+    script = next(out.rglob("restore.sql")).read_text()
+    assert script.index("full.bak") < script.index("diff.bak") < script.index("log-0002.trn")
+    assert script.rstrip().endswith("WITH RECOVERY;")
 
 
 def test_a_backup_taken_by_another_tool_breaks_the_chain_and_the_next_run_is_a_full(sql) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,25 @@ def test_restore_creates_a_vm_whose_disks_equal_the_snapshot(env, vcsim_env: Sim
     p = cli("restore", "vm", snap_id, "--vault", str(vault.backend.location), "--as", "vm-restored",
             check=False)
     assert_one_line_error(p, 2, "already exists")
+
+    # reversibility: the export is an OVF package (stream-optimized VMDKs + descriptor) equal to the snapshot
+    out = _tmp / "export"
+    cli("export", snap_id, "--vault", str(vault.backend.location), "--output", str(out))
+    import xml.etree.ElementTree as ET
+
+    ovf = ET.parse(next(out.rglob("vm.ovf"))).getroot()
+    ns = {"o": "http://schemas.dmtf.org/ovf/envelope/1"}
+    hrefs = [f.get(f"{{{ns['o']}}}href") for f in ovf.findall("o:References/o:File", ns)]
+    assert sorted(hrefs) == ["scsi0:0.vmdk", "scsi0:1.vmdk"]
+    assert ovf.find("o:VirtualSystem/o:Name", ns).text == "vm-src"  # type: ignore[union-attr]
+    for disk, data in original.items():
+        (vmdk,) = out.rglob(f"{disk}.vmdk")
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(vmdk)], capture_output=True,
+                                         check=True).stdout)
+        assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+        raw = _tmp / f"{disk}.back"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(vmdk), str(raw)], check=True)
+        assert raw.read_bytes()[: len(data)] == data
 
 
 def test_wrong_password_untrusted_certificate_and_unknown_vm_are_clear_errors(env, vcsim_env: Sim, cli: Cli,
