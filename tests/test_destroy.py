@@ -191,3 +191,41 @@ def test_s3_every_version_purged_and_object_lock_scheduled(s3server, tmp_path: P
     ok = json.loads(provider("certificate", "verify", str(cert), "--public-key", f"{signing_key}.pub",
                              "--json").stdout)
     assert ok["valid"]
+
+
+def test_destruction_killed_half_way_resumes_from_its_marker(tmp_path: Path, cli: Cli, signing_key: Path) -> None:
+    """Killed in the middle of the data, then killed again after the config and keys went (the vault no longer
+    opens): each next run resumes and finishes; a marker naming another client is refused."""
+    from orchestrator.tenant.destroy import MARKER, destroy_vault
+    from orchestrator.vault.backend.local import LocalBackend
+
+    vault = tmp_path / "vault"
+    cli("vault", "init", str(vault), "--kdf-cost", "12", "--pack-size", "1MiB")
+    src = files(tmp_path / "src", "kill")
+    cli("run", str(write_policy(tmp_path, vault, [{"name": "docs", "plugin": "files", "paths": [str(src)]}])))
+
+    class Dies(LocalBackend):
+        """The process 'dies' at the n-th deletion, or when it comes to ``at``."""
+
+        def __init__(self, root: str, n: int = 10**9, at: str = "") -> None:
+            super().__init__(root)
+            self.n, self.at = n, at
+
+        def delete(self, name: str) -> None:
+            self.n -= 1
+            if self.n < 0 or name == self.at:
+                raise KeyboardInterrupt("killed")
+            super().delete(name)
+
+    with pytest.raises(KeyboardInterrupt):
+        destroy_vault(Dies(str(vault), n=2), PASS, "acme", dry_run=False)
+    assert (vault / "config").exists() and (vault / MARKER).exists()
+    with pytest.raises(KeyboardInterrupt):
+        destroy_vault(Dies(str(vault), at=MARKER), PASS, "acme", dry_run=False)
+    assert objects(vault) == [MARKER]  # config and keys gone: the vault no longer opens
+    p = cli("tenant", "destroy", "--client", "other", "--vault", str(vault), "--certificate",
+            str(tmp_path / "x.json"), "--signing-key", str(signing_key), "--yes", check=False)
+    assert_one_line_error(p, 1, "being destroyed for client 'acme'")
+    done = json.loads(cli("tenant", "destroy", "--client", "acme", "--vault", str(vault), "--certificate",
+                          str(tmp_path / "c.json"), "--signing-key", str(signing_key), "--yes", "--json").stdout)
+    assert done["complete"] and objects(vault) == [] and done["vaults"][0]["mode"] == "whole vault"

@@ -239,3 +239,31 @@ def test_mysql_snapshot_exports_dumps_that_load_into_a_fresh_server(mariadb, tmp
     got = mariadb.sql("CHECKSUM TABLE export_back.t").split()
     assert int(got[1]) == recorded["checksum"] and recorded["rows"] == 3
     assert mariadb.sql("SELECT v FROM export_back.t WHERE id = 3").strip() == "trois é"
+
+
+def test_full_export_disk_is_a_clear_error_and_the_same_command_resumes(tmp_path: Path, cli: Cli) -> None:
+    """The export disk fills up: a one-line error naming what failed, no half file under a final name; after
+    space is freed (here: the tmpfs grown), the same command finishes and SHA256SUMS checks."""
+    from tests.conftest import assert_one_line_error
+
+    vault = tmp_path / "vault"
+    cli("vault", "init", str(vault), "--kdf-cost", "12")
+    img = tmp_path / "d.img"
+    for i, name in enumerate(("a", "b")):
+        img.write_bytes(os.urandom(3 * 2**20) + bytes(2**20) + mixed_bytes(2**20, seed=i))
+        cli("backup", "image", str(img), "--vault", str(vault), "--name", f"acme/{name}")
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(out)], check=True)
+    try:
+        args = ["export", "--client", "acme", "--vault", str(vault), "--output", str(out), "--format", "raw"]
+        p = cli(*args, check=False)
+        assert_one_line_error(p, 8, "No space left on device", "run the same command again")
+        finals = [f for f in out.rglob("*.raw")]
+        assert all(f.stat().st_size == 5 * 2**20 for f in finals)  # a final name only for a complete file
+        subprocess.run(["mount", "-o", "remount,size=64m", str(out)], check=True)
+        rep = json.loads(cli(*args, "--json").stdout)
+        assert rep["parts_resumed"] >= 1 and rep["files"] == 4
+        assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=out).returncode == 0
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=True)

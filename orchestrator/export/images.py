@@ -5,6 +5,7 @@ finished."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def export_image(vault: Vault, item: Item, fmt: str, dest: str, progress: Callab
         p = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, *CONVERT_OPTIONS[fmt], raw, dest],
                            capture_output=True, text=True)
         if p.returncode:
+            if "No space left on device" in p.stderr:
+                raise OSError(errno.ENOSPC, "No space left on device (qemu-img convert)")
             raise DobaasError(f"{what}: qemu-img convert to {fmt} failed: {p.stderr.strip()}")
     except BaseException:
         if os.path.exists(dest):

@@ -8,6 +8,7 @@ skips what is done and redoes only the part it was in."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from orchestrator import __version__
-from orchestrator.errors import DobaasError, UsageError
+from orchestrator.errors import DobaasError, StorageFull, UsageError
 from orchestrator.export.images import export_image
 from orchestrator.export.readme import CORE_FORMATS, render
 from orchestrator.export.tar import write_tar
@@ -160,8 +161,9 @@ def export_snapshots(vault: Vault, snaps: list[Snapshot], output: str, tree_form
             try:
                 written = _write_part(vault, snap, part, items, dest, is_zero, progress, what, rep)
             except OSError as e:
-                raise DobaasError(f"export of {what} to {dest} failed: {e.strerror or e}; free the space or fix "
-                                  "the cause and run the same command again: it resumes") from None
+                cls = StorageFull if e.errno == errno.ENOSPC else DobaasError
+                raise cls(f"export of {what} to {dest} failed: {e.strerror or e}; free the space or fix the cause "
+                          "and run the same command again: it resumes") from None
             rep.bytes_this_run += written
             entries = [{"path": os.path.relpath(f, output), "size": os.path.getsize(f), "sha256": _sha256(f),
                         "snapshot": snap.id, "source": snap.name, "time": snap.time, "format": part.format,
