@@ -124,7 +124,7 @@ def assert_one_line_error(p: subprocess.CompletedProcess[str], code: int, *fragm
         assert f in err, (f, err)
 
 
-from tests.filetrees import setup  # noqa: E402,F401  (a tree, a vault, a catalog and a policy)
+from tests.filetrees import files_vault, setup  # noqa: E402,F401  (trees backed up into vaults)
 from tests.libvirt_env import domains, libvirt_daemons  # noqa: E402,F401  (real libvirtd + QEMU domains)
 from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real MariaDB on loopback)
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)

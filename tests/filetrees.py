@@ -3,10 +3,12 @@ reproduce, a policy file, and the ``setup`` fixture (a tree, a vault, a catalog 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +16,9 @@ from orchestrator.catalog.db import Catalog
 from orchestrator.policy.model import load_policy
 from orchestrator.vault.backend.local import LocalBackend
 from orchestrator.vault.repository import Vault
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli  # conftest imports this module
 
 
 def make_tree(root: Path) -> None:
@@ -88,3 +93,38 @@ def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
     vault = Vault.open(LocalBackend(str(vault_dir)), PASS)
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     return src, vault, catalog, policy, tmp_path
+
+
+def rich_tree(root: Path) -> None:
+    """make_tree's entries plus what an end-of-contract export must also keep: a default ACL, a character
+    device, a name that is not UTF-8, a large sparse file, binary xattr values and a second hard link group."""
+    make_tree(root)
+    (root / "skip.tmp").unlink()
+    subprocess.run(["setfacl", "-d", "-m", "u:1234:rwx,g:55:r-x", str(root / "docs" / "deep")], check=True)
+    os.mknod(root / "null-dev", 0o620 | 0o020000, os.makedev(1, 3))
+    latin = os.fsencode(str(root / "docs")) + b"/caf\xe9-latin1.txt"
+    with open(latin, "wb") as f:
+        f.write(b"nom en Latin-1\n")
+    with open(root / "big-sparse.img", "wb") as f:
+        f.truncate(64 * 2**20)
+        for off in (0, 20 * 2**20, 63 * 2**20):
+            f.seek(off)
+            f.write(os.urandom(300_000)[: 2**20 - 1])
+    os.setxattr(root / "data.bin", "user.blob", bytes(range(256)))
+    os.link(root / "data.bin", root / "docs" / "data-again.bin")
+    os.utime(root / "docs", ns=(1_500_000_000_987_654_321,) * 2)
+
+
+@pytest.fixture
+def files_vault(tmp_path: Path, cli: Cli):  # type: ignore[no-untyped-def]
+    """rich_tree backed up once by `dobaas run` into a new vault: (tree, vault, snapshot, policy file)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rich_tree(src)
+    vault = tmp_path / "vault"
+    cli("vault", "init", str(vault), "--kdf-cost", "12")
+    policy = write_policy(tmp_path, vault, [{"name": "documents", "plugin": "files", "paths": [str(src)]}])
+    run = json.loads(cli("run", str(policy), "--json").stdout)
+    assert run["exit_code"] == 0 and run["sources"][0]["status"] == "ok", run
+    snap = json.loads(cli("snapshots", "--vault", str(vault), "--json").stdout)[0]
+    return src, vault, snap, policy

@@ -14,29 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASS, Cli, mixed_bytes
-from tests.filetrees import make_tree, write_policy
+from tests.filetrees import write_policy
 
 pytestmark = pytest.mark.export
-
-
-def rich_tree(root: Path) -> None:
-    """make_tree's entries plus what an end-of-contract export must also keep: a default ACL, a character
-    device, a name that is not UTF-8, a large sparse file, binary xattr values and a second hard link group."""
-    make_tree(root)
-    (root / "skip.tmp").unlink()
-    subprocess.run(["setfacl", "-d", "-m", "u:1234:rwx,g:55:r-x", str(root / "docs" / "deep")], check=True)
-    os.mknod(root / "null-dev", 0o620 | 0o020000, os.makedev(1, 3))
-    latin = os.fsencode(str(root / "docs")) + b"/caf\xe9-latin1.txt"
-    with open(latin, "wb") as f:
-        f.write(b"nom en Latin-1\n")
-    with open(root / "big-sparse.img", "wb") as f:
-        f.truncate(64 * 2**20)
-        for off in (0, 20 * 2**20, 63 * 2**20):
-            f.seek(off)
-            f.write(os.urandom(300_000)[: 2**20 - 1])
-    os.setxattr(root / "data.bin", "user.blob", bytes(range(256)))
-    os.link(root / "data.bin", root / "docs" / "data-again.bin")
-    os.utime(root / "docs", ns=(1_500_000_000_987_654_321,) * 2)
 
 
 def rsync_diff(a: Path, b: Path) -> str:
@@ -45,20 +25,6 @@ def rsync_diff(a: Path, b: Path) -> str:
     p = subprocess.run(["rsync", "-aHAX", "--checksum", "--dry-run", "--itemize-changes", "--numeric-ids",
                         f"{a}/", f"{b}/"], capture_output=True, check=True)
     return p.stdout.decode("utf-8", "backslashreplace")
-
-
-@pytest.fixture
-def files_vault(tmp_path: Path, cli: Cli):  # type: ignore[no-untyped-def]
-    src = tmp_path / "src"
-    src.mkdir()
-    rich_tree(src)
-    vault = tmp_path / "vault"
-    cli("vault", "init", str(vault), "--kdf-cost", "12")
-    policy = write_policy(tmp_path, vault, [{"name": "documents", "plugin": "files", "paths": [str(src)]}])
-    run = json.loads(cli("run", str(policy), "--json").stdout)
-    assert run["exit_code"] == 0 and run["sources"][0]["status"] == "ok", run
-    snap = json.loads(cli("snapshots", "--vault", str(vault), "--json").stdout)[0]
-    return src, vault, snap, policy
 
 
 def test_tree_exports_as_pax_tar_that_gnu_tar_and_bsdtar_restore_exactly(files_vault, tmp_path: Path,

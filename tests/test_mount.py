@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.filetrees import write_policy
-from tests.test_export import rich_tree
 
 pytestmark = pytest.mark.export
 MiB = 2**20
@@ -60,14 +58,8 @@ def same_tree(src: Path, seen: Path) -> None:
                 assert os.readlink(a) == os.readlink(b)
 
 
-def test_mount_shows_snapshots_by_source_and_date_read_only(tmp_path: Path, cli: Cli) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    rich_tree(src)
-    vault = tmp_path / "vault"
-    cli("vault", "init", str(vault), "--kdf-cost", "12")
-    policy = write_policy(tmp_path, vault, [{"name": "documents", "plugin": "files", "paths": [str(src)]}])
-    cli("run", str(policy))
+def test_mount_shows_snapshots_by_source_and_date_read_only(files_vault, tmp_path: Path, cli: Cli) -> None:
+    src, vault, _snap, policy = files_vault
     before = (src / "docs" / "report.txt").read_bytes()
     (src / "docs" / "report.txt").write_text("changed after the first backup\n")
     time.sleep(1.1)  # two snapshots in two different seconds
