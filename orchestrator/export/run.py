@@ -94,6 +94,25 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+class _Hashing:
+    """A file written once, hashed as it is written (the manifest's SHA-256 without reading it back)."""
+
+    def __init__(self, path: str) -> None:
+        self.f = open(path, "wb")  # noqa: SIM115  (closed by close())
+        self.h = hashlib.sha256()
+        self.digests: dict[str, str] = {}
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def close(self) -> str:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        return self.h.hexdigest()
+
+
 def _fsync_rename(tmp: str, dest: str) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -159,13 +178,14 @@ def export_snapshots(vault: Vault, snaps: list[Snapshot], output: str, tree_form
             what = f"snapshot {snap.id[:12]} ({snap.name}) {part.item or part.path}"
             log.info("export %s -> %s", what, key)
             try:
-                written = _write_part(vault, snap, part, items, dest, is_zero, progress, what, rep)
+                written, digest = _write_part(vault, snap, part, items, dest, is_zero, progress, what, rep)
             except OSError as e:
                 cls = StorageFull if e.errno == errno.ENOSPC else DobaasError
                 raise cls(f"export of {what} to {dest} failed: {e.strerror or e}; free the space or fix the cause "
                           "and run the same command again: it resumes") from None
             rep.bytes_this_run += written
-            entries = [{"path": os.path.relpath(f, output), "size": os.path.getsize(f), "sha256": _sha256(f),
+            entries = [{"path": os.path.relpath(f, output), "size": os.path.getsize(f),
+                        "sha256": digest if digest and f == dest else _sha256(f),
                         "snapshot": snap.id, "source": snap.name, "time": snap.time, "format": part.format,
                         "kind": part.kind, **({"item": part.item} if part.item else {})}
                        for f in _files_of(dest)]
@@ -191,25 +211,28 @@ def _files_of(dest: str) -> list[str]:
 
 def _write_part(vault: Vault, snap: Snapshot, part: ExportPart, items: dict, dest: str,
                 is_zero: Callable[[str, int], bool], progress: Callable[[int], None] | None, what: str,
-                rep: ExportReport) -> int:
-    """Write one part under its final name (complete or not at all); returns the bytes taken from the vault."""
+                rep: ExportReport) -> tuple[int, str | None]:
+    """Write one part under its final name (complete or not at all); returns the bytes taken from the vault and
+    the file's SHA-256 when it was hashed while written."""
     tmp = dest + ".partial"
     if part.kind == "document":
-        with open(tmp, "wb") as f:
-            f.write(part.content or b"")
-        _fsync_rename(tmp, dest)
-        return 0
+        out = _Hashing(tmp)
+        out.write(part.content or b"")
+        digest = out.close()
+        os.replace(tmp, dest)
+        return 0, digest
     item = items[part.item or ""]
     if part.kind == "image":
         export_image(vault, item, part.format, dest, progress, what)
-        return int(item["size"])
+        return int(item["size"]), None
     if part.kind == "stream":
-        with open(tmp, "wb") as f:
-            restore_stream(vault, item, f, what)
-        _fsync_rename(tmp, dest)
+        out = _Hashing(tmp)
+        restore_stream(vault, item, out, what)
+        digest = out.close()
+        os.replace(tmp, dest)
         if progress:
             progress(int(item["size"]))
-        return int(item["size"])
+        return int(item["size"]), digest
     read_meta = lambda cid: vault.read_chunk(cid, f"{what} listing")  # noqa: E731
     if part.format == "dir":
         for leftover in (dest, tmp):
@@ -223,14 +246,17 @@ def _write_part(vault: Vault, snap: Snapshot, part: ExportPart, items: dict, des
         os.replace(tmp, dest)
         rep.damaged += [f"{what}: {d}" for d in tr.damaged]
         rep.skipped += [f"{what}: {e}" for e in tr.errors if not any(e.startswith(d) for d in tr.damaged)]
-        return tr.bytes
-    with open(tmp, "wb") as f:
-        st = write_tar(vault.read_chunk, item, read_meta, f, is_zero, progress,
+        return tr.bytes, None
+    out = _Hashing(tmp)
+    try:
+        st = write_tar(vault.read_chunk, item, read_meta, out, is_zero, progress,
                        os.path.basename(dest)[: -len(".tar")] or "root")
-    _fsync_rename(tmp, dest)
+    finally:
+        digest = out.close()
+    os.replace(tmp, dest)
     rep.damaged += [f"{what}: {d}" for d in st.damaged]
     rep.skipped += [f"{what}: {s}" for s in st.skipped]
-    return st.bytes
+    return st.bytes, digest
 
 
 def _readable(entry: dict) -> dict:

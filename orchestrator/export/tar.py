@@ -10,15 +10,13 @@ zeros) and the file is reported as damaged."""
 from __future__ import annotations
 
 import base64
-import functools
 import os
 import struct
-import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from orchestrator.errors import DobaasError
+from orchestrator.restore.stream import Writable
 from orchestrator.restore.tree import safe_rel
 from orchestrator.vault.records import Item
 from orchestrator.vault.tree import TreeEntry, iter_tree, printable
@@ -26,8 +24,6 @@ from orchestrator.vault.tree import TreeEntry, iter_tree, printable
 ReadChunk = Callable[[bytes, str], bytes]
 SPARSE_MIN_HOLES = 64 * 1024  # files with fewer zero bytes in whole chunks are written dense
 
-_TYPES = {"d": tarfile.DIRTYPE, "l": tarfile.SYMTYPE, "h": tarfile.LNKTYPE, "c": tarfile.CHRTYPE,
-          "b": tarfile.BLKTYPE, "p": tarfile.FIFOTYPE, "f": tarfile.REGTYPE}
 _ACL_ENTRY = struct.Struct("<HHI")
 _ACL_TAGS = {1: "user", 2: "user", 4: "group", 8: "group", 0x10: "mask", 0x20: "other"}
 _NAMED = (2, 8)
@@ -58,139 +54,196 @@ def acl_text(blob: bytes) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _pax_time(ns: int) -> str:
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+BLOCK = 512
+_TYPEFLAG = {"d": b"5", "l": b"2", "h": b"1", "c": b"3", "b": b"4", "p": b"6", "f": b"0"}
+_OCTAL_MAX = {8: 0o7777777, 12: 0o77777777777}
 
 
-class _Content:
-    """``read(n)`` over a file's chunks (holes left out for sparse files); a damaged chunk turns into zeros and
-    is recorded, so the archive stays readable."""
+def _pax_time(ns: int) -> bytes:
+    return b"%d.%09d" % (ns // 1_000_000_000, ns % 1_000_000_000)
 
-    def __init__(self, chunks: Iterator[tuple[int, Callable[[], bytes]]], prefix: bytes = b"") -> None:
-        self._chunks = chunks
-        self._buf = prefix
-        self.damage: str | None = None
 
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                break
-            length, load = nxt
-            if self.damage:
-                self._buf += bytes(length)
+def _raw(text: str) -> bytes:
+    """A name as its original bytes (not-UTF-8 names are kept as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _records(pax: list[tuple[bytes, bytes]]) -> bytes:
+    """pax extended header records: "LEN KEY=VALUE\n", LEN counting itself."""
+    out = []
+    for key, value in pax:
+        body = b" " + key + b"=" + value + b"\n"
+        n = len(body) + 1
+        while len(str(n)) + len(body) != n:
+            n = len(str(n)) + len(body)
+        out.append(str(n).encode() + body)
+    return b"".join(out)
+
+
+def _header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, flag: bytes, link: bytes = b"",
+            uname: bytes = b"", gname: bytes = b"", dev: tuple[int, int] = (0, 0)) -> bytes:
+    """One ustar header block (fields that do not fit are carried by the pax header before it)."""
+
+    def num(v: int, width: int) -> bytes:
+        v = v if 0 <= v <= _OCTAL_MAX.get(width, 0o7777777) else 0
+        return b"%0*o\0" % (width - 1, v)
+
+    h = bytearray(BLOCK)
+    h[0:100] = name[:100].ljust(100, b"\0")
+    h[100:108] = num(mode, 8)
+    h[108:116] = num(uid, 8)
+    h[116:124] = num(gid, 8)
+    h[124:136] = num(size, 12)
+    h[136:148] = num(mtime, 12)
+    h[148:156] = b" " * 8
+    h[156:157] = flag
+    h[157:257] = link[:100].ljust(100, b"\0")
+    h[257:265] = b"ustar\x0000"
+    h[265:297] = uname[:32].ljust(32, b"\0")
+    h[297:329] = gname[:32].ljust(32, b"\0")
+    h[329:337] = num(dev[0], 8)
+    h[337:345] = num(dev[1], 8)
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _pad(n: int) -> bytes:
+    return bytes(-n % BLOCK)
+
+
+class _Member:
+    """The headers of one archive member: a pax extended header (times to the nanosecond, long or non-ASCII
+    names, xattrs, ACLs, sparse maps, big numbers), then the ustar header."""
+
+    def __init__(self, e: TreeEntry, name: str) -> None:
+        self.e, self.name = e, _raw(name)
+        self.pax: list[tuple[bytes, bytes]] = [(b"mtime", _pax_time(e.get("mt", 0)))]
+        self.link = _raw(e["l"]) if e["t"] in "lh" else b""
+        for xname, b64 in sorted(e.get("x", {}).items()):
+            value = base64.b64decode(b64)
+            if xname in ("system.posix_acl_access", "system.posix_acl_default"):
+                text = acl_text(value)
+                if text:
+                    self.pax.append((b"SCHILY.acl." + xname.rsplit("_", 1)[1].encode(), text.encode()))
                 continue
-            try:
-                data = load()
-            except DobaasError as e:
-                self.damage = str(e)
-                data = bytes(length)
-            self._buf += data
-        if n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+            self.pax.append((b"SCHILY.xattr." + _raw(xname), value))
+
+    def encode(self, size: int, stored_name: bytes | None = None) -> bytes:
+        e, pax = self.e, list(self.pax)
+        name = stored_name or self.name
+        for key, value, limit in ((b"path", name, 100), (b"linkpath", self.link, 100),
+                                  (b"uname", _raw(e.get("U") or ""), 32), (b"gname", _raw(e.get("G") or ""), 32)):
+            if len(value) > limit or not value.isascii():
+                pax.append((key, value))
+        uid, gid = e.get("u", 0), e.get("g", 0)
+        for key, v, width in ((b"uid", uid, 8), (b"gid", gid, 8), (b"size", size, 12)):
+            if v > _OCTAL_MAX[width]:
+                pax.append((key, str(v).encode()))
+        if any(not _utf8(v) for _, v in pax):
+            pax.insert(0, (b"hdrcharset", b"BINARY"))
+        records = _records(pax)
+        rd = e.get("rd", 0)
+        ext = _header(b"PaxHeaders/" + name.rsplit(b"/", 1)[-1][:80], 0o644, 0, 0, len(records),
+                      e.get("mt", 0) // 1_000_000_000, b"x")
+        main = _header(name, e.get("m", 0o755 if e["t"] == "d" else 0o644) & 0o7777, uid, gid, size,
+                       e.get("mt", 0) // 1_000_000_000, _TYPEFLAG[e["t"]], self.link, _raw(e.get("U") or ""),
+                       _raw(e.get("G") or ""), (os.major(rd), os.minor(rd)) if e["t"] in "cb" else (0, 0))
+        return ext + records + _pad(len(records)) + main
 
 
-def _info(e: TreeEntry, name: str) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type = _TYPES[e["t"]]
-    ti.mode = e.get("m", 0o755 if e["t"] == "d" else 0o644) & 0o7777
-    ti.uid, ti.gid = e.get("u", 0), e.get("g", 0)
-    ti.uname, ti.gname = e.get("U") or "", e.get("G") or ""
-    mt = e.get("mt", 0)
-    ti.mtime = mt // 1_000_000_000
-    pax: dict[str, str] = {"mtime": _pax_time(mt)}
-    if e["t"] in "lh":
-        ti.linkname = e["l"]
-    if e["t"] in "cb":
-        ti.devmajor, ti.devminor = os.major(e.get("rd", 0)), os.minor(e.get("rd", 0))
-    for xname, b64 in sorted(e.get("x", {}).items()):
-        value = base64.b64decode(b64)
-        if xname in ("system.posix_acl_access", "system.posix_acl_default"):
-            text = acl_text(value)
-            if text:
-                pax["SCHILY.acl." + xname.rsplit("_", 1)[1]] = text
-            continue
-        pax["SCHILY.xattr." + xname] = value.decode("utf-8", "surrogateescape")
-    ti.pax_headers = pax
-    return ti
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
-def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], bytes], out: BinaryIO,
+def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], bytes], out: Writable,
               is_zero: Callable[[str, int], bool], progress: Callable[[int], None] | None = None,
               top: str = "root") -> TarStats:
     """Write ``item`` (a tree) to ``out`` as a pax archive whose members are under one folder ``top`` (the
     item's root itself: extracting makes that folder, with its own owner, mode and times)."""
     st = TarStats()
     first_path: dict[str, str] = {}  # hard links: the original path of a multiply-linked file -> its member name
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tar:
-        for e in iter_tree(item, read_meta):
-            p, kind = e["p"], e["t"]
-            if not safe_rel(p):
-                st.skipped.append(f"{printable(p)}: unsafe path in the snapshot")
-                continue
-            if kind == "s":
-                st.skipped.append(f"{printable(p)}: a socket (tar cannot hold one; programs recreate them)")
-                continue
-            if "e" in e and kind == "f":
-                st.skipped.append(f"{printable(p)}: was not backed up ({e['e']})")
-                continue
-            name = f"{top}/{p}" if p else top
-            if kind == "h":
-                if e["l"] not in first_path:  # the first path of this file was not backed up: keep the content
-                    st.skipped.append(f"{printable(p)}: its first link is missing, stored as a hard link anyway")
-                e = {**e, "l": first_path.get(e["l"], f"{top}/{e['l']}")}
-            ti = _info(e, name)
-            st.entries += 1
-            if kind != "f":
-                tar.addfile(ti)
-                continue
-            if e.get("n", 1) > 1:
-                first_path[p] = name
-            refs: list = e.get("c", [])
-            size = sum(length for _, length in refs)
-            holes = [is_zero(h, n) for h, n in refs]
-            hole_bytes = sum(n for (h, n), z in zip(refs, holes, strict=True) if z)
-
-            def chunks(keep: list[bool], refs: list = refs, p: str = p) -> Iterator[tuple[int, Callable[[], bytes]]]:
-                off = 0
-                for (hexid, length), k in zip(refs, keep, strict=True):
-                    if k:
-                        yield length, functools.partial(read_chunk, bytes.fromhex(hexid),
-                                                        f"{printable(p)} at offset {off}")
-                    off += length
-                    if progress:
-                        progress(length)
-
-            if hole_bytes >= SPARSE_MIN_HOLES:
-                segs: list[list[int]] = []
-                off = 0
-                for (_, length), z in zip(refs, holes, strict=True):
-                    if not z:
-                        if segs and segs[-1][0] + segs[-1][1] == off:
-                            segs[-1][1] += length
-                        else:
-                            segs.append([off, length])
-                    off += length
-                if not segs or segs[-1][0] + segs[-1][1] != size:
-                    segs.append([size, 0])  # the map ends at the file's size (a trailing hole)
-                text = "".join(f"{n}\n" for n in [len(segs), *[v for s in segs for v in s]]).encode()
-                mapblock = text + bytes(-len(text) % tarfile.BLOCKSIZE)
-                d, b = os.path.split(name)
-                ti.pax_headers = {**ti.pax_headers, "GNU.sparse.major": "1", "GNU.sparse.minor": "0",
-                                  "GNU.sparse.name": name, "GNU.sparse.realsize": str(size)}
-                ti.name = os.path.join(d, "GNUSparseFile.0", b)
-                ti.size = len(mapblock) + size - hole_bytes
-                body = _Content(chunks([not z for z in holes]), mapblock)
-                st.sparse_files += 1
-            else:
-                ti.size = size
-                body = _Content(chunks([True] * len(refs)))
-            tar.addfile(ti, body)  # read(n) is all tarfile uses
-            st.files += 1
-            st.bytes += size
-            if body.damage:
-                st.damaged.append(f"{printable(p)}: {body.damage}")
+    for e in iter_tree(item, read_meta):
+        p, kind = e["p"], e["t"]
+        if not safe_rel(p):
+            st.skipped.append(f"{printable(p)}: unsafe path in the snapshot")
+            continue
+        if kind == "s":
+            st.skipped.append(f"{printable(p)}: a socket (tar cannot hold one; programs recreate them)")
+            continue
+        if "e" in e and kind == "f":
+            st.skipped.append(f"{printable(p)}: was not backed up ({e['e']})")
+            continue
+        name = f"{top}/{p}" if p else top
+        if kind == "h":
+            if e["l"] not in first_path:  # the first path of this file was not backed up
+                st.skipped.append(f"{printable(p)}: its first link is missing, stored as a hard link anyway")
+            e = {**e, "l": first_path.get(e["l"], f"{top}/{e['l']}")}
+        member = _Member(e, name + "/" if kind == "d" else name)
+        st.entries += 1
+        if kind != "f":
+            out.write(member.encode(0))
+            continue
+        if e.get("n", 1) > 1:
+            first_path[p] = name
+        refs: list = e.get("c", [])
+        size = sum(length for _, length in refs)
+        keep = [not is_zero(h, n) for h, n in refs]
+        holes = sum(n for (_h, n), k in zip(refs, keep, strict=True) if not k)
+        if holes >= SPARSE_MIN_HOLES:
+            segs: list[list[int]] = []
+            off = 0
+            for (_h, length), k in zip(refs, keep, strict=True):
+                if k:
+                    if segs and segs[-1][0] + segs[-1][1] == off:
+                        segs[-1][1] += length
+                    else:
+                        segs.append([off, length])
+                off += length
+            if not segs or segs[-1][0] + segs[-1][1] != size:
+                segs.append([size, 0])  # the map ends at the file's size (a trailing hole)
+            text = b"".join(b"%d\n" % n for n in [len(segs), *[v for seg in segs for v in seg]])
+            mapblock = text + _pad(len(text))
+            d, b = os.path.split(name)
+            member.pax += [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"),
+                           (b"GNU.sparse.name", _raw(name)), (b"GNU.sparse.realsize", b"%d" % size)]
+            stored = len(mapblock) + size - holes
+            out.write(member.encode(stored, _raw(os.path.join(d, "GNUSparseFile.0", b))))
+            out.write(mapblock)
+            st.sparse_files += 1
+        else:
+            stored = size
+            out.write(member.encode(size))
+            keep = [True] * len(refs)
+        damage = _write_content(read_chunk, out, refs, keep, printable(p), progress)
+        out.write(_pad(stored))
+        st.files += 1
+        st.bytes += size
+        if damage:
+            st.damaged.append(f"{printable(p)}: {damage}")
+    out.write(bytes(2 * BLOCK))  # end of archive
     return st
+
+
+def _write_content(read_chunk: ReadChunk, out: Writable, refs: list, keep: list[bool], shown: str,
+                   progress: Callable[[int], None] | None) -> str | None:
+    """The kept chunks of a file, in order; a damaged chunk (and the rest of the file) is written as zeros so the
+    archive stays well formed. Returns the damage, if any."""
+    damage = None
+    off = 0
+    for (hexid, length), k in zip(refs, keep, strict=True):
+        if k:
+            data = None
+            if damage is None:
+                try:
+                    data = read_chunk(bytes.fromhex(hexid), f"{shown} at offset {off}")
+                except DobaasError as err:
+                    damage = str(err)
+            out.write(data if data is not None else bytes(length))
+        off += length
+        if progress:
+            progress(length)
+    return damage

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import Any, Protocol
 
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Item, item_refs
 
 
-def restore_stream(vault: Vault, item: Item, out: BinaryIO, what: str = "") -> int:
+class Writable(Protocol):
+    """Where restored bytes go: a file, or anything with ``write`` (an export hashing what it writes)."""
+
+    def write(self, data: Any, /) -> Any: ...
+
+
+def restore_stream(vault: Vault, item: Item, out: Writable, what: str = "") -> int:
     """Write a stream item to ``out`` in order; every chunk is authenticated and re-hashed. Returns bytes written."""
     what = what or f"item {item['name']}"
     written = 0
