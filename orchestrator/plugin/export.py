@@ -39,7 +39,9 @@ class ExportPart:
 
 
 def item_file_name(name: str) -> str:
-    """A stored item's name as a relative file path: '/srv/docs' -> 'srv/docs', '' -> 'root'."""
+    """A stored item's name as a relative file path: '/srv/docs' -> 'srv/docs', 'smb://fs1/compta' ->
+    'fs1/compta', '' -> 'root'."""
+    name = name.split("://", 1)[-1]
     parts = [p for p in name.replace("\\", "/").split("/") if p and p not in (".", "..")]
     return "/".join(parts) or "root"
 
