@@ -30,11 +30,11 @@ install-plugins: $(BIN)/.installed-plugins
 
 $(BIN)/.installed-plugins: $(BIN)/.installed
 	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql,s3,s3test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql,oracle,s3,s3test]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql, boto3" && test -x $(BIN)/weed && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql, boto3, oracledb" && test -x $(BIN)/weed && touch $@
 
 # Ansible (with the ansible.posix/windows collections) and ansible-lint, for ansible/ and its tests
 install-deploy: $(BIN)/.installed-deploy

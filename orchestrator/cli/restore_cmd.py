@@ -239,6 +239,45 @@ def mssql_cmd(snapshot: str, vault_path: str, as_database: str, database: str | 
                    f"{len(res['backups_applied'])} backup(s) applied in {res['seconds']:.1f} s; {res['verified']}")
 
 
+@restore_group.command("oracle")
+@click.argument("snapshot")
+@vault_option
+@click.option("--target-host", required=True, metavar="HOST[:PORT]", help="Where the new instance is made (SSH).")
+@click.option("--oracle-sid", required=True, help="The new instance's SID (must not exist there).")
+@click.option("--to-scn", help="Recover until this SCN (default: the end of the snapshot).")
+@click.option("--to-time", help="Recover until this time (not supported yet: the error gives the SCN range).")
+@click.option("--oracle-home", help="ORACLE_HOME on the target (default: the source's).")
+@click.option("--staging-dir", help="Directory on the target for the pieces (default: the policy's).")
+@click.option("--user", help="SSH user on the target (default: the policy's).")
+@click.option("--identity-file", help="SSH private key (default: the policy's).")
+@click.option("--known-hosts", help="known_hosts with the target's key (default: the policy's).")
+@click.option("--in-place", is_flag=True, help="Allow the source host itself as the target (on purpose).")
+@catalog_option
+@json_option
+def oracle_cmd(snapshot: str, vault_path: str, target_host: str, oracle_sid: str, to_scn: str | None,
+               to_time: str | None, oracle_home: str | None, staging_dir: str | None, user: str | None,
+               identity_file: str | None, known_hosts: str | None, in_place: bool, catalog_url: str | None,
+               as_json: bool) -> None:
+    """Restore an Oracle snapshot as a new instance on --target-host with RMAN, to the end of the snapshot or to
+    an SCN inside it; RESTORE DATABASE VALIDATE checks the result."""
+    from orchestrator.restore.database import restore_database
+
+    options = {"target_host": target_host, "oracle_sid": oracle_sid, "to_scn": to_scn, "to_time": to_time,
+               "oracle_home": oracle_home, "staging_dir": staging_dir, "user": user, "identity_file": identity_file,
+               "known_hosts": known_hosts, "in_place": in_place}
+    vault = open_vault(vault_path)
+    snap = vault.resolve(snapshot)
+    with audited(catalog_url, snap, "oracle", f"{target_host}/{oracle_sid}") as detail:
+        res = restore_database(vault, snap, "oracle", options)
+        detail.update(database=res["database"], restored_as=res["restored_as"], until=res["until"])
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(f"restored {res['database']} from {snap.id[:12]} ({snap.name}, {snap.time[:19]}) as instance "
+                   f"{res['restored_as']} on {res['server']}, until {res['until']} in {res['seconds']:.1f} s; "
+                   f"{res['verified']}")
+
+
 @restore_group.command("files")
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1, required=True)
