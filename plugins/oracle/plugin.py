@@ -76,8 +76,10 @@ class OraclePlugin(SourcePlugin):
                                 "dobaas): the chain since the last level 0 has a gap, so this backup is a level 0 "
                                 "starting a new chain; times inside the gap cannot be restored")
                 chain, level = [], 0
-            run_dir = f"{cfg.staging_dir}/dobaas-{ctx.lineage or 'run'}-{int(time.time())}"
-            host.check(f"mkdir -p '{run_dir}'", "creating the staging directory")
+            prefix = f"{cfg.staging_dir}/dobaas-{ctx.lineage or 'run'}-"
+            run_dir = f"{prefix}{int(time.time())}"
+            # a run killed earlier (kill -9, power cut) left its folder: nothing in it was published
+            host.check(f"rm -rf '{prefix}'* && mkdir -p '{run_dir}'", "preparing the staging directory")
             start_scn = int(discovery.query(conn, discovery.CURRENT_SCN)[0][0])
             res = rman.run(host, cfg.oracle_home, cfg.oracle_sid, rman.backup(level, run_dir),
                            f"BACKUP INCREMENTAL LEVEL {level}")
@@ -124,8 +126,11 @@ class OraclePlugin(SourcePlugin):
         use); archived logs go only when the snapshot holding them is published and the policy says so."""
         host.run(f"rm -rf '{run_dir}'")
         if published and cfg.delete_archivelogs and last_seq:
-            rman.run(host, cfg.oracle_home, cfg.oracle_sid, rman.delete_archivelogs(last_seq + 1),
-                     "DELETE ARCHIVELOG")
+            try:  # the snapshot is published: a failure here leaves logs behind, it does not undo the backup
+                rman.run(host, cfg.oracle_home, cfg.oracle_sid, rman.delete_archivelogs(last_seq + 1),
+                         "DELETE ARCHIVELOG")
+            except DobaasError as e:
+                log.warning("%s: the archived logs were kept: %s", cfg.name, e)
 
 
 def _problems(info: discovery.DbInfo) -> list[str]:
