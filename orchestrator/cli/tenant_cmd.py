@@ -49,6 +49,8 @@ def destroy_cmd(client: str, vaults: tuple[str, ...], cert_path: str, signing_ke
     from orchestrator.tenant.pdf import write_pdf
     from orchestrator.vault.backend.opener import open_backend
 
+    if not client or "/" in client or client in (".", ".."):
+        raise UsageError(f"--client {client!r}: a client name, as the policies give it")
     if yes and not signing_key:
         raise UsageError("--signing-key (or DOBAAS_SIGNING_KEY) is needed to sign the certificate")
     if yes:

@@ -259,6 +259,14 @@ def _write_part(vault: Vault, snap: Snapshot, part: ExportPart, items: dict, des
     return st.bytes, digest
 
 
+def _sum_line(entry: dict) -> str:
+    """A line `sha256sum -c` reads; names with a newline or a backslash escaped as GNU coreutils does."""
+    path = entry["path"]
+    if "\n" in path or "\\" in path:
+        return "\\" + entry["sha256"] + "  " + path.replace("\\", "\\\\").replace("\n", "\\n") + "\n"
+    return f"{entry['sha256']}  {path}\n"
+
+
 def _readable(entry: dict) -> dict:
     """A manifest entry whose path is not UTF-8 (a Latin-1 name kept as it was): shown with \\xNN escapes, and its
     exact bytes in ``path_base64``."""
@@ -286,7 +294,7 @@ def _finish(output: str, plans: list[tuple[Snapshot, list[ExportPart]]], state: 
             sections.setdefault(p.format, (how, []))[1].append(f"{snapshot_folder(snap)}/{p.path}")
     docs = {
         "MANIFEST.json": json.dumps(manifest, indent=1, ensure_ascii=False).encode(),
-        "SHA256SUMS": "".join(f"{e['sha256']}  {e['path']}\n" for e in entries).encode("utf-8", "surrogateescape"),
+        "SHA256SUMS": "".join(_sum_line(e) for e in entries).encode("utf-8", "surrogateescape"),
         "LISEZMOI.txt": render("fr", ", ".join(clients), now, sections).encode(),
         "README.txt": render("en", ", ".join(clients), now, sections).encode(),
     }
