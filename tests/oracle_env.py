@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,11 @@ def oracle_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OracleHos
             stop_host(h)
 
 
+def _date(text: str) -> datetime:
+    """Oracle DATE columns come back from python-oracledb as naive datetimes (the database's clock)."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+
 class FakeOracleError(Exception):
     """Shaped as python-oracledb's DatabaseError: the ORA- message first."""
 
@@ -107,10 +113,10 @@ class FakeCursor:
         elif sql == d.CURRENT_SCN:
             self.rows = [(db["scn"],)]
         elif sql == d.LOGS:
-            self.rows = [(a["seq"], a["first"], a["next"]) for a in db["archived"]
-                         if binds["lo"] <= a["seq"] <= binds["hi"]]
+            self.rows = [(a["seq"], a["first"], a["next"], _date(a["first_time"]), _date(a["next_time"]))
+                         for a in db["archived"] if binds["lo"] <= a["seq"] <= binds["hi"]]
         elif sql == d.PIECE_SCN:
-            self.rows = [(b["level"], b["base"], b["ckpt"]) for b in db["backups"]
+            self.rows = [(b["level"], b["base"], b["ckpt"], _date(b["ckpt_time"])) for b in db["backups"]
                          if b["kind"] == "datafile" and b["piece"] == binds["handle"]]
         else:
             raise FakeOracleError("ORA-00942: table or view does not exist")

@@ -25,6 +25,11 @@ STATE = os.environ.get("ORAMODEL_STATE", "/opt/oracle/model")
 RMAN_VERSION = "Recovery Manager: Release 19.0.0.0.0 - Production on {when}\nVersion 19.21.0.0.0\n"
 
 
+def now() -> str:
+    """The database's clock (the model's: UTC), as Oracle's DATE shows it with NLS_DATE_FORMAT set by dobaas."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _path(sid: str) -> str:
     return os.path.join(STATE, f"{sid}.json")
 
@@ -67,7 +72,7 @@ def oramodel(args: list[str]) -> int:
     elif cmd == "insert":  # N rows, one commit each
         for _ in range(int(rest[0])):
             db["scn"] += 7
-            db["rows"].append({"id": len(db["rows"]) + 1, "scn": db["scn"]})
+            db["rows"].append({"id": len(db["rows"]) + 1, "scn": db["scn"], "time": now()})
     elif cmd == "switch":
         _switch(db)
     elif cmd == "set":
@@ -86,15 +91,15 @@ def oramodel(args: list[str]) -> int:
 def _switch(db: dict) -> dict:
     """ALTER SYSTEM ARCHIVE LOG CURRENT: the online log becomes an archived log file."""
     db["scn"] += 1
-    log = {"seq": db["seq"], "first": db["log_first"], "next": db["scn"],
-           "name": os.path.join(db["arch_dir"], f"1_{db['seq']}_{db['dbid']}.arc")}
+    log = {"seq": db["seq"], "first": db["log_first"], "next": db["scn"], "first_time": db.get("log_first_time",
+           now()), "next_time": now(), "name": os.path.join(db["arch_dir"], f"1_{db['seq']}_{db['dbid']}.arc")}
     rows = [r for r in db["rows"] if log["first"] <= r["scn"] < log["next"]]
     os.makedirs(db["arch_dir"], exist_ok=True)
     with open(log["name"], "w") as f:
         json.dump({"seq": log["seq"], "first": log["first"], "next": log["next"], "rows": rows}, f, sort_keys=True)
     db["archived"].append(log)
     db["seq"] += 1
-    db["log_first"] = db["scn"]
+    db["log_first"], db["log_first_time"] = db["scn"], log["next_time"]
     return log
 
 
@@ -135,6 +140,8 @@ GRAMMAR = [
     ("catalog", re.compile(r"CATALOG START WITH " + Q + r" NOPROMPT")),
     ("restore_database", re.compile(r"RESTORE DATABASE")),
     ("recover", re.compile(r"RECOVER DATABASE UNTIL SCN (\d+)")),
+    ("recover_time", re.compile(r"RECOVER DATABASE UNTIL TIME \"TO_DATE\('(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)', "
+                                r"'YYYY-MM-DD HH24:MI:SS'\)\"")),
     ("open_resetlogs", re.compile(r"ALTER DATABASE OPEN RESETLOGS")),
     ("validate", re.compile(r"RESTORE DATABASE VALIDATE")),
 ]
@@ -238,7 +245,8 @@ def run_backup(db: dict, level: int, fmt: str, arch_fmt: str, out: list[str], au
     out.append("input datafile file number=00001 name=/u01/oradata/" + db["name"] + "/system01.dbf")
     write_piece(path, {"kind": "datafile", "dbid": db["dbid"], "level": level, "base": base, "ckpt": ckpt,
                        "rows": rows, "bct": db["bct"]}, db)
-    db["backups"].append({"kind": "datafile", "piece": path, "level": level, "base": base, "ckpt": ckpt})
+    db["backups"].append({"kind": "datafile", "piece": path, "level": level, "base": base, "ckpt": ckpt,
+                          "ckpt_time": now()})
     out.append(f"piece handle={path} tag={tag} comment=NONE")
     n += 1
     _switch(db)
@@ -281,6 +289,15 @@ def recover(inst: dict, until: int) -> list[dict]:
         rows.update({r["id"]: r for r in log["rows"] if r["scn"] <= until})
         scn = log["next"]
     return sorted((r for r in rows.values() if r["scn"] <= until), key=lambda r: r["id"])
+
+
+def scn_at(inst: dict, when: str) -> int:
+    """UNTIL TIME: recovery stops before the first change committed after ``when``."""
+    rows = [r for p in inst["catalog"] for r in p.get("rows", [])]
+    rows += [r for p in inst["catalog"] if p["kind"] == "archivelog" for lg in p["logs"] for r in lg["rows"]]
+    later = [r["scn"] for r in rows if r["time"] > when]
+    last = max([p["ckpt"] for p in inst["catalog"] if p["kind"] == "datafile"] + [0])
+    return min(later) - 1 if later else max([r["scn"] for r in rows] + [last])
 
 
 def rman(argv: list[str]) -> int:
@@ -392,9 +409,10 @@ def rman(argv: list[str]) -> int:
                 if inst.get("state") != "MOUNTED":
                     raise failure("RMAN-03002: failure of restore command", "ORA-01507: database not mounted")
                 out.append("channel ORA_DISK_1: restore complete")
-            elif kind == "recover":
-                inst["rows"] = recover(inst, int(args[0]))
-                inst["until"] = int(args[0])
+            elif kind in ("recover", "recover_time"):
+                until = int(args[0]) if kind == "recover" else scn_at(inst, args[0])
+                inst["rows"] = recover(inst, until)
+                inst["until"] = until
                 out.append("media recovery complete")
             elif kind == "open_resetlogs":
                 if "rows" not in inst:

@@ -90,6 +90,19 @@ def test_level0_level1_chain_and_restore_to_an_scn_between_two_runs(ora, cli: Cl
     want = [r for r in h.state(h.db1, sid)["rows"] if r["scn"] <= mid_scn]
     assert len(want) == 8 and h.state(h.db2, "ERPCOPY")["rows"] == want
     assert h.db2.ssh(f"ls -A {STAGE}").stdout.split() == []
+    # to a time: the database host's clock, between the second and the third run's inserts
+    import time as _time
+
+    _time.sleep(1.1)
+    when = h.state(h.db1, sid)["rows"][-1]["time"]  # the last row before a pause
+    _time.sleep(1.1)
+    h.model(h.db1, sid, "insert", "2")
+    fourth = snapshot(vault_dir, run(pol).snapshot)
+    res = json.loads(env("restore", "oracle", fourth.id, "--vault", str(vault_dir), "--target-host",
+                         f"127.0.0.1:{h.db2.port}", "--oracle-sid", "ERPTIME", "--to-time", when, "--json").stdout)
+    assert res["until"] == when
+    assert h.state(h.db2, "ERPTIME")["rows"] == [r for r in h.state(h.db1, sid)["rows"] if r["time"] <= when]
+    assert len(h.state(h.db2, "ERPTIME")["rows"]) == 12
     # the same SID again, the source host, and an SCN outside the snapshot: refused before anything is copied
     p = env(*args, check=False)
     assert p.returncode == 2 and "already exists" in p.stderr

@@ -245,7 +245,7 @@ def mssql_cmd(snapshot: str, vault_path: str, as_database: str, database: str | 
 @click.option("--target-host", required=True, metavar="HOST[:PORT]", help="Where the new instance is made (SSH).")
 @click.option("--oracle-sid", required=True, help="The new instance's SID (must not exist there).")
 @click.option("--to-scn", help="Recover until this SCN (default: the end of the snapshot).")
-@click.option("--to-time", help="Recover until this time (not supported yet: the error gives the SCN range).")
+@click.option("--to-time", help="Recover until this time, 'YYYY-MM-DD HH:MM:SS' on the database host's clock.")
 @click.option("--oracle-home", help="ORACLE_HOME on the target (default: the source's).")
 @click.option("--staging-dir", help="Directory on the target for the pieces (default: the policy's).")
 @click.option("--user", help="SSH user on the target (default: the policy's).")
@@ -259,7 +259,7 @@ def oracle_cmd(snapshot: str, vault_path: str, target_host: str, oracle_sid: str
                identity_file: str | None, known_hosts: str | None, in_place: bool, catalog_url: str | None,
                as_json: bool) -> None:
     """Restore an Oracle snapshot as a new instance on --target-host with RMAN, to the end of the snapshot or to
-    an SCN inside it; RESTORE DATABASE VALIDATE checks the result."""
+    an SCN or time inside it; RESTORE DATABASE VALIDATE checks the result."""
     from orchestrator.restore.database import restore_database
 
     options = {"target_host": target_host, "oracle_sid": oracle_sid, "to_scn": to_scn, "to_time": to_time,

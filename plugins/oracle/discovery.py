@@ -15,9 +15,10 @@ BCT = "SELECT status FROM v$block_change_tracking"
 SIZE = "SELECT NVL(SUM(bytes), 0) FROM v$datafile"
 PDBS = "SELECT name FROM v$pdbs ORDER BY name"
 CURRENT_SCN = "SELECT current_scn FROM v$database"
-LOGS = ("SELECT sequence#, first_change#, next_change# FROM v$archived_log WHERE thread# = 1 AND sequence# >= :lo "
-        "AND sequence# <= :hi ORDER BY sequence#")
-PIECE_SCN = ("SELECT d.incremental_level, d.incremental_change#, d.checkpoint_change# FROM v$backup_datafile d "
+LOGS = ("SELECT sequence#, first_change#, next_change#, first_time, next_time FROM v$archived_log WHERE thread# = 1 "
+        "AND sequence# >= :lo AND sequence# <= :hi ORDER BY sequence#")
+PIECE_SCN = ("SELECT d.incremental_level, d.incremental_change#, d.checkpoint_change#, d.checkpoint_time "
+             "FROM v$backup_datafile d "
              "JOIN v$backup_piece p ON p.set_stamp = d.set_stamp AND p.set_count = d.set_count "
              "WHERE p.handle = :handle AND d.file# = 1")
 

@@ -84,7 +84,8 @@ class OraclePlugin(SourcePlugin):
             res = rman.run(host, cfg.oracle_home, cfg.oracle_sid, rman.backup(level, run_dir),
                            f"BACKUP INCREMENTAL LEVEL {level}")
             pieces = _describe_pieces(conn, res, run_dir)
-            logs = [{"seq": int(s), "first": int(f), "next": int(n)} for s, f, n in discovery.query(
+            logs = [{"seq": int(s), "first": int(f), "next": int(n), "first_time": _db_time(ft),
+                     "next_time": _db_time(nt)} for s, f, n, ft, nt in discovery.query(
                 conn, discovery.LOGS, lo=min(res.archived), hi=max(res.archived))] if res.archived else []
             new_chain = chain + [p for p in pieces if p["kind"] != "controlfile"]
             control = next((p for p in pieces if p["kind"] == "controlfile"), None)
@@ -101,6 +102,9 @@ class OraclePlugin(SourcePlugin):
                     "controlfile": control["item"], "logs": all_logs,
                     "scn_range": {"from": datafiles[0]["ckpt"] if datafiles else start_scn,
                                   "to": max([lg["next"] for lg in all_logs] + [start_scn]) - 1},
+                    # the database host's clock, as Oracle's DATE columns give it
+                    "time_range": {"from": datafiles[0]["ckpt_time"] if datafiles else None,
+                                   "to": max([lg["next_time"] for lg in all_logs], default=None)},
                     "ssh": cfg.ssh.model_dump(), "oracle_home": cfg.oracle_home, "oracle_sid": cfg.oracle_sid,
                     "staging_dir": cfg.staging_dir, "bct": info.bct}
             token = {"dbid": info.dbid, "chain": meta["chain"], "logs": all_logs,
@@ -133,6 +137,11 @@ class OraclePlugin(SourcePlugin):
                 log.warning("%s: the archived logs were kept: %s", cfg.name, e)
 
 
+def _db_time(value: Any) -> str:
+    """An Oracle DATE (a naive datetime: the database host's clock) as 'YYYY-MM-DD HH:MM:SS'."""
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _problems(info: discovery.DbInfo) -> list[str]:
     out = []
     if info.bct != "ENABLED":
@@ -161,9 +170,9 @@ def _describe_pieces(conn: Any, res: rman.RmanRun, run_dir: str) -> list[dict]:
             raise DobaasError(f"RMAN wrote piece {path} outside the staging directory {run_dir}")
         base = posixpath.basename(path)
         if base.startswith("df_"):
-            level, base_scn, ckpt = discovery.query(conn, discovery.PIECE_SCN, handle=path)[0]
+            level, base_scn, ckpt, ckpt_time = discovery.query(conn, discovery.PIECE_SCN, handle=path)[0]
             out.append({"kind": "datafile", "item": f"pieces/{base}", "path": path, "level": int(level),
-                        "base": int(base_scn or 0), "ckpt": int(ckpt)})
+                        "base": int(base_scn or 0), "ckpt": int(ckpt), "ckpt_time": _db_time(ckpt_time)})
         elif base.startswith("al_"):
             out.append({"kind": "archivelog", "item": f"pieces/{base}", "path": path})
         else:

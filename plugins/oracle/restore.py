@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from orchestrator.plugin.errors import UsageError
@@ -23,9 +24,15 @@ def options_from_command(raw: dict, meta: dict) -> dict:
     sid = raw.get("oracle_sid") or ""
     if not SID.match(sid):
         raise UsageError("--oracle-sid NEW: the new instance's SID (a letter, then up to 11 letters, digits or _)")
+    if raw.get("to_time") and raw.get("to_scn"):
+        raise UsageError("give --to-time or --to-scn, not both")
+    to_time = None
     if raw.get("to_time"):
-        raise UsageError("--to-time is not supported yet: give --to-scn (the snapshot covers SCN "
-                         f"{meta['scn_range']['from']} to {meta['scn_range']['to']})")
+        try:
+            to_time = datetime.strptime(raw["to_time"], "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise UsageError(f"--to-time {raw['to_time']!r}: expected 'YYYY-MM-DD HH:MM:SS' (the database "
+                             "host's clock)") from None
     ssh = dict(meta["ssh"])
     for key in ("user", "identity_file", "known_hosts"):
         if raw.get(key):
@@ -41,7 +48,8 @@ def options_from_command(raw: dict, meta: dict) -> dict:
         if not path.startswith("/") or "'" in path:
             raise UsageError(f"{what} {path!r}: an absolute path on the target, without quotes")
     return {"ssh": ssh, "sid": sid, "oracle_home": home, "staging_dir": staging,
-            "to_scn": int(raw["to_scn"]) if raw.get("to_scn") else None, "in_place": bool(raw.get("in_place"))}
+            "to_scn": int(raw["to_scn"]) if raw.get("to_scn") else None, "to_time": to_time,
+            "in_place": bool(raw.get("in_place"))}
 
 
 def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> dict:
@@ -51,6 +59,10 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> d
     until = opts["to_scn"] if opts["to_scn"] is not None else hi
     if not lo <= until <= hi:
         raise UsageError(f"--to-scn {until} is outside what this snapshot covers: SCN {lo} to {hi}")
+    t_lo, t_hi = (meta.get("time_range") or {}).get("from"), (meta.get("time_range") or {}).get("to")
+    if opts["to_time"] and not (t_lo and t_hi and t_lo <= opts["to_time"] <= t_hi):
+        raise UsageError(f"--to-time {opts['to_time']} is outside what this snapshot covers: {t_lo} to {t_hi} "
+                         "(the database host's clock)")
     src = meta["ssh"]
     same = (opts["ssh"]["host"], opts["ssh"]["port"]) == (src["host"], src["port"])
     if same and not opts["in_place"]:
@@ -77,14 +89,15 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, raw: dict) -> d
         pfile = f"{work}/init{sid}.ora"
         host.write_from(pfile, iter([(f"*.db_name='{meta['name']}'\n*.db_unique_name='{sid}'\n"
                                       f"*.control_files='{work}/control01.ctl'\n").encode()]))
-        res = rman.run(host, home, sid, rman.restore(pfile, f"{work}/{meta['controlfile']}", f"{work}/pieces", until),
-                       "restore and recovery")
+        res = rman.run(host, home, sid, rman.restore(pfile, f"{work}/{meta['controlfile']}", f"{work}/pieces", until,
+                                                     opts["to_time"]), "restore and recovery")
         check = rman.run(host, home, sid, rman.validate(), "RESTORE DATABASE VALIDATE")
         host.run(f"rm -rf {q(work)}")
     finally:
         host.close()
     return {"database": meta["name"], "dbid": meta["dbid"], "restored_as": sid, "server": ssh["host"],
-            "until": f"SCN {until}", "bytes_copied": copied, "seconds": round(time.monotonic() - t0, 3),
+            "until": opts["to_time"] or f"SCN {until}", "bytes_copied": copied,
+            "seconds": round(time.monotonic() - t0, 3),
             "verified": "RESTORE DATABASE VALIDATE: " + ("complete" if "validation complete" in check.output
                                                          else "see the RMAN output"),
             "rman_output": res.output[-4000:]}

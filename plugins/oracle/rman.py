@@ -60,13 +60,16 @@ def delete_archivelogs(until_sequence: int) -> str:
     return f"DELETE NOPROMPT ARCHIVELOG UNTIL SEQUENCE {until_sequence} THREAD 1;\n"
 
 
-def restore(pfile: str, controlfile: str, pieces_dir: str, until_scn: int) -> str:
+def restore(pfile: str, controlfile: str, pieces_dir: str, until_scn: int | None, until_time: str | None = None) -> str:
+    """``until_time``: 'YYYY-MM-DD HH:MM:SS' on the database's clock (else ``until_scn``)."""
+    until = (f"UNTIL TIME \"TO_DATE('{until_time}', 'YYYY-MM-DD HH24:MI:SS')\"" if until_time
+             else f"UNTIL SCN {until_scn}")
     return (f"STARTUP NOMOUNT PFILE='{pfile}';\n"
             f"RESTORE CONTROLFILE FROM '{controlfile}';\n"
             "ALTER DATABASE MOUNT;\n"
             f"CATALOG START WITH '{pieces_dir}/' NOPROMPT;\n"
             "RESTORE DATABASE;\n"
-            f"RECOVER DATABASE UNTIL SCN {until_scn};\n"
+            f"RECOVER DATABASE {until};\n"
             "ALTER DATABASE OPEN RESETLOGS;\n")
 
 
