@@ -91,6 +91,33 @@ class SmbFiles:
         path, kw = self.unc(url)
         smbclient.remove(path, **kw)
 
+    def walk(self, url: str) -> list[tuple[str, int]]:
+        """(path relative to ``url`` with '/', size) of every file below the folder ``url``, sorted."""
+        import smbclient
+
+        path, kw = self.unc(url)
+        out = []
+        for dirpath, _dirs, files in smbclient.walk(path, **kw):
+            for f in files:
+                full = f"{dirpath}\\{f}"
+                rel = full[len(path):].lstrip("\\").replace("\\", "/")
+                out.append((rel, int(smbclient.stat(full, **kw).st_size)))
+        return sorted(out)
+
+    def remove_tree(self, url: str) -> None:
+        """Delete the folder ``url`` and everything below it (nothing when it is not there)."""
+        import smbclient
+
+        path, kw = self.unc(url)
+        if not smbclient.path.exists(path, **kw):
+            return
+        for dirpath, dirs, files in list(smbclient.walk(path, topdown=False, **kw)):
+            for f in files:
+                smbclient.remove(f"{dirpath}\\{f}", **kw)
+            for d in dirs:
+                smbclient.rmdir(f"{dirpath}\\{d}", **kw)
+        smbclient.rmdir(path, **kw)
+
     def exists(self, url: str) -> bool:
         import smbclient
 

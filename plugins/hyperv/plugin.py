@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, PasswordFields, SourceConfig, SourcePlugin
+from orchestrator.plugin.base import CaptureContext, MachineRestoreOptions, SourceConfig, SourcePlugin
 from orchestrator.plugin.blocks import Extent
-from orchestrator.plugin.errors import BadInput, DobaasError, NotFound, UsageError
+from orchestrator.plugin.errors import DobaasError, NotFound, UsageError
 from orchestrator.plugin.export import ExportPart, Items
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles, host_to_url
 from orchestrator.plugin.streams import Capture, ImageStream
-from orchestrator.plugin.windows.channel import RemoteScriptError, WindowsAccess, WinRmChannel
+from orchestrator.plugin.windows.channel import RemoteScriptError, WinRmChannel
+from orchestrator.plugin.windows.host import WindowsHostFields
 from orchestrator.plugin.windows.psjson import as_list
 from orchestrator.plugin.windows.scripts import Script
 from plugins.hyperv import export
@@ -38,14 +39,7 @@ def script(name: str) -> Script:
     return Script.load(PACKAGE, name)
 
 
-class HypervConfig(PasswordFields, SourceConfig):
-    host: str
-    port: int | None = None
-    user: str
-    https: bool = True
-    auth: Literal["ntlm", "kerberos"] = "ntlm"  # kerberos needs pywinrm's kerberos extra and a ticket
-    thumbprint: str | None = None
-    ca_file: str | None = None
+class HypervConfig(WindowsHostFields, SourceConfig):
     vms: list[str] = Field(min_length=1)
     #: host directory -> SMB share holding it, e.g. {"D:\\VMs": "smb://hv1/VMs"}
     storage: dict[str, str] = Field(min_length=1)
@@ -66,19 +60,9 @@ class HypervConfig(PasswordFields, SourceConfig):
                 raise ValueError(f"storage {host_dir!r}: {url!r} is not an smb:// URL")
         return v
 
-    def access(self) -> WindowsAccess:
-        password = self.password()
-        if password is None:
-            raise BadInput(f"source {self.name}: give password_env or password_file for {self.user}")
-        return WindowsAccess(self.host, self.user, password, port=self.port, https=self.https,
-                             thumbprint=self.thumbprint, ca_file=self.ca_file, auth=self.auth)
-
     def access_names(self) -> dict:
         """How to reach the host again at restore time: names of secrets, never secrets."""
-        return {"host": self.host, "port": self.port, "https": self.https, "auth": self.auth,
-                "thumbprint": self.thumbprint,
-                "ca_file": self.ca_file, "user": self.user, "password_env": self.password_env,
-                "password_file": self.password_file, "storage_user": self.storage_user,
+        return {**super().access_names(), "storage_user": self.storage_user,
                 "storage_password_env": self.storage_password_env,
                 "storage_password_file": self.storage_password_file}
 

@@ -1,0 +1,1 @@
+"""Windows system state (Windows Server Backup's wbadmin) over the Windows channel."""
