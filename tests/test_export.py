@@ -150,24 +150,26 @@ def test_export_refuses_unknown_formats_and_both_selections(files_vault, tmp_pat
                               check=False), 5, "no snapshot of client 'nobody'")
 
 
-def test_damaged_chunk_costs_one_file_and_the_archive_stays_readable(files_vault, tmp_path: Path,
-                                                                    cli: Cli) -> None:
+def damage_file(vault: Path, snapshot_id: str, path: str) -> None:
+    """Flip a byte inside the first chunk of ``path`` in its pack (bit rot in the vault)."""
     from orchestrator.vault.backend.local import LocalBackend
     from orchestrator.vault.repository import Vault
-
-    src, vault, snap, _ = files_vault
-    v = Vault.open(LocalBackend(str(vault)), PASS)
-    s = v.read_snapshot(snap["id"])
     from orchestrator.vault.tree import iter_tree
 
-    entry = next(e for e in iter_tree(s.items[0], lambda c: v.read_chunk(c)) if e["p"] == "docs/report.txt")
-    cid = bytes.fromhex(entry["c"][0][0])
-    idx = v.load_index()
-    loc = idx.chunks[cid]
+    v = Vault.open(LocalBackend(str(vault)), PASS)
+    s = v.read_snapshot(snapshot_id)
+    entry = next(e for e in iter_tree(s.items[0], lambda c: v.read_chunk(c)) if e["p"] == path)
+    loc = v.load_index().chunks[bytes.fromhex(entry["c"][0][0])]
     pack = next(p for p in (vault / "data").rglob("*") if p.is_file() and p.name == loc.pack)
     raw = bytearray(pack.read_bytes())
     raw[loc.offset + 40] ^= 0xFF
     pack.write_bytes(bytes(raw))
+
+
+def test_damaged_chunk_costs_one_file_and_the_archive_stays_readable(files_vault, tmp_path: Path,
+                                                                    cli: Cli) -> None:
+    src, vault, snap, _ = files_vault
+    damage_file(vault, snap["id"], "docs/report.txt")
     out = tmp_path / "export"
     p = cli("export", snap["id"], "--vault", str(vault), "--output", str(out), check=False)
     assert p.returncode == 3, p.stderr

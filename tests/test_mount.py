@@ -82,6 +82,24 @@ def test_mount_shows_snapshots_by_source_and_date_read_only(files_vault, tmp_pat
     assert mounts_below(mnt) == []
 
 
+def test_a_damaged_chunk_is_an_io_error_on_its_file_only(files_vault, tmp_path: Path, cli: Cli) -> None:
+    from tests.test_export import damage_file
+
+    src, vault, snap, _ = files_vault
+    damage_file(vault, snap["id"], "docs/report.txt")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    p, _ = mounted(cli, snap["id"], "--vault", str(vault), str(mnt))
+    try:
+        inside = mnt / str(src).lstrip("/")
+        with pytest.raises(OSError) as err:
+            (inside / "docs" / "report.txt").read_bytes()
+        assert err.value.errno == 5  # EIO
+        assert (inside / "data.bin").read_bytes() == (src / "data.bin").read_bytes()
+    finally:
+        stop(p)
+
+
 def partitioned_disk(path: Path, tmp: Path) -> dict[str, bytes]:
     """A GPT disk: p1 ext4 made from a directory (mkfs.ext4 -d), p2 XFS and p3 NTFS, each with a file written
     through a read-write loop mount. Returns {partition/path: content}."""
