@@ -193,8 +193,9 @@ class Catalog:
             counts["sources"] = conn.execute(sources.delete().where(sources.c.id.in_(src))).rowcount
             counts["clients"] = conn.execute(clients.delete().where(clients.c.name == client)).rowcount
             counts["jobs"] = conn.execute(jobs.delete().where(jobs.c.client == client)).rowcount
-            counts["alerts"] = conn.execute(alert_state.delete().where(
-                alert_state.c.key.like(client.replace("%", "") + "/%"))).rowcount
+            keys = [k for (k,) in conn.execute(select(alert_state.c.key)) if k.startswith(client + "/")]
+            counts["alerts"] = conn.execute(alert_state.delete().where(alert_state.c.key.in_(keys))).rowcount \
+                if keys else 0
             removed = 0
             id_list = sorted(ids)
             for i in range(0, len(id_list), 500):
