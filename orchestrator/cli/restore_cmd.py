@@ -278,6 +278,46 @@ def oracle_cmd(snapshot: str, vault_path: str, target_host: str, oracle_sid: str
                    f"{res['verified']}")
 
 
+@restore_group.command("sharepoint")
+@click.argument("snapshot")
+@vault_option
+@click.option("--site", help="Site collection snapshots: which site (its original URL).")
+@click.option("--as-url", help="Site collection snapshots: the new URL (no site may exist there).")
+@click.option("--item", help="Farm snapshots: the component to restore (default: the backup's top component).")
+@click.option("--host", help="Farm snapshots: a server of the recovery farm (default: the one backed up from, which "
+              "needs --in-place).")
+@click.option("--in-place", is_flag=True, help="Farm snapshots: allow Restore-SPFarm on the source farm (overwrites).")
+@click.option("--share", help="smb:// folder the SharePoint server reads (default: the policy's share).")
+@click.option("--share-path", help="The same folder as the server names it (UNC).")
+@click.option("--user", help="WinRM user (default: the policy's).")
+@click.option("--password-env", help="Environment variable with its password (default: the policy's).")
+@click.option("--share-user", help="Share user (default: the WinRM user).")
+@click.option("--share-password-env", help="Environment variable with the share's password.")
+@catalog_option
+@json_option
+def sharepoint_cmd(snapshot: str, vault_path: str, site: str | None, as_url: str | None, item: str | None,
+                   host: str | None, in_place: bool, share: str | None, share_path: str | None, user: str | None,
+                   password_env: str | None, share_user: str | None, share_password_env: str | None,
+                   catalog_url: str | None, as_json: bool) -> None:
+    """Restore a SharePoint snapshot: a site collection to a new URL (Restore-SPSite), or a farm component onto a
+    recovery farm (Restore-SPFarm, full + differential)."""
+    from orchestrator.restore.database import restore_database
+
+    options = {"site": site, "as_url": as_url, "item": item, "host": host, "in_place": in_place, "share": share,
+               "share_path": share_path, "user": user, "password_env": password_env, "share_user": share_user,
+               "share_password_env": share_password_env}
+    vault = open_vault(vault_path)
+    snap = vault.resolve(snapshot)
+    with audited(catalog_url, snap, "sharepoint", as_url or host or "") as detail:
+        res = restore_database(vault, snap, "sharepoint", options)
+        detail.update(restored_as=res["restored_as"], server=res["server"])
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(f"restored {res['database']} from {snap.id[:12]} ({snap.name}, {snap.time[:19]}) as "
+                   f"{res['restored_as']} on {res['server']} in {res['seconds']:.1f} s; {res['verified']}")
+
+
 @restore_group.command("files")
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1, required=True)

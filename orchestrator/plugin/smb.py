@@ -52,11 +52,11 @@ class SmbFiles:
         key = (u.hostname, port)
         if key not in self._sessions:
             import smbclient
-            from smbprotocol.exceptions import SMBAuthenticationError
+            from smbprotocol.exceptions import LogonFailure, SMBAuthenticationError
 
             try:
                 smbclient.register_session(u.hostname, username=self.user, password=self.password, port=port)
-            except SMBAuthenticationError:
+            except (SMBAuthenticationError, LogonFailure):
                 raise DobaasError(f"{u.hostname}:{port}: the storage credentials of {self.user} were "
                                   "rejected") from None
             except (OSError, ValueError) as e:

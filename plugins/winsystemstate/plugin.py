@@ -80,8 +80,7 @@ class WinSystemStatePlugin(SourcePlugin):
                                   f"{cfg.share_path}\\{folder}")
             streams: list[Stream] = [ByteStream(rel, _Lazy(files, f"{url}/{rel}")) for rel, _ in written]
             meta = {"computer": result.get("Computer"), "version": result.get("Version"), "files": len(written),
-                    "bytes": sum(n for _, n in written), "access": cfg.access_names(), "share": cfg.share,
-                    "share_path": cfg.share_path}
+                    "bytes": sum(n for _, n in written), "access": cfg.access_names(), **cfg.share_names()}
             yield Capture(streams, None, "application-consistent (VSS: Windows Server Backup system state)",
                           [], meta)
         finally:  # published or not, the share keeps nothing: the vault has it, or the run failed

@@ -61,6 +61,11 @@ class BackupShareFields(BaseModel):
             raise ValueError(f"{v!r} is not a UNC path (\\\\server\\share)")
         return v.rstrip("\\")
 
+    def share_names(self) -> dict:
+        """How to reach the share again at restore time: names of secrets, never secrets."""
+        return {"share": self.share, "share_path": self.share_path, "share_user": self.share_user,
+                "share_password_env": self.share_password_env, "share_password_file": self.share_password_file}
+
     def share_files(self, user: str, password: str | None, what: str) -> SmbFiles:
         pw = read_secret(self.share_password_env, self.share_password_file, what, "share_password") \
             if (self.share_password_env or self.share_password_file) else password

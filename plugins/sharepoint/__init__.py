@@ -1,0 +1,1 @@
+"""SharePoint farms and site collections, backed up by SharePoint itself over the Windows channel."""
