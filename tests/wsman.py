@@ -431,3 +431,20 @@ def start(users: dict[str, str], scripts_dirs: list[Path], tls: bool = True) -> 
         server.server_close()
 
     return double, stop
+
+
+def unparsable_scripts(scripts_dir: Path) -> list[str]:
+    """The shipped scripts of a plugin that tree-sitter-powershell does not parse, or that do not stop on the
+    first error and answer in JSON as every shipped script must (empty: all good)."""
+    import tree_sitter_powershell
+    from tree_sitter import Language, Parser
+
+    parser = Parser(Language(tree_sitter_powershell.language()))
+    assert parser.parse(b"param( [string]$x\nif (").root_node.has_error  # the check can fail
+    bad = []
+    for f in sorted(scripts_dir.glob("*.ps1")):
+        text = f.read_text()
+        if parser.parse(f.read_bytes()).root_node.has_error or "$ErrorActionPreference = 'Stop'" not in text \
+                or "ConvertTo-Json" not in text:
+            bad.append(f.name)
+    return bad

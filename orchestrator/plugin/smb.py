@@ -37,6 +37,23 @@ def url_to_host(url: str, storage: dict[str, str]) -> str:
     raise NotFound(f"{url} is in no share of the storage map")
 
 
+class LazySmbFile:
+    """A file of a share opened at its first read (a ByteStream's reader): of the many files a backup folder
+    holds, only the one being stored is open."""
+
+    def __init__(self, files: SmbFiles, url: str) -> None:
+        self.files, self.url = files, url
+        self.f: Any = None
+
+    def readinto(self, b: Any) -> int:
+        if self.f is None:
+            self.f = self.files.open_read(self.url)
+        n = self.f.readinto(b)
+        if not n:
+            self.f.close()
+        return n or 0
+
+
 class SmbFiles:
     """SMB access to the host's storage with one set of credentials."""
 

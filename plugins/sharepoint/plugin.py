@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError
 from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
-from orchestrator.plugin.smb import SmbFiles
+from orchestrator.plugin.smb import LazySmbFile, SmbFiles
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, Stream
 from orchestrator.plugin.windows.channel import WinRmChannel
 from orchestrator.plugin.windows.host import BackupShareFields, WindowsHostFields
@@ -63,22 +63,6 @@ class SharePointConfig(WindowsHostFields, BackupShareFields, SourceConfig):
 def site_file(url: str) -> str:
     """A site collection URL as a file name: https://intranet/sites/rh -> intranet_sites_rh.bak."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", url.split("://", 1)[-1]).strip("_") + ".bak"
-
-
-class _Lazy:
-    """A file of the share opened at its first read."""
-
-    def __init__(self, files: SmbFiles, url: str) -> None:
-        self.files, self.url = files, url
-        self.f: Any = None
-
-    def readinto(self, b: Any) -> int:
-        if self.f is None:
-            self.f = self.files.open_read(self.url)
-        n = self.f.readinto(b)
-        if not n:
-            self.f.close()
-        return n or 0
 
 
 class SharePointPlugin(SourcePlugin):
@@ -121,7 +105,7 @@ class SharePointPlugin(SourcePlugin):
                 name = site_file(site)
                 channel.run(script("Backup-DobaasSpSite.ps1"), {"Identity": site, "Path": f"{unc}\\{name}"})
                 sites[site] = f"sites/{name}"
-            streams: list[Stream] = [ByteStream(item, _Lazy(files, f"{url}/{item.split('/', 1)[1]}"))
+            streams: list[Stream] = [ByteStream(item, LazySmbFile(files, f"{url}/{item.split('/', 1)[1]}"))
                                      for item in sites.values()]
             yield Capture(streams, None, "application-consistent (Backup-SPSite: site read-only while copied)", [],
                           {"mode": "sites", "sites": sites, "access": cfg.access_names(), **cfg.share_names()})
@@ -156,8 +140,8 @@ class SharePointPlugin(SourcePlugin):
             base = token if method == "Differential" else None
             chain = [f"{new_dir}/{rel.split('/', 1)[1]}" for rel, _ in mine]
             streams: list[Stream] = [CarriedItem(i, i) for i in (base["chain"] if base else [])]
-            streams += [ByteStream(item, _Lazy(files, f"{url}/{item}")) for item in chain]
-            streams.append(ByteStream(TOC, _Lazy(files, f"{url}/{TOC}")))
+            streams += [ByteStream(item, LazySmbFile(files, f"{url}/{item}")) for item in chain]
+            streams.append(ByteStream(TOC, LazySmbFile(files, f"{url}/{TOC}")))
             full_chain = [*(base["chain"] if base else []), *chain]
             new_token = {"mode": "farm", "full_id": base["full_id"] if base else res["Id"],
                          "full_dir": base["full_dir"] if base else new_dir,

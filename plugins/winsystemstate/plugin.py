@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError
 from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
-from orchestrator.plugin.smb import SmbFiles
+from orchestrator.plugin.smb import LazySmbFile
 from orchestrator.plugin.streams import ByteStream, Capture, Stream
 from orchestrator.plugin.windows.channel import WinRmChannel
 from orchestrator.plugin.windows.host import BackupShareFields, WindowsHostFields
@@ -36,22 +35,6 @@ HOW = HowToRead(
 
 class WinSystemStateConfig(WindowsHostFields, BackupShareFields, SourceConfig):
     pass
-
-
-class _Lazy:
-    """A file of the share opened at its first read, so only the one being stored is open."""
-
-    def __init__(self, files: SmbFiles, url: str) -> None:
-        self.files, self.url = files, url
-        self.f: Any = None
-
-    def readinto(self, b: Any) -> int:
-        if self.f is None:
-            self.f = self.files.open_read(self.url)
-        n = self.f.readinto(b)
-        if not n:
-            self.f.close()
-        return n or 0
 
 
 class WinSystemStatePlugin(SourcePlugin):
@@ -78,7 +61,7 @@ class WinSystemStatePlugin(SourcePlugin):
             if not any(rel.lower().startswith("windowsimagebackup/") for rel, _ in written):
                 raise DobaasError(f"{cfg.host}: wbadmin reported success but wrote no WindowsImageBackup folder in "
                                   f"{cfg.share_path}\\{folder}")
-            streams: list[Stream] = [ByteStream(rel, _Lazy(files, f"{url}/{rel}")) for rel, _ in written]
+            streams: list[Stream] = [ByteStream(rel, LazySmbFile(files, f"{url}/{rel}")) for rel, _ in written]
             meta = {"computer": result.get("Computer"), "version": result.get("Version"), "files": len(written),
                     "bytes": sum(n for _, n in written), "access": cfg.access_names(), **cfg.share_names()}
             yield Capture(streams, None, "application-consistent (VSS: Windows Server Backup system state)",
