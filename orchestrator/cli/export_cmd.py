@@ -38,7 +38,7 @@ def export_cmd(snapshot: str | None, vault_path: str, client: str | None, names:
     Do'BaaS: file trees as POSIX tar archives, disk images as raw/qcow2/VHDX/VMDK, database dumps and backup
     files as their product wrote them, VM configurations in the hypervisor's format. MANIFEST.json and SHA256SUMS
     list every file with its SHA-256; LISEZMOI.txt / README.txt say how to read each format."""
-    from orchestrator.export.run import export_snapshots
+    from orchestrator.export.run import export_snapshots, snapshot_bytes
     from orchestrator.plugin.export import IMAGE_FORMATS, TREE_FORMATS
 
     if bool(snapshot) == bool(client):
@@ -64,11 +64,9 @@ def export_cmd(snapshot: str | None, vault_path: str, client: str | None, names:
         snaps = select_snapshots(everything, [f"{client}/{n}" for n in names] or [client], since, latest)
         for sid, why in broken:
             click.echo(f"warning: snapshot {sid[:12]} has a damaged manifest and is not exported ({why})", err=True)
-    total = sum(i.get("size", 0) for s in snaps for i in s.items)
-    with progress_bar("export", total, not as_json) as advance:
+    with progress_bar("export", snapshot_bytes(snaps), not as_json) as advance:
         rep = export_snapshots(vault, snaps, output, tree_fmt[0] if tree_fmt else None,
-                               image_fmt[0] if image_fmt else None, advance,
-                               sum(i.get("size", 0) for s in everything for i in s.items))
+                               image_fmt[0] if image_fmt else None, advance, snapshot_bytes(everything))
     if as_json:
         emit_json(rep.to_json())
     else:

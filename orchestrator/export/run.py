@@ -58,6 +58,11 @@ class ExportReport:
         return asdict(self)
 
 
+def snapshot_bytes(snaps: list[Snapshot]) -> int:
+    """What exporting ``snaps`` reads out of the vault: the size of every item (no dedup in plain formats)."""
+    return sum(i.get("size", 0) for s in snaps for i in s.items)
+
+
 def snapshot_folder(snap: Snapshot) -> str:
     """client/source[/unit]/YYYY-MM-DD_HHMMSS_ID8 (UTC): sorts by date within each source."""
     when = snap.datetime.astimezone(UTC).strftime("%Y-%m-%d_%H%M%S")
@@ -100,7 +105,6 @@ class _Hashing:
     def __init__(self, path: str) -> None:
         self.f = open(path, "wb")  # noqa: SIM115  (closed by close())
         self.h = hashlib.sha256()
-        self.digests: dict[str, str] = {}
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.h.update(data)
@@ -111,12 +115,6 @@ class _Hashing:
         os.fsync(self.f.fileno())
         self.f.close()
         return self.h.hexdigest()
-
-
-def _fsync_rename(tmp: str, dest: str) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
 
 
 class _State:
@@ -194,7 +192,7 @@ def export_snapshots(vault: Vault, snaps: list[Snapshot], output: str, tree_form
     rep.seconds = round(time.monotonic() - t0, 3)
     moved = max(rep.bytes_this_run, 1)
     rep.throughput_bytes_per_s = round(moved / max(rep.seconds, 1e-3), 1)
-    total = all_bytes if all_bytes is not None else sum(i.get("size", 0) for s in snaps for i in s.items)
+    total = all_bytes if all_bytes is not None else snapshot_bytes(snaps)
     if rep.bytes_this_run:
         secs = total / rep.throughput_bytes_per_s
         rep.estimate = {"bytes": total, "seconds": round(secs), "days": round(secs / 86400, 2),
@@ -300,6 +298,7 @@ def _finish(output: str, plans: list[tuple[Snapshot, list[ExportPart]]], state: 
     }
     for name, data in docs.items():
         tmp = os.path.join(output, name + ".partial")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        _fsync_rename(tmp, os.path.join(output, name))
+        out = _Hashing(tmp)
+        out.write(data)
+        out.close()
+        os.replace(tmp, os.path.join(output, name))

@@ -60,3 +60,11 @@ def default_parts(items: Items, tree_format: str, image_format: str) -> list[Exp
         elif kind == "stream":
             out.append(ExportPart(item_file_name(name), "stream", name, "stored"))
     return out
+
+
+def labelled_parts(items: Items, tree_format: str, image_format: str, label: str, how: HowToRead) -> list[ExportPart]:
+    """The core's parts, every one labelled as the product's own backup files (SQL Server .bak, RMAN pieces…)."""
+    parts = default_parts(items, tree_format, image_format)
+    for p in parts:
+        p.format, p.how = label, how
+    return parts

@@ -8,7 +8,10 @@ import ntpath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pydantic import BaseModel, field_validator
+
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound
+from orchestrator.plugin.secret import read_secret
 
 
 def host_to_url(path: str, storage: dict[str, str]) -> str:
@@ -150,3 +153,38 @@ class SmbFiles:
             except Exception:
                 pass
         self._sessions.clear()
+
+
+class BackupShareFields(BaseModel):
+    """Where a Windows product writes a backup (its UNC ``share_path``) and how dobaas reads the same place
+    (``share``, smb://…), with the share's credentials when they are not the source's own."""
+
+    share: str
+    share_path: str
+    share_user: str | None = None
+    share_password_env: str | None = None
+    share_password_file: str | None = None
+
+    @field_validator("share")
+    @classmethod
+    def _smb(cls, v: str) -> str:
+        if not v.startswith("smb://"):
+            raise ValueError(f"{v!r} is not an smb:// URL")
+        return v.rstrip("/")
+
+    @field_validator("share_path")
+    @classmethod
+    def _unc(cls, v: str) -> str:
+        if not v.startswith("\\\\"):
+            raise ValueError(f"{v!r} is not a UNC path (\\\\server\\share)")
+        return v.rstrip("\\")
+
+    def share_names(self) -> dict:
+        """How to reach the share again at restore time: names of secrets, never secrets."""
+        return {"share": self.share, "share_path": self.share_path, "share_user": self.share_user,
+                "share_password_env": self.share_password_env, "share_password_file": self.share_password_file}
+
+    def share_files(self, user: str, password: str | None, what: str) -> SmbFiles:
+        pw = read_secret(self.share_password_env, self.share_password_file, what, "share_password") \
+            if (self.share_password_env or self.share_password_file) else password
+        return SmbFiles(self.share_user or user, pw or "")

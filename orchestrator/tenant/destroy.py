@@ -121,10 +121,10 @@ def _delete_all(backend: Backend, dry_run: bool, rep: VaultDestruction) -> Vault
     objects = sorted(backend.list(""), key=lambda o: (_last(o[0]), o[0]))
     keys = [n for n, _ in objects if n.startswith("keys/")]
     for name, size in objects:
-        if dry_run and name != MARKER:
-            rep.objects_deleted += 1
-            rep.bytes_deleted += size
         if dry_run:
+            if name != MARKER:
+                rep.objects_deleted += 1
+                rep.bytes_deleted += size
             continue
         if name == MARKER and rep.scheduled:
             continue  # kept until everything else is gone: the next run resumes from it

@@ -3,7 +3,7 @@ statements that bring them back in order."""
 
 from __future__ import annotations
 
-from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
+from orchestrator.plugin.export import ExportPart, HowToRead, Items, labelled_parts
 
 BACKUP_FILE = HowToRead(
     fr="Fichiers de sauvegarde SQL Server natifs (full.bak, diff.bak, log-NNNN.trn), à restaurer dans l'ordre de "
@@ -29,9 +29,7 @@ def restore_script(meta: dict) -> str:
 
 
 def export_parts(meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
-    parts = default_parts(items, tree_format, image_format)
-    for p in parts:
-        p.format, p.how = "SQL Server backup", BACKUP_FILE
+    parts = labelled_parts(items, tree_format, image_format, "SQL Server backup", BACKUP_FILE)
     parts.append(ExportPart("restore.sql", "document", format="T-SQL", content=restore_script(meta).encode(),
                             how=RESTORE_SQL))
     return parts

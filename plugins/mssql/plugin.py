@@ -22,8 +22,7 @@ from pydantic import Field
 from orchestrator.plugin.base import CaptureContext, PasswordFields, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import BadInput, DobaasError, NotFound, UsageError
 from orchestrator.plugin.export import ExportPart, Items
-from orchestrator.plugin.secret import read_secret
-from orchestrator.plugin.smb import SmbFiles
+from orchestrator.plugin.smb import BackupShareFields, SmbFiles
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, Stream
 from plugins.mssql import export
 from plugins.mssql.connection import Connection, Server, quote_name, quote_str
@@ -39,17 +38,11 @@ HISTORY = ("SELECT b.backup_set_id, b.type, b.is_copy_only, b.first_lsn, b.last_
            "b.backup_set_id > {after} ORDER BY b.backup_set_id")
 
 
-class MssqlConfig(PasswordFields, SourceConfig):
+class MssqlConfig(PasswordFields, BackupShareFields, SourceConfig):
     host: str
     port: int = 1433
     user: str
     databases: list[str] = Field(min_length=1)
-    #: the share dobaas reads the backup files from, and how SQL Server names the same share
-    share: str
-    share_path: str
-    share_user: str | None = None
-    share_password_env: str | None = None
-    share_password_file: str | None = None
     full_every: int = Field(default=7, ge=1, le=366)
     log_every_run: bool = True
     copy_only: bool = False
@@ -62,8 +55,8 @@ class MssqlConfig(PasswordFields, SourceConfig):
         return Server(self.host, self.port, self.user, password)
 
     def files(self) -> SmbFiles:
-        pw = read_secret(self.share_password_env, self.share_password_file, f"source {self.name}", "share_password")
-        return SmbFiles(self.share_user or self.user, pw if pw is not None else (self.password() or ""))
+        """The share SQL Server writes to (``share``, ``share_path``: BackupShareFields), as dobaas reads it."""
+        return self.share_files(self.user, self.password(), f"source {self.name}")
 
 
 def _row(r: tuple) -> dict:

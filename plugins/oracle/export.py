@@ -3,7 +3,7 @@ them, and the RMAN commands that restore them."""
 
 from __future__ import annotations
 
-from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
+from orchestrator.plugin.export import ExportPart, HowToRead, Items, labelled_parts
 
 PIECE = HowToRead(
     fr="Pièces de sauvegarde RMAN (niveau 0, niveaux 1, journaux archivés) et l'autosauvegarde du fichier de "
@@ -18,9 +18,7 @@ SCRIPT = HowToRead(
 
 
 def export_parts(meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
-    parts = default_parts(items, tree_format, image_format)
-    for p in parts:
-        p.format, p.how = "RMAN backup piece", PIECE
+    parts = labelled_parts(items, tree_format, image_format, "RMAN backup piece", PIECE)
     script = (f"# {meta.get('name')} (DBID {meta.get('dbid')}): SCN {meta['scn_range']['from']} to "
               f"{meta['scn_range']['to']}\nSET DBID {meta.get('dbid')};\n"
               "STARTUP NOMOUNT PFILE='/restore/init.ora';\n"

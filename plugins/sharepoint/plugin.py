@@ -22,11 +22,11 @@ from pydantic import Field, model_validator
 
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError
-from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
-from orchestrator.plugin.smb import LazySmbFile, SmbFiles
+from orchestrator.plugin.export import ExportPart, HowToRead, Items, labelled_parts
+from orchestrator.plugin.smb import BackupShareFields, LazySmbFile, SmbFiles
 from orchestrator.plugin.streams import ByteStream, Capture, CarriedItem, Stream
 from orchestrator.plugin.windows.channel import WinRmChannel
-from orchestrator.plugin.windows.host import BackupShareFields, WindowsHostFields
+from orchestrator.plugin.windows.host import WindowsHostFields
 from orchestrator.plugin.windows.scripts import Script
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,7 @@ class SharePointPlugin(SourcePlugin):
     Config = SharePointConfig
 
     def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
-        parts = default_parts(items, tree_format, image_format)
-        for p in parts:
-            p.format, p.how = "SharePoint backup", HOW
-        return parts
+        return labelled_parts(items, tree_format, image_format, "SharePoint backup", HOW)
 
     def restore_database(self, meta: dict, items: list[str], write_item: Any, options: dict) -> dict:
         from plugins.sharepoint.restore import restore

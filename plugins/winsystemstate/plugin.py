@@ -13,11 +13,11 @@ from contextlib import contextmanager
 
 from orchestrator.plugin.base import CaptureContext, SourceConfig, SourcePlugin
 from orchestrator.plugin.errors import DobaasError
-from orchestrator.plugin.export import ExportPart, HowToRead, Items, default_parts
-from orchestrator.plugin.smb import LazySmbFile
+from orchestrator.plugin.export import ExportPart, HowToRead, Items, labelled_parts
+from orchestrator.plugin.smb import BackupShareFields, LazySmbFile
 from orchestrator.plugin.streams import ByteStream, Capture, Stream
 from orchestrator.plugin.windows.channel import WinRmChannel
-from orchestrator.plugin.windows.host import BackupShareFields, WindowsHostFields
+from orchestrator.plugin.windows.host import WindowsHostFields
 from orchestrator.plugin.windows.scripts import Script
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ class WinSystemStatePlugin(SourcePlugin):
     Config = WinSystemStateConfig
 
     def export_parts(self, meta: dict, items: Items, tree_format: str, image_format: str) -> list[ExportPart]:
-        parts = default_parts(items, tree_format, image_format)
-        for p in parts:
-            p.format, p.how = "Windows Server Backup (system state)", HOW
-        return parts
+        return labelled_parts(items, tree_format, image_format, "Windows Server Backup (system state)", HOW)
 
     @contextmanager
     def capture(self, cfg: WinSystemStateConfig, checkpoint: dict | None, ctx: CaptureContext) -> Iterator[Capture]:
