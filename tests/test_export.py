@@ -162,7 +162,7 @@ def damage_file(vault: Path, snapshot_id: str, path: str) -> None:
     loc = v.load_index().chunks[bytes.fromhex(entry["c"][0][0])]
     pack = next(p for p in (vault / "data").rglob("*") if p.is_file() and p.name == loc.pack)
     raw = bytearray(pack.read_bytes())
-    raw[loc.offset + 40] ^= 0xFF
+    raw[loc.offset + loc.length // 2] ^= 0xFF  # inside that chunk, whatever its sealed length
     pack.write_bytes(bytes(raw))
 
 
