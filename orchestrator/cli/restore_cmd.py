@@ -318,6 +318,55 @@ def sharepoint_cmd(snapshot: str, vault_path: str, site: str | None, as_url: str
                    f"{res['restored_as']} on {res['server']} in {res['seconds']:.1f} s; {res['verified']}")
 
 
+@restore_group.command("exchange")
+@click.argument("snapshot")
+@vault_option
+@click.option("--target-folder", help="An empty folder on the Exchange server for the recovery database "
+              "(R:\\Recovery\\DB01); never a live database's folder.")
+@click.option("--recovery-name", help="Name of the recovery database (default: RDB-<database>-<time>).")
+@click.option("--mailbox", "mailboxes", multiple=True, help="Restore this mailbox's content from the recovery "
+              "database into the live mailbox (New-MailboxRestoreRequest); repeatable.")
+@click.option("--files-only", is_flag=True, help="Only put the EDB and its logs in a folder of the share (kept), no "
+              "recovery.")
+@click.option("--host", help="The Exchange server to restore on (default: the one backed up from).")
+@click.option("--port", type=int, help="Its WinRM port, with --host.")
+@click.option("--thumbprint", help="Its WinRM certificate's SHA-256, with --host.")
+@click.option("--share", help="smb:// folder the Exchange server reads (default: the policy's share).")
+@click.option("--share-path", help="The same folder as the server names it (UNC).")
+@click.option("--user", help="WinRM user (default: the policy's).")
+@click.option("--password-env", help="Environment variable with its password (default: the policy's).")
+@click.option("--share-user", help="Share user (default: the WinRM user).")
+@click.option("--share-password-env", help="Environment variable with the share's password.")
+@catalog_option
+@json_option
+def exchange_cmd(snapshot: str, vault_path: str, target_folder: str | None, recovery_name: str | None,
+                 mailboxes: tuple[str, ...], files_only: bool, host: str | None, port: int | None,
+                 thumbprint: str | None, share: str | None, share_path: str | None, user: str | None,
+                 password_env: str | None, share_user: str | None, share_password_env: str | None,
+                 catalog_url: str | None, as_json: bool) -> None:
+    """Restore an Exchange mailbox database as a recovery database (soft recovery of its logs, then mounted),
+    optionally with New-MailboxRestoreRequest for chosen mailboxes; or only its files with --files-only."""
+    from orchestrator.restore.database import restore_database
+
+    options = {"target_folder": target_folder, "recovery_name": recovery_name, "mailboxes": list(mailboxes),
+               "files_only": files_only, "host": host, "port": port, "thumbprint": thumbprint, "share": share,
+               "share_path": share_path, "user": user, "password_env": password_env, "share_user": share_user,
+               "share_password_env": share_password_env}
+    vault = open_vault(vault_path)
+    snap = vault.resolve(snapshot)
+    with audited(catalog_url, snap, "exchange", recovery_name or target_folder or "files") as detail:
+        res = restore_database(vault, snap, "exchange", options)
+        detail.update(database=res["database"], restored_as=res["restored_as"], server=res["server"])
+    if as_json:
+        emit_json(res)
+    else:
+        where = f" on {res['server']}" if res["server"] else ""
+        click.echo(f"restored {res['database']} from {snap.id[:12]} ({snap.name}, {snap.time[:19]}) as "
+                   f"{res['restored_as']}{where} in {res['seconds']:.1f} s; {res['verified']}")
+        for r in res.get("requests") or []:
+            click.echo(f"  mailbox {r.get('Mailbox')}: restore request {r.get('Name')} {r.get('Status')}")
+
+
 @restore_group.command("files")
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1, required=True)

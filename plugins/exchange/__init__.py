@@ -1,0 +1,1 @@
+"""Microsoft Exchange mailbox databases over the Windows channel (VSS with the Exchange writer)."""

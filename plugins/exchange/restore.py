@@ -1,0 +1,88 @@
+"""Restore an Exchange snapshot, never over the live database: the EDB and its logs are written to a folder of a
+share the Exchange server reads, then (unless ``files_only``) the server copies them to an empty local folder,
+replays the logs (``eseutil /r``), checks the header says Clean Shutdown, creates and mounts a recovery database,
+and for each mailbox asked starts ``New-MailboxRestoreRequest`` into the live mailbox (a "Restored …" folder)."""
+
+from __future__ import annotations
+
+import ntpath
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from orchestrator.plugin.errors import UsageError
+from orchestrator.plugin.secret import read_secret
+from orchestrator.plugin.smb import SmbFiles
+from orchestrator.plugin.windows.channel import WindowsAccess, WinRmChannel
+from plugins.exchange.plugin import script
+
+WriteItem = Callable[[str, BinaryIO], int]
+
+
+def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) -> dict:
+    t0 = time.monotonic()
+    acc = meta["access"]
+    files_only = bool(options.get("files_only"))
+    target = options.get("target_folder")
+    if not files_only:
+        if not target or not ntpath.isabs(target) or not ntpath.splitdrive(target)[0]:
+            raise UsageError("give --target-folder, an empty folder on the Exchange server (R:\\Recovery\\DB01), "
+                             "or --files-only")
+        for live in (ntpath.dirname(meta.get("edb_path") or ""), meta.get("log_folder") or ""):
+            a, b = ntpath.normcase(ntpath.normpath(target)), ntpath.normcase(ntpath.normpath(live)) if live else ""
+            if b and (a == b or a.startswith(b + "\\") or b.startswith(a + "\\")):
+                raise UsageError(f"--target-folder {target} overlaps {live}, a folder of the live database "
+                                 f"{meta['database']}: restores never go there")
+    recovery = options.get("recovery_name") or f"RDB-{meta['database']}-{time.strftime('%Y%m%d%H%M')}"
+    if recovery.lower() == meta["database"].lower():
+        raise UsageError(f"--recovery-name {recovery} is the live database's name")
+    env = options.get("password_env") or acc.get("password_env")
+    password = read_secret(env, None if options.get("password_env") else acc.get("password_file"), "restore",
+                           "password")
+    access = WindowsAccess(options.get("host") or acc["host"], options.get("user") or acc["user"], password or "",
+                           port=acc.get("port") if not options.get("host") else options.get("port"),
+                           https=acc.get("https", True), thumbprint=options.get("thumbprint") or acc.get("thumbprint"),
+                           ca_file=acc.get("ca_file"), auth=acc.get("auth", "ntlm"))
+    share, share_path = options.get("share") or meta["share"], options.get("share_path") or meta["share_path"]
+    files = SmbFiles(options.get("share_user") or meta.get("share_user") or acc["user"],
+                     _share_password(options, meta, password))
+    folder = f"dobaas-restore-{meta['database']}-{time.strftime('%Y%m%d%H%M%S')}"
+    url, unc = f"{share}/{folder}", f"{share_path}\\{folder}"
+    written = 0
+    keep = files_only
+    try:
+        files.makedirs(f"{url}/logs")
+        for item in items:
+            with files.open_write(f"{url}/{item}") as out:
+                written += write_item(item, out)
+        if files_only:
+            return {"database": meta["database"], "restored_as": unc, "server": None, "until": meta.get("method"),
+                    "seconds": round(time.monotonic() - t0, 3), "bytes": written,
+                    "verified": f"{len(items)} file(s) written and checked against the snapshot; no recovery run"}
+        channel = WinRmChannel(access)
+        res: Any = channel.run(script("Restore-DobaasExchangeDatabase.ps1"), {
+            "Source": unc, "TargetFolder": target, "EdbName": meta["edb"], "LogFilePrefix": meta["log_prefix"],
+            "RecoveryName": recovery})
+        requests: Any = []
+        if options.get("mailboxes"):
+            requests = channel.run(script("New-DobaasMailboxRestore.ps1"), {
+                "RecoveryName": recovery, "Mailboxes": list(options["mailboxes"])}).get("Requests") or []
+    except BaseException:
+        keep = False
+        raise
+    finally:
+        if not keep:
+            files.remove_tree(url)
+        files.close()
+    requests = [requests] if isinstance(requests, dict) else requests
+    return {"database": meta["database"], "restored_as": res.get("RecoveryDatabase"), "server": res.get("Server"),
+            "until": meta.get("method"), "seconds": round(time.monotonic() - t0, 3), "bytes": written,
+            "edb_path": res.get("EdbFilePath"), "requests": requests,
+            "verified": f"soft recovery replayed the logs, header {res.get('State')}, recovery database mounted"}
+
+
+def _share_password(options: dict, meta: dict, fallback: str | None) -> str:
+    """--share-password-env, else the policy's share password source, else the WinRM password."""
+    env = options.get("share_password_env") or meta.get("share_password_env")
+    file = None if options.get("share_password_env") else meta.get("share_password_file")
+    return (read_secret(env, file, "restore", "share_password") if env or file else fallback) or ""
