@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +24,8 @@ from orchestrator.restore.image import restore_image
 
 if TYPE_CHECKING:
     from orchestrator.vault.snapshot import Snapshot
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group("restore")
@@ -278,6 +280,21 @@ def oracle_cmd(snapshot: str, vault_path: str, target_host: str, oracle_sid: str
                    f"{res['verified']}")
 
 
+def windows_server_options(product: str) -> Callable[[F], F]:
+    """The options of a restore that runs on a Windows server and hands it files through a share."""
+    def apply(f: F) -> F:
+        for option in reversed([
+            click.option("--share", help=f"smb:// folder the {product} server reads (default: the policy's share)."),
+            click.option("--share-path", help="The same folder as the server names it (UNC)."),
+            click.option("--user", help="WinRM user (default: the policy's)."),
+            click.option("--password-env", help="Environment variable with its password (default: the policy's)."),
+            click.option("--share-user", help="Share user (default: the WinRM user)."),
+            click.option("--share-password-env", help="Environment variable with the share's password.")]):
+            f = option(f)
+        return f
+    return apply
+
+
 @restore_group.command("sharepoint")
 @click.argument("snapshot")
 @vault_option
@@ -287,12 +304,7 @@ def oracle_cmd(snapshot: str, vault_path: str, target_host: str, oracle_sid: str
 @click.option("--host", help="Farm snapshots: a server of the recovery farm (default: the one backed up from, which "
               "needs --in-place).")
 @click.option("--in-place", is_flag=True, help="Farm snapshots: allow Restore-SPFarm on the source farm (overwrites).")
-@click.option("--share", help="smb:// folder the SharePoint server reads (default: the policy's share).")
-@click.option("--share-path", help="The same folder as the server names it (UNC).")
-@click.option("--user", help="WinRM user (default: the policy's).")
-@click.option("--password-env", help="Environment variable with its password (default: the policy's).")
-@click.option("--share-user", help="Share user (default: the WinRM user).")
-@click.option("--share-password-env", help="Environment variable with the share's password.")
+@windows_server_options("SharePoint")
 @catalog_option
 @json_option
 def sharepoint_cmd(snapshot: str, vault_path: str, site: str | None, as_url: str | None, item: str | None,
@@ -331,12 +343,7 @@ def sharepoint_cmd(snapshot: str, vault_path: str, site: str | None, as_url: str
 @click.option("--host", help="The Exchange server to restore on (default: the one backed up from).")
 @click.option("--port", type=int, help="Its WinRM port, with --host.")
 @click.option("--thumbprint", help="Its WinRM certificate's SHA-256, with --host.")
-@click.option("--share", help="smb:// folder the Exchange server reads (default: the policy's share).")
-@click.option("--share-path", help="The same folder as the server names it (UNC).")
-@click.option("--user", help="WinRM user (default: the policy's).")
-@click.option("--password-env", help="Environment variable with its password (default: the policy's).")
-@click.option("--share-user", help="Share user (default: the WinRM user).")
-@click.option("--share-password-env", help="Environment variable with the share's password.")
+@windows_server_options("Exchange")
 @catalog_option
 @json_option
 def exchange_cmd(snapshot: str, vault_path: str, target_folder: str | None, recovery_name: str | None,

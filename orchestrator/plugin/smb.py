@@ -188,3 +188,14 @@ class BackupShareFields(BaseModel):
         pw = read_secret(self.share_password_env, self.share_password_file, what, "share_password") \
             if (self.share_password_env or self.share_password_file) else password
         return SmbFiles(self.share_user or user, pw or "")
+
+
+def restore_share(meta: dict, options: dict, user: str, password: str | None) -> tuple[SmbFiles, str, str]:
+    """The share a restore writes a product's backup files to, for the Windows server to read them: the files
+    connection, its smb:// URL and its UNC path, from the command's ``share``/``share_path``/``share_user``/
+    ``share_password_env``, else the snapshot's (``share_names``), else the WinRM account."""
+    env = options.get("share_password_env") or meta.get("share_password_env")
+    file = None if options.get("share_password_env") else meta.get("share_password_file")
+    pw = read_secret(env, file, "restore", "share_password") if env or file else password
+    files = SmbFiles(options.get("share_user") or meta.get("share_user") or user, pw or "")
+    return files, options.get("share") or meta["share"], options.get("share_path") or meta["share_path"]

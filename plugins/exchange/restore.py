@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from orchestrator.plugin.errors import UsageError
-from orchestrator.plugin.secret import read_secret
-from orchestrator.plugin.smb import SmbFiles
-from orchestrator.plugin.windows.channel import WindowsAccess, WinRmChannel
+from orchestrator.plugin.smb import restore_share
+from orchestrator.plugin.windows.channel import WinRmChannel
+from orchestrator.plugin.windows.host import restore_access
 from plugins.exchange.plugin import script
 
 WriteItem = Callable[[str, BinaryIO], int]
@@ -36,16 +36,8 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) 
     recovery = options.get("recovery_name") or f"RDB-{meta['database']}-{time.strftime('%Y%m%d%H%M')}"
     if recovery.lower() == meta["database"].lower():
         raise UsageError(f"--recovery-name {recovery} is the live database's name")
-    env = options.get("password_env") or acc.get("password_env")
-    password = read_secret(env, None if options.get("password_env") else acc.get("password_file"), "restore",
-                           "password")
-    access = WindowsAccess(options.get("host") or acc["host"], options.get("user") or acc["user"], password or "",
-                           port=acc.get("port") if not options.get("host") else options.get("port"),
-                           https=acc.get("https", True), thumbprint=options.get("thumbprint") or acc.get("thumbprint"),
-                           ca_file=acc.get("ca_file"), auth=acc.get("auth", "ntlm"))
-    share, share_path = options.get("share") or meta["share"], options.get("share_path") or meta["share_path"]
-    files = SmbFiles(options.get("share_user") or meta.get("share_user") or acc["user"],
-                     _share_password(options, meta, password))
+    access = restore_access(meta["access"], options, f"Exchange server {options.get('host') or acc['host']}")
+    files, share, share_path = restore_share(meta, options, access.user, access.password)
     folder = f"dobaas-restore-{meta['database']}-{time.strftime('%Y%m%d%H%M%S')}"
     url, unc = f"{share}/{folder}", f"{share_path}\\{folder}"
     written = 0
@@ -80,9 +72,3 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) 
             "edb_path": res.get("EdbFilePath"), "requests": requests,
             "verified": f"soft recovery replayed the logs, header {res.get('State')}, recovery database mounted"}
 
-
-def _share_password(options: dict, meta: dict, fallback: str | None) -> str:
-    """--share-password-env, else the policy's share password source, else the WinRM password."""
-    env = options.get("share_password_env") or meta.get("share_password_env")
-    file = None if options.get("share_password_env") else meta.get("share_password_file")
-    return (read_secret(env, file, "restore", "share_password") if env or file else fallback) or ""

@@ -17,6 +17,7 @@ from orchestrator.plugin.errors import DobaasError, IntegrityError, StorageFull,
 from orchestrator.plugin.secret import read_secret
 from orchestrator.plugin.smb import SmbFiles, host_to_url
 from orchestrator.plugin.windows.channel import WindowsAccess, WinRmChannel
+from orchestrator.plugin.windows.host import restore_access
 from orchestrator.plugin.windows.scripts import Script
 from plugins.hyperv.vhdx import VhdxReader
 
@@ -29,15 +30,8 @@ def _script(name: str) -> Script:
 
 def _access(meta: dict, options: MachineRestoreOptions) -> tuple[WindowsAccess, SmbFiles]:
     a = meta.get("access") or {}
-    user = options.get("user") or a.get("user")
-    env = options.get("password_env") or a.get("password_env")
-    password = read_secret(env, None if options.get("password_env") else a.get("password_file"),
-                           f"Hyper-V host {a.get('host')}", "password")
-    if not user or password is None:
-        raise UsageError("no credentials for the Hyper-V host: give --user and --password-env")
-    host = options.get("host") or a["host"]
-    access = WindowsAccess(host, user, password, port=a.get("port"), https=a.get("https", True),
-                           thumbprint=a.get("thumbprint"), ca_file=a.get("ca_file"), auth=a.get("auth", "ntlm"))
+    access = restore_access(a, options, f"the Hyper-V host {a.get('host')}")
+    user, password = access.user, access.password
     s_user = a.get("storage_user") or user
     s_pw = read_secret(a.get("storage_password_env"), a.get("storage_password_file"), "storage",
                        "password") if (a.get("storage_password_env") or a.get("storage_password_file")) else password

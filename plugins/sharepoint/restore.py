@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from orchestrator.plugin.errors import UsageError
-from orchestrator.plugin.secret import read_secret
-from orchestrator.plugin.smb import SmbFiles
-from orchestrator.plugin.windows.channel import WindowsAccess, WinRmChannel
+from orchestrator.plugin.smb import restore_share
+from orchestrator.plugin.windows.channel import WinRmChannel
+from orchestrator.plugin.windows.host import restore_access
 from plugins.sharepoint.plugin import script
 
 WriteItem = Callable[[str, BinaryIO], int]
@@ -31,15 +31,8 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) 
             raise UsageError(f"--site {options['site']}: this snapshot holds {', '.join(meta['sites'])}")
     elif not (options.get("item") or meta.get("top")):
         raise UsageError("give --item, the farm component to restore (e.g. 'Farm\\...\\WSS_Content')")
-    env = options.get("password_env") or acc.get("password_env")
-    password = read_secret(env, None if options.get("password_env") else acc.get("password_file"), "restore",
-                           "password")
-    access = WindowsAccess(host, options.get("user") or acc["user"], password or "", port=acc.get("port"),
-                           https=acc.get("https", True), thumbprint=options.get("thumbprint") or acc.get("thumbprint"),
-                           ca_file=acc.get("ca_file"), auth=acc.get("auth", "ntlm"))
-    share, share_path = options.get("share") or meta["share"], options.get("share_path") or meta["share_path"]
-    files = SmbFiles(options.get("share_user") or meta.get("share_user") or acc["user"],
-                     _share_password(options, meta, password))
+    access = restore_access(acc, options, f"SharePoint server {host}")
+    files, share, share_path = restore_share(meta, options, access.user, access.password)
     folder = f"dobaas-restore-{int(time.time())}"
     url, unc = f"{share}/{folder}", f"{share_path}\\{folder}"
     try:
@@ -68,9 +61,3 @@ def restore(meta: dict, items: list[str], write_item: WriteItem, options: dict) 
             "until": meta.get("method", "site backup"), "seconds": round(time.monotonic() - t0, 3),
             "verified": "SharePoint reported no error", "sharepoint": res}
 
-
-def _share_password(options: dict, meta: dict, fallback: str | None) -> str:
-    """--share-password-env, else the policy's share password source, else the WinRM password."""
-    env = options.get("share_password_env") or meta.get("share_password_env")
-    file = None if options.get("share_password_env") else meta.get("share_password_file")
-    return (read_secret(env, file, "restore", "share_password") if env or file else fallback) or ""
