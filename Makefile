@@ -17,7 +17,9 @@ VMWARE_PKGS := golang-go golang-github-vmware-govmomi-dev
 # export, mount and destroy: FUSE, qemu-img for the image formats, GNU tar + bsdtar + rsync to check exported
 # archives, xfsprogs/ntfs-3g for the filesystems mounted out of disk images
 EXPORT_PKGS := fuse3 fdisk qemu-utils libarchive-tools rsync tar xfsprogs ntfs-3g e2fsprogs
-TEST_PKGS := $(BASE_PKGS) $(EXPORT_PKGS) samba samba-vfs-modules acl postgresql poppler-utils $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
+# the portal's browser tests: Debian's Chromium driven by Playwright
+PORTAL_PKGS := chromium fonts-liberation
+TEST_PKGS := $(BASE_PKGS) $(EXPORT_PKGS) $(PORTAL_PKGS) samba samba-vfs-modules acl postgresql poppler-utils $(SFTP_PKGS) $(KVM_PKGS) $(MYSQL_PKGS) $(VMWARE_PKGS)
 BENCH_PKGS := $(BASE_PKGS) restic samba samba-vfs-modules qemu-utils $(MYSQL_PKGS) $(SFTP_PKGS) $(VMWARE_PKGS)
 
 .PHONY: install install-plugins install-deploy compile demo test lint bench man wheel clean
@@ -30,11 +32,11 @@ install-plugins: $(BIN)/.installed-plugins
 
 $(BIN)/.installed-plugins: $(BIN)/.installed
 	@$(APT) $(BASE_PKGS) $(KVM_PKGS) $(MYSQL_PKGS)
-	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql,oracle,s3,s3test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q -e '.[test,kvm,mysql,vmware,hyperv,mssql,oracle,s3,s3test,portal]' 2>&1 | grep -v "^WARNING: Location" || true
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do \
 	    ln -sf $$f $$site/; done
-	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql, boto3, oracledb" && test -x $(BIN)/weed && touch $@
+	@$(BIN)/python -c "import libvirt, nbd, mysql.connector, pyVmomi, winrm, spnego, pyvhdi, pymssql, boto3, oracledb, fastapi, argon2, playwright" && test -x $(BIN)/weed && touch $@
 
 # Ansible (with the ansible.posix/windows collections) and ansible-lint, for ansible/ and its tests
 install-deploy: $(BIN)/.installed-deploy

@@ -17,7 +17,7 @@ from orchestrator.catalog.schema import alert_state, clients, entries, jobs, res
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.vault.snapshot import Snapshot
 
-HEAD = "0005"  # latest migration; the fast path skips importing alembic when the database is current
+HEAD = "0006"  # latest migration; the fast path skips importing alembic when the database is current
 __all__ = ["Catalog", "EntryRow", "default_url", "display_path", "entry_rows", "to_url"]
 
 #: last_seq of a version still present in the newest recorded snapshot: unchanged files need no write at all
@@ -230,6 +230,18 @@ class Catalog:
             raise UsageError(f"snapshot id {prefix} is ambiguous; give more characters")
         return _snap_dict(rows[0])
 
+    def snapshot_of(self, snapshot_id: str, client: str | None) -> dict:
+        """The snapshot with exactly this id, of ``client`` only when given (the portal: another tenant's
+        snapshot is as unknown as one that does not exist)."""
+        q = _snapshot_query().where(snapshots.c.id == snapshot_id)
+        if client is not None:
+            q = q.where(clients.c.name == client)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"no snapshot {snapshot_id}")
+        return _snap_dict(row)
+
     def snapshot_at(self, source: str, when: datetime) -> dict:
         """The latest snapshot of ``source`` taken at or before ``when``."""
         at = when.astimezone(UTC).isoformat()
@@ -266,7 +278,8 @@ class Catalog:
                     return [dict(itself)]
         return rows
 
-    def find(self, pattern: str, source: str | None = None, since: datetime | None = None) -> list[dict]:
+    def find(self, pattern: str, source: str | None = None, since: datetime | None = None,
+             client: str | None = None, limit: int | None = None) -> list[dict]:
         """Every version of every matching file: how many snapshots hold it, the first and the last (restore
         from any snapshot between them gives this version)."""
         like_col = entries.c.path if "/" in pattern else entries.c.name
@@ -279,6 +292,10 @@ class Catalog:
             q = q.where(like_col.like(_glob_to_like(pattern), escape="\\"))
         if source:
             q = q.where(sources.c.name == source)
+        if client is not None:
+            q = q.join(clients, clients.c.id == sources.c.client_id).where(clients.c.name == client)
+        if limit:
+            q = q.order_by(entries.c.path).limit(limit)
         since_iso = since.astimezone(UTC).isoformat() if since else ""
         out = []
         with self.engine.connect() as conn:
@@ -342,9 +359,12 @@ class Catalog:
                     done += 1
         return done
 
-    def jobs(self, policy: str | None = None, source: str | None = None, limit: int = 100) -> list[dict]:
+    def jobs(self, policy: str | None = None, source: str | None = None, limit: int = 100,
+             client: str | None = None) -> list[dict]:
         """The latest jobs, newest first."""
         q = select(jobs).order_by(jobs.c.started.desc(), jobs.c.id.desc()).limit(limit)
+        if client is not None:
+            q = q.where(jobs.c.client == client)
         if policy:
             q = q.where(jobs.c.policy == policy)
         if source:

@@ -22,6 +22,7 @@ from orchestrator.cli import (
     jobs_cmd,
     mount_cmd,
     policy_cmd,
+    portal_cmd,
     prune_cmd,
     report_cmd,
     restore_cmd,
@@ -78,7 +79,7 @@ class JsonLines(logging.Formatter):
 
 for module in (vault_cmd, backup_cmd, policy_cmd, snapshots_cmd, browse_cmd, restore_cmd, verify_cmd, prune_cmd,
                catalog_cmd, jobs_cmd, daemon_cmd, demo_cmd, diff_cmd, stats_cmd, completion_cmd, report_cmd, copy_cmd,
-               export_cmd, mount_cmd, tenant_cmd):
+               export_cmd, mount_cmd, tenant_cmd, portal_cmd):
     module.register(cli)
 
 

@@ -161,12 +161,20 @@ def _utf8(b: bytes) -> bool:
 
 def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], bytes], out: Writable,
               is_zero: Callable[[str, int], bool], progress: Callable[[int], None] | None = None,
-              top: str = "root") -> TarStats:
+              top: str = "root", under: str = "") -> TarStats:
     """Write ``item`` (a tree) to ``out`` as a pax archive whose members are under one folder ``top`` (the
-    item's root itself: extracting makes that folder, with its own owner, mode and times)."""
+    item's root itself: extracting makes that folder, with its own owner, mode and times). ``under``: only that
+    directory (or file) of the tree, as the folder ``top`` (a download of one folder)."""
     st = TarStats()
     first_path: dict[str, str] = {}  # hard links: the original path of a multiply-linked file -> its member name
+    cut = len(under) + 1 if under else 0
     for e in iter_tree(item, read_meta):
+        if under:
+            if e["p"] != under and not e["p"].startswith(under + "/"):
+                continue
+            e = {**e, "p": e["p"][cut:]}
+            if e["t"] == "h":
+                e["l"] = e["l"][cut:] if e["l"].startswith(under + "/") else e["l"]
         p, kind = e["p"], e["t"]
         if not safe_rel(p):
             st.skipped.append(f"{printable(p)}: unsafe path in the snapshot")
