@@ -128,8 +128,16 @@ from tests.filetrees import files_vault, setup  # noqa: E402,F401  (trees backed
 from tests.libvirt_env import domains, libvirt_daemons  # noqa: E402,F401  (real libvirtd + QEMU domains)
 from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real MariaDB on loopback)
 from tests.oracle_env import oracle_hosts  # noqa: E402,F401  (session fixture: Oracle hosts over real SSH)
+from tests.portal_site import serve, site, sqlite_site  # noqa: E402,F401  (the portal on a real server)
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)
 from tests.s3server import s3server  # noqa: E402,F401  (session fixture: a real SeaweedFS S3 server on loopback)
 from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)
 from tests.sshd import sshd  # noqa: E402,F401  (session fixture: a real OpenSSH vault host on loopback)
 from tests.vcsim import vcsim, vcsim_env  # noqa: E402,F401  (session fixture: govmomi vSphere simulator)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):  # type: ignore[no-untyped-def]
+    """pytest-playwright drives Debian's Chromium (`make test` installs it; browsers are never downloaded)."""
+    assert os.path.exists("/usr/bin/chromium"), "Chromium is missing: `make test` installs it (chromium)"
+    return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "headless": True}

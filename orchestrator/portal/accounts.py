@@ -76,23 +76,25 @@ class Accounts:
 
     def authenticate(self, login: str, password: str, now: datetime) -> User:
         """The user, or LoginRefused. A locked account is refused even with the right password."""
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.login == login)).mappings().first()
-            if row is None:
-                _verify(_DUMMY, password)
-                raise LoginRefused("wrong login or password")
-            if row["locked_until"] and row["locked_until"] > iso(now):
-                raise LoginRefused(f"this account is locked after {MAX_FAILURES} failed logins; try again after "
-                                   f"{row['locked_until'][:16].replace('T', ' ')} UTC")
-            if not _verify(row["password_hash"], password):
-                failures = row["failures"] + 1
-                locked = iso(now + timedelta(minutes=LOCK_MINUTES)) if failures >= MAX_FAILURES else ""
-                conn.execute(update(users).where(users.c.id == row["id"])
-                             .values(failures=0 if locked else failures, locked_until=locked))
-                raise LoginRefused("wrong login or password" + (
-                    f"; the account is now locked for {LOCK_MINUTES} minutes" if locked else ""))
-            conn.execute(update(users).where(users.c.id == row["id"]).values(failures=0, locked_until=""))
-            return _user(row)
+        if row is None:
+            _verify(_DUMMY, password)
+            raise LoginRefused("wrong login or password")
+        if row["locked_until"] and row["locked_until"] > iso(now):
+            raise LoginRefused(f"this account is locked after {MAX_FAILURES} failed logins; try again after "
+                               f"{row['locked_until'][:16].replace('T', ' ')} UTC")
+        good = _verify(row["password_hash"], password)
+        with self.engine.begin() as conn:  # committed before any refusal is raised
+            if good:
+                conn.execute(update(users).where(users.c.id == row["id"]).values(failures=0, locked_until=""))
+                return _user(row)
+            failures = conn.execute(select(users.c.failures).where(users.c.id == row["id"])).scalar_one() + 1
+            locked = iso(now + timedelta(minutes=LOCK_MINUTES)) if failures >= MAX_FAILURES else ""
+            conn.execute(update(users).where(users.c.id == row["id"])
+                         .values(failures=0 if locked else failures, locked_until=locked))
+        raise LoginRefused("wrong login or password" + (
+            f"; the account is now locked for {LOCK_MINUTES} minutes" if locked else ""))
 
     def change_password(self, user: User, old: str, new: str) -> None:
         """Replace the password (the old one proves it is the user); every session of the user ends."""

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from orchestrator.catalog.db import Catalog
 from orchestrator.errors import DobaasError, NotFound
 from orchestrator.portal import api, web
-from orchestrator.portal.auth import LoginNeeded, PasswordChangeNeeded
+from orchestrator.portal.auth import CSRF_REFUSED, LoginNeeded, PasswordChangeNeeded
 from orchestrator.portal.context import Portal
 from orchestrator.portal.tenants import Tenants
 from orchestrator.portal.views import page
@@ -74,6 +74,8 @@ def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> Response:
+        if any(err["loc"][-1] == "csrf" for err in e.errors()):  # a form without its token: a forged one
+            return page(request, "error.html", "Refused", status=403, error=CSRF_REFUSED)
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'][1:])}: {err['msg']}" for err in e.errors())
         if _is_api(request):
             return JSONResponse({"error": problems}, status_code=422)

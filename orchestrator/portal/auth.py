@@ -12,6 +12,8 @@ from orchestrator.portal.accounts import User
 from orchestrator.portal.context import Portal
 
 COOKIE = "dobaas_session"
+CSRF_REFUSED = ("the form is stale or did not come from this portal (CSRF check failed): reload the page and "
+                "try again")
 
 
 class LoginNeeded(Exception):
@@ -53,8 +55,7 @@ def staff_user(user: WebUser) -> User:
 def check_csrf(request: Request, token: str) -> None:
     """Every form posts the session's CSRF token; a form from another site cannot know it."""
     if not hmac.compare_digest(token or "", getattr(request.state, "csrf", "") or "\0"):
-        raise HTTPException(403, "the form is stale or did not come from this portal (CSRF check failed): reload "
-                                 "the page and try again")
+        raise HTTPException(403, CSRF_REFUSED)
 
 
 def api_session(request: Request) -> User:

@@ -1,0 +1,198 @@
+"""The portal's rules over HTTP on a real server (uvicorn on loopback): default passwords block everything,
+lockout, CSRF, session fixation, roles, and tenant isolation on every route of the pages and the API."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+
+import httpx
+import pytest
+
+from orchestrator.portal.app import routes
+from tests.portal_site import Site
+
+pytestmark = pytest.mark.portal
+NEW = "a long new passphrase 2026"
+
+
+def _ready(site: Site) -> None:
+    site.add_user("alice", "acme")
+    site.add_user("gina", "globex")
+    site.add_user("tom", role="technician")
+    for login in ("alice", "gina", "tom"):
+        site.api(login, change_to=f"{NEW} {login}")
+
+
+def test_default_password_blocks_every_data_route(sqlite_site: Site) -> None:
+    site = sqlite_site
+    site.add_user("alice", "acme")
+    c = site.api("alice")  # logged in, default password not changed
+    for method, path in routes():
+        if not path.startswith("/api/") or path in ("/api/v1/session", "/api/v1/password"):
+            continue
+        url = path.format(snapshot_id=site.snapshots["acme"][0], request_id=1, reference="INC-2026-00001")
+        r = c.request(method, url, params={"path": "docs", "q": "x"}, json={})
+        assert r.status_code == 403 and "password must be changed" in r.text, (method, path, r.status_code)
+    web = httpx.Client(base_url=site.url)
+    r = web.post("/login", data={"login": "alice", "password": site.accounts["alice"]})
+    assert r.status_code == 303 and r.headers["location"] == "/password"
+    for path in ("/", "/snapshots", f"/snapshots/{site.snapshots['acme'][0]}", "/incidents", "/settings"):
+        r = web.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/password", path
+    # the change itself: the old password proves it is the user; a short one is refused
+    r = c.post("/api/v1/password", json={"old_password": site.accounts["alice"], "new_password": "short"})
+    assert r.status_code == 400 and "12 characters" in r.text
+    r = c.post("/api/v1/password", json={"old_password": site.accounts["alice"], "new_password": NEW})
+    assert r.status_code == 200
+    # every earlier session ended with the change, the new token works
+    assert c.get("/api/v1/snapshots").status_code == 401
+    assert web.get("/").status_code == 303
+    c.headers["Authorization"] = f"Bearer {r.json()['token']}"
+    got = c.get("/api/v1/snapshots")
+    assert [s["id"] for s in got.json()] == site.snapshots["acme"][::-1], (got.request.url, got.text[:500])
+
+
+def test_lockout_after_repeated_failures(sqlite_site: Site) -> None:
+    site = sqlite_site
+    site.add_user("alice", "acme")
+    site.clock.fixed = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    c = httpx.Client(base_url=site.url)
+    for _ in range(5):
+        r = c.post("/api/v1/session", json={"login": "alice", "password": "guess"})
+        assert r.status_code == 401
+    assert "locked" in r.json()["error"]
+    r = c.post("/api/v1/session", json={"login": "alice", "password": site.accounts["alice"]})
+    assert r.status_code == 401 and "locked" in r.json()["error"]  # the right password too, while locked
+    r = c.post("/login", data={"login": "alice", "password": site.accounts["alice"]})
+    assert r.status_code == 401 and "locked" in r.text
+    site.clock.fixed += timedelta(minutes=16)
+    r = c.post("/api/v1/session", json={"login": "alice", "password": site.accounts["alice"]})
+    assert r.status_code == 200
+    # an unknown login answers exactly as a wrong password
+    r = c.post("/api/v1/session", json={"login": "mallory", "password": "x"})
+    assert r.status_code == 401 and r.json()["error"] == "wrong login or password"
+
+
+def test_csrf_session_fixation_cookie_flags(sqlite_site: Site) -> None:
+    site = sqlite_site
+    _ready(site)
+    c = httpx.Client(base_url=site.url)
+    r = c.post("/login", data={"login": "alice", "password": site.accounts["alice"]},
+               headers={"Cookie": "dobaas_session=chosen-by-an-attacker"})  # a session planted in the browser
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    issued = c.cookies.get("dobaas_session", domain="127.0.0.1")
+    assert issued and issued != "chosen-by-an-attacker"
+    fixed = httpx.Client(base_url=site.url, cookies={"dobaas_session": "chosen-by-an-attacker"})
+    assert fixed.get("/").status_code == 303  # the attacker's value opens nothing
+    # a form posted without the session's CSRF token (a forged cross-site form) is refused and changes nothing
+    for token in ("", "forged"):
+        r = c.post("/incidents", data={"csrf": token, "title": "forged"})
+        assert r.status_code == 403 and "CSRF" in r.text
+    assert "forged" not in c.get("/incidents").text
+    r = c.post("/logout", data={"csrf": "nope"})
+    assert r.status_code == 403
+    assert c.get("/").status_code == 200  # still logged in: the forged logout did nothing
+    head = c.get("/")
+    assert head.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in head.headers[
+        "content-security-policy"]
+
+
+def test_client_cannot_use_technician_routes(sqlite_site: Site) -> None:
+    site = sqlite_site
+    _ready(site)
+    c, csrf = site.web("alice")
+    assert c.get("/console").status_code == 403
+    assert c.get("/audit").status_code == 403
+    api = site.api("alice")
+    req = api.post("/api/v1/restores", json={"snapshot_id": site.snapshots["acme"][1], "paths": [
+        str(site.sources["acme"] / "docs")], "urgency": "high"}).json()
+    r = c.post(f"/requests/{req['id']}/run", data={"csrf": csrf, "command": "files", "arguments": "--in-place x"})
+    assert r.status_code == 403
+    r = api.post(f"/api/v1/restores/{req['id']}/state", json={"to": "planned", "planned_for": "tonight"})
+    assert r.status_code == 400 and "a technician" in r.json()["error"]
+    r = api.post("/api/v1/incidents", json={"title": "no backup last night"})
+    ref = r.json()["reference"]
+    assert re.fullmatch(r"INC-\d{4}-\d{5}", ref)
+    r = api.post(f"/api/v1/incidents/{ref}/actions", json={"action": "close"})
+    assert r.status_code == 400 and "technician" in r.json()["error"]
+
+
+def _ids(site: Site, tenant: str) -> tuple[str, int, str]:
+    """A snapshot, a restore request and an incident of ``tenant`` (made by its own user)."""
+    api = site.api("gina" if tenant == "globex" else "alice")
+    snap = site.snapshots[tenant][1]
+    req = api.post("/api/v1/restores", json={"snapshot_id": snap, "paths": [str(site.sources[tenant] / "docs")]})
+    assert req.status_code == 201, req.text
+    inc = api.post("/api/v1/incidents", json={"title": f"{tenant} incident"})
+    return snap, req.json()["id"], inc.json()["reference"]
+
+
+def test_tenant_isolation_on_every_route(sqlite_site: Site) -> None:
+    """acme's user tries every route of the app and of the API with globex's ids: all 404 (or 403), and the
+    routes without ids never show anything of globex."""
+    site = sqlite_site
+    _ready(site)
+    snap, req_id, ref = _ids(site, "globex")
+    _ids(site, "acme")
+    web, csrf = site.web("alice")
+    api = site.api("alice")
+    globex_path = str(site.sources["globex"] / "docs")
+    form = {"csrf": csrf, "paths": globex_path, "urgency": "normal", "to": "closed", "action": "confirm",
+            "command": "files", "title": "t", "kind": "tree", "snapshot_id": snap, "arguments": "--in-place x",
+            "note": "n", "old_password": "x", "new_password": "y", "new_password2": "y"}
+    body = {"snapshot_id": snap, "paths": [globex_path], "to": "closed", "action": "confirm", "title": "t",
+            "kind": "tree"}
+    tried = 0
+    for method, path in routes():
+        if path in ("/login", "/logout", "/password", "/api/v1/session", "/api/v1/password"):
+            continue
+        url = path.format(snapshot_id=snap, request_id=req_id, reference=ref)
+        params = {"path": globex_path, "q": "*contract*", "tenant": "globex"}
+        if path.startswith("/api/"):
+            r = api.request(method, url, params=params, json=body)
+        else:
+            r = web.request(method, url, params=params, data=form if method == "POST" else None)
+        tried += 1
+        if "{" in path:
+            assert r.status_code in (403, 404), (method, path, r.status_code, r.text[:200])
+        else:
+            assert r.status_code in (200, 201, 303, 400, 403, 404, 422), (method, path, r.status_code)
+            leaks = [m for m in ("globex-server", "globex incident", "globex-nightly", "@globex") if m in r.text]
+            assert not leaks, (method, path, leaks)
+    assert tried >= 30
+    # the API's lists hold acme's only
+    assert {s["client"] for s in api.get("/api/v1/snapshots", params={"tenant": "globex"}).json()} == {"acme"}
+    assert all("acme" in r["path"] for r in api.get("/api/v1/search", params={"q": "*contract*"}).json())
+    # and globex's items are all still there, untouched
+    gina = site.api("gina")
+    assert gina.get(f"/api/v1/restores/{req_id}").json()["state"] == "requested"
+    assert gina.get(f"/api/v1/incidents/{ref}").json()["confirmed"]
+
+
+def test_browse_search_download_over_the_api(site: Site) -> None:
+    """On SQLite and on PostgreSQL: a snapshot's tree, a search across dates, a folder downloaded as tar and
+    compared byte for byte with the source."""
+    _ready(site)
+    api = site.api("alice")
+    src = site.sources["acme"]
+    snap = site.snapshots["acme"][0]
+    day = api.get(f"/api/v1/snapshots/{snap}").json()["time"][:10]
+    assert snap in [s["id"] for s in api.get("/api/v1/snapshots", params={"day": day}).json()]
+    assert api.get("/api/v1/snapshots", params={"day": "2026-02-30"}).status_code == 400
+    tree = api.get(f"/api/v1/snapshots/{snap}/tree", params={"path": str(src / "docs")}).json()
+    assert sorted(e["name"] for e in tree["entries"]) == ["budget.xlsx", "contracts", "photos"]
+    found = api.get("/api/v1/search", params={"q": "budget.xlsx"}).json()
+    assert len(found) == 2 and {f["snapshot_count"] for f in found} == {1}  # changed between the two runs
+    r = api.get(f"/api/v1/snapshots/{snap}/download", params={"path": str(src / "docs" / "contracts")})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=BytesIO(r.content)) as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    want = {f"contracts/{p.relative_to(src / 'docs' / 'contracts')}": p.read_bytes()
+            for p in (src / "docs" / "contracts").rglob("*") if p.is_file()}
+    assert got == want
+    assert api.get(f"/api/v1/snapshots/{snap}/download", params={"path": str(src / "nope")}).status_code == 404
