@@ -5,6 +5,7 @@ tests move."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -144,42 +145,47 @@ def build_site(tmp: Path, cli: Cli, catalog: str) -> Site:
     return Site(url="", catalog=catalog, policies=policies, sources=sources, snapshots=snaps, clock=Clock(), cli=cli)
 
 
-@pytest.fixture
-def serve():
-    """Start the portal of a site; stopped at the end of the test."""
+@contextlib.contextmanager
+def serving(site: Site) -> Iterator[Site]:
+    """The portal of ``site`` served by uvicorn on a free loopback port while the block runs."""
     import uvicorn
 
     from orchestrator.portal.app import create_app
 
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(site: Site) -> Site:
-        app = create_app(site.catalog, str(site.policies), secure_cookies=False, clock=site.clock)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and t.is_alive(), "the portal did not start"
-            time.sleep(0.05)
-        servers.append((server, t))
-        site.url = f"http://127.0.0.1:{port}"
-        return site
-
-    yield start
-    for server, t in servers:
+    app = create_app(site.catalog, str(site.policies), secure_cookies=False, clock=site.clock)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and t.is_alive(), "the portal did not start"
+        time.sleep(0.05)
+    site.url = f"http://127.0.0.1:{port}"
+    try:
+        yield site
+    finally:
         server.should_exit = True
         t.join(10)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def site(request, tmp_path: Path, cli: Cli, serve) -> Iterator[Site]:
+def _site(kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One site per test module (building one costs four backups): tests create their own accounts."""
+    from tests.conftest import Cli
+
+    tmp = tmp_path_factory.mktemp(f"portal-{kind}")
+    pg = request.getfixturevalue("postgres_url") if kind == "postgresql" else None
+    site = build_site(tmp, Cli({}), new_catalog(kind, tmp, pg))
+    with serving(site):
+        yield site
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A site on SQLite, then on PostgreSQL."""
-    pg = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    yield serve(build_site(tmp_path, cli, new_catalog(request.param, tmp_path, pg)))
+    yield from _site(request.param, request, tmp_path_factory)
 
 
-@pytest.fixture
-def sqlite_site(tmp_path: Path, cli: Cli, serve) -> Site:
-    return serve(build_site(tmp_path, cli, new_catalog("sqlite", tmp_path, None)))
+@pytest.fixture(scope="module")
+def sqlite_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield from _site("sqlite", request, tmp_path_factory)

@@ -3,6 +3,7 @@ lockout, CSRF, session fixation, roles, and tenant isolation on every route of t
 
 from __future__ import annotations
 
+import html
 import re
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -19,17 +20,17 @@ NEW = "a long new passphrase 2026"
 
 
 def _ready(site: Site) -> None:
-    site.add_user("alice", "acme")
-    site.add_user("gina", "globex")
-    site.add_user("tom", role="technician")
-    for login in ("alice", "gina", "tom"):
-        site.api(login, change_to=f"{NEW} {login}")
+    """alice (acme), gina (globex) and tom (technician), their passwords changed: once per site."""
+    for login, tenant, role in (("alice", "acme", "client"), ("gina", "globex", "client"), ("tom", "", "technician")):
+        if login not in site.accounts:
+            site.add_user(login, tenant, role)
+            site.api(login, change_to=f"{NEW} {login}")
 
 
 def test_default_password_blocks_every_data_route(sqlite_site: Site) -> None:
     site = sqlite_site
-    site.add_user("alice", "acme")
-    c = site.api("alice")  # logged in, default password not changed
+    site.add_user("newbie", "acme")
+    c = site.api("newbie")  # logged in, default password not changed
     for method, path in routes():
         if not path.startswith("/api/") or path in ("/api/v1/session", "/api/v1/password"):
             continue
@@ -37,15 +38,15 @@ def test_default_password_blocks_every_data_route(sqlite_site: Site) -> None:
         r = c.request(method, url, params={"path": "docs", "q": "x"}, json={})
         assert r.status_code == 403 and "password must be changed" in r.text, (method, path, r.status_code)
     web = httpx.Client(base_url=site.url)
-    r = web.post("/login", data={"login": "alice", "password": site.accounts["alice"]})
+    r = web.post("/login", data={"login": "newbie", "password": site.accounts["newbie"]})
     assert r.status_code == 303 and r.headers["location"] == "/password"
     for path in ("/", "/snapshots", f"/snapshots/{site.snapshots['acme'][0]}", "/incidents", "/settings"):
         r = web.get(path)
         assert r.status_code == 303 and r.headers["location"] == "/password", path
     # the change itself: the old password proves it is the user; a short one is refused
-    r = c.post("/api/v1/password", json={"old_password": site.accounts["alice"], "new_password": "short"})
+    r = c.post("/api/v1/password", json={"old_password": site.accounts["newbie"], "new_password": "short"})
     assert r.status_code == 400 and "12 characters" in r.text
-    r = c.post("/api/v1/password", json={"old_password": site.accounts["alice"], "new_password": NEW})
+    r = c.post("/api/v1/password", json={"old_password": site.accounts["newbie"], "new_password": NEW})
     assert r.status_code == 200
     # every earlier session ended with the change, the new token works
     assert c.get("/api/v1/snapshots").status_code == 401
@@ -57,20 +58,23 @@ def test_default_password_blocks_every_data_route(sqlite_site: Site) -> None:
 
 def test_lockout_after_repeated_failures(sqlite_site: Site) -> None:
     site = sqlite_site
-    site.add_user("alice", "acme")
+    site.add_user("locky", "acme")
     site.clock.fixed = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
-    c = httpx.Client(base_url=site.url)
-    for _ in range(5):
-        r = c.post("/api/v1/session", json={"login": "alice", "password": "guess"})
-        assert r.status_code == 401
-    assert "locked" in r.json()["error"]
-    r = c.post("/api/v1/session", json={"login": "alice", "password": site.accounts["alice"]})
-    assert r.status_code == 401 and "locked" in r.json()["error"]  # the right password too, while locked
-    r = c.post("/login", data={"login": "alice", "password": site.accounts["alice"]})
-    assert r.status_code == 401 and "locked" in r.text
-    site.clock.fixed += timedelta(minutes=16)
-    r = c.post("/api/v1/session", json={"login": "alice", "password": site.accounts["alice"]})
-    assert r.status_code == 200
+    try:
+        c = httpx.Client(base_url=site.url)
+        for _ in range(5):
+            r = c.post("/api/v1/session", json={"login": "locky", "password": "guess"})
+            assert r.status_code == 401
+        assert "locked" in r.json()["error"]
+        r = c.post("/api/v1/session", json={"login": "locky", "password": site.accounts["locky"]})
+        assert r.status_code == 401 and "locked" in r.json()["error"]  # the right password too, while locked
+        r = c.post("/login", data={"login": "locky", "password": site.accounts["locky"]})
+        assert r.status_code == 401 and "locked" in r.text
+        site.clock.fixed += timedelta(minutes=16)
+        r = c.post("/api/v1/session", json={"login": "locky", "password": site.accounts["locky"]})
+        assert r.status_code == 200
+    finally:
+        site.clock.fixed = None
     # an unknown login answers exactly as a wrong password
     r = c.post("/api/v1/session", json={"login": "mallory", "password": "x"})
     assert r.status_code == 401 and r.json()["error"] == "wrong login or password"
@@ -196,3 +200,35 @@ def test_browse_search_download_over_the_api(site: Site) -> None:
             for p in (src / "docs" / "contracts").rglob("*") if p.is_file()}
     assert got == want
     assert api.get(f"/api/v1/snapshots/{snap}/download", params={"path": str(src / "nope")}).status_code == 404
+
+
+def test_client_settings_validated_like_policy_check(sqlite_site: Site) -> None:
+    site = sqlite_site
+    _ready(site)
+    c, csrf = site.web("alice")
+    policy = site.policies / "acme.yaml"
+    before = policy.read_text()
+    form = {"csrf": csrf, "policy": "acme-nightly", "time": "12:00", "emails": "it@acme.example",
+            "exclude:fileserver": "*.tmp"}
+    r = c.post("/settings", data=form)
+    assert r.status_code == 400 and "outside the provider's backup window 20:00-06:00" in html.unescape(r.text)
+    r = c.post("/settings", data={**form, "time": "25:99"})
+    assert r.status_code == 400 and "25:99" in r.text
+    assert policy.read_text() == before  # every refusal leaves the file as it was
+    r = c.post("/settings", data={**form, "time": "23:15", "emails": "it@acme.example\nboss@acme.example",
+                                  "exclude:fileserver": "*.tmp\n*.iso"})
+    assert r.status_code == 200 and "Saved" in r.text
+    text = policy.read_text()
+    assert text.startswith("# acme: written by the provider")  # the provider's comments stay
+    site.cli("policy", "check", str(policy), "--syntax-only")
+    import yaml
+
+    doc = yaml.safe_load(text)
+    assert doc["schedule"] == "15 23 * * *"
+    assert doc["alerts"]["email"]["to"] == ["it@acme.example", "boss@acme.example"]
+    assert doc["sources"][0]["exclude"] == ["*.tmp", "*.iso"]
+    # another tenant's policy is out of reach: it does not exist for acme
+    r = c.post("/settings", data={**form, "policy": "globex-nightly", "time": "23:00"})
+    assert r.status_code == 404
+    audit = site.api("tom").get("/api/v1/jobs")  # technicians read every tenant's jobs
+    assert {j["client"] for j in audit.json()} == {"acme", "globex"}

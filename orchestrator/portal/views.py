@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -31,6 +31,13 @@ def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone(PARIS).strftime("%Y-%m-%d %H:%M")
 
 
+def _due(iso: str | None) -> str:
+    """A deadline at midnight shown as the day it ends."""
+    if not iso:
+        return "—"
+    return (datetime.fromisoformat(iso).astimezone(PARIS) - timedelta(seconds=1)).strftime("%Y-%m-%d (end of day)")
+
+
 def _mtime(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, PARIS).strftime("%Y-%m-%d %H:%M") if ns else "—"
 
@@ -40,7 +47,7 @@ def _hours(h: float | None) -> str:
 
 
 templates.env.filters.update(
-    size=_size, when=_when, mtime=_mtime, hours=_hours,
+    size=_size, when=_when, due=_due, mtime=_mtime, hours=_hours,
     state=lambda s: (s or "").replace("_", " "),
     parent=lambda p: p.rsplit("/", 1)[0] or "/")
 
