@@ -84,12 +84,13 @@ bench: install install-plugins compile
 	  $(BIN)/python tests/bench/bench_hyperv.py; g=$$?; $(BIN)/python tests/bench/bench_sqlserver.py; h=$$?; \
 	  $(BIN)/python tests/bench/bench_s3.py; i=$$?; $(BIN)/python tests/bench/bench_index.py; j=$$?; \
 	  rm -rf .bench-index; $(BIN)/python tests/bench/bench_export.py; k=$$?; rm -rf .bench-export; \
-	  exit $$((a | b | c | d | e | f | g | h | i | j | k))
+	  $(BIN)/python tests/bench/bench_portal.py; l=$$?; rm -rf .bench-portal; \
+	  exit $$((a | b | c | d | e | f | g | h | i | j | k | l))
 
 # the manual page, generated from the commands' own help
 man: install
 	$(BIN)/dobaas man > docs/dobaas.1
 
 clean:
-	rm -rf $(VENV) dist build .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .bench-export .pytest_cache \
+	rm -rf $(VENV) dist build .bench .bench-files .bench-kvm .bench-mysql .bench-sftp .bench-vmware .bench-hyperv .bench-sqlserver .bench-export .bench-portal .pytest_cache \
 	  .ruff_cache .mypy_cache .hypothesis

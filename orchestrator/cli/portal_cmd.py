@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from orchestrator.cli.common import catalog_option, emit_json, json_option
+from orchestrator.cli.common import catalog_option, emit_json, json_option, open_catalog
 from orchestrator.errors import UsageError
 
 
@@ -62,10 +62,9 @@ def user_group() -> None:
 def user_add_cmd(tenant: str, login: str, role: str, catalog_url: str | None, as_json: bool) -> None:
     """Create an account and print its one-time default password: the user must change it at first login."""
     _need_extra()
-    from orchestrator.catalog.db import Catalog
     from orchestrator.portal.accounts import Accounts
 
-    password = Accounts(Catalog(catalog_url).engine).add(login, tenant, role, datetime.now(UTC))
+    password = Accounts(open_catalog(catalog_url).engine).add(login, tenant, role, datetime.now(UTC))
     if as_json:
         emit_json({"login": login, "password": password, "role": role, "tenant": tenant})
         return

@@ -3,6 +3,7 @@ instead of the cookie (so no CSRF exposure), and nothing but the password change
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -56,6 +57,12 @@ class IncidentAct(BaseModel):
     fixes: str = ""
 
 
+def _json(obj: object) -> Response:
+    """Plain data (rows of the catalog) serialized directly: a 10,000-entry listing in milliseconds, where the
+    generic response encoder takes most of a second."""
+    return Response(json.dumps(obj, ensure_ascii=False), media_type="application/json")
+
+
 def _audit(request: Request, user: User, action: str, detail: str = "") -> None:
     p = portal(request)
     p.accounts.record(p.now(), user.login, user.tenant, action, detail,
@@ -97,9 +104,9 @@ def snapshot(request: Request, user: ApiUser, snapshot_id: str) -> dict:
 
 
 @router.get("/snapshots/{snapshot_id}/tree")
-def tree(request: Request, user: ApiUser, snapshot_id: str, path: str = "") -> dict:
-    return {"snapshot": snapshot_id, "path": path or None,
-            "entries": ops.tree(portal(request), user, snapshot_id, path or None)}
+def tree(request: Request, user: ApiUser, snapshot_id: str, path: str = "") -> Response:
+    return _json({"snapshot": snapshot_id, "path": path or None,
+                  "entries": ops.tree(portal(request), user, snapshot_id, path or None)})
 
 
 @router.get("/snapshots/{snapshot_id}/download")
@@ -112,8 +119,8 @@ def download(request: Request, user: ApiUser, snapshot_id: str, path: str) -> Re
 
 
 @router.get("/search")
-def search(request: Request, user: ApiUser, q: str) -> list[dict]:
-    return ops.search(portal(request), user, q)
+def search(request: Request, user: ApiUser, q: str) -> Response:
+    return _json(ops.search(portal(request), user, q))
 
 
 @router.get("/jobs")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.catalog.db import Catalog
+from orchestrator.catalog.db import Catalog, to_url
 from orchestrator.errors import DobaasError, NotFound
 from orchestrator.portal import api, web
 from orchestrator.portal.auth import CSRF_REFUSED, LoginNeeded, PasswordChangeNeeded
@@ -30,7 +31,8 @@ _HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Ref
 
 def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies: bool = True,
                clock: Callable[[], datetime] | None = None) -> FastAPI:
-    portal = Portal(Catalog(catalog_url), Tenants(policies_dir), secure_cookies=secure_cookies)
+    portal = Portal(Catalog(to_url(catalog_url) if catalog_url else None), Tenants(policies_dir),
+                    secure_cookies=secure_cookies)
     if clock is not None:
         portal.clock = clock
     app = FastAPI(title="Do'BaaS portal", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json")
@@ -41,9 +43,12 @@ def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
+        t0 = time.perf_counter()
         resp = await call_next(request)
         for k, v in _HEADERS.items():
             resp.headers.setdefault(k, v)
+        # the server's own time (to the first byte of a streamed body), for support and the benchmark
+        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
         return resp
 
     def _is_api(request: Request) -> bool:

@@ -14,7 +14,7 @@ from orchestrator.portal.business_days import PARIS
 templates = Jinja2Templates(directory=os.path.join(os.path.dirname(__file__), "templates"))
 
 
-def _size(n: int | None) -> str:
+def size_text(n: int | None) -> str:
     if n is None:
         return "—"
     value = float(n)
@@ -47,7 +47,7 @@ def _hours(h: float | None) -> str:
 
 
 templates.env.filters.update(
-    size=_size, when=_when, due=_due, mtime=_mtime, hours=_hours,
+    size=size_text, when=_when, due=_due, mtime=_mtime, hours=_hours,
     state=lambda s: (s or "").replace("_", " "),
     parent=lambda p: p.rsplit("/", 1)[0] or "/")
 

@@ -13,6 +13,7 @@ from orchestrator.errors import BadInput
 from orchestrator.portal import operations as ops
 from orchestrator.portal.accounts import LoginRefused, User
 from orchestrator.portal.auth import COOKIE, StaffUser, WebSession, WebUser, check_csrf, portal
+from orchestrator.portal.listing import rows_html
 from orchestrator.portal.views import page
 
 router = APIRouter()
@@ -133,8 +134,8 @@ def browse(request: Request, user: WebUser, snapshot_id: str, path: str | None =
         for part in parts:
             acc = f"{acc}/{part}"
             crumbs.append((part, acc))
-    return page(request, "browse.html", "Browse a backup", snap=ops.public_snapshot(snap), entries=entries,
-                path=path, crumbs=crumbs)
+    return page(request, "browse.html", "Browse a backup", snap=ops.public_snapshot(snap),
+                rows=rows_html(entries, snap["id"], path), path=path, crumbs=crumbs)
 
 
 @router.get("/snapshots/{snapshot_id}/download")
