@@ -47,6 +47,7 @@ class Site:
     clock: Clock
     cli: Cli
     accounts: dict[str, str] = field(default_factory=dict)  # login -> current password
+    inbox: list[str] = field(default_factory=list)  # messages the clients' SMTP relay received
 
     def add_user(self, login: str, tenant: str = "", role: str = "client") -> str:
         out = json.loads(self.cli("portal", "user", "add", "--login", login, "--tenant", tenant, "--role", role,
@@ -111,7 +112,7 @@ def new_catalog(kind: str, tmp: Path, postgres_url: str | None) -> str:
     return postgres_url.rsplit("/", 1)[0] + "/" + name
 
 
-def build_site(tmp: Path, cli: Cli, catalog: str) -> Site:
+def build_site(tmp: Path, cli: Cli, catalog: str, smtp: str = "127.0.0.1:25") -> Site:
     from tests.conftest import PASS
 
     policies = tmp / "policies"
@@ -132,7 +133,7 @@ def build_site(tmp: Path, cli: Cli, catalog: str) -> Site:
             "policy": f"{tenant}-nightly", "client": tenant, "vault": str(vault), "passphrase_file": str(secret),
             "catalog": catalog, "schedule": "30 22 * * *", "window": "20:00-06:00", "quota": "10GiB",
             "retention": {"keep_last": 30},
-            "alerts": {"email": {"to": [f"it@{tenant}.example"], "from": "backup@provider.example"}},
+            "alerts": {"email": {"to": [f"it@{tenant}.example"], "from": "backup@provider.example", "smtp": smtp}},
             "sources": [{"name": "fileserver", "plugin": "files", "paths": [str(src)], "exclude": ["*.tmp"]}]},
             sort_keys=False))
         snaps[tenant] = []
@@ -173,11 +174,22 @@ def _site(kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     """One site per test module (building one costs four backups): tests create their own accounts."""
     from tests.conftest import Cli
 
+    from aiosmtpd.controller import Controller
+
+    from tests.test_alerts import Inbox
+
     tmp = tmp_path_factory.mktemp(f"portal-{kind}")
     pg = request.getfixturevalue("postgres_url") if kind == "postgresql" else None
-    site = build_site(tmp, Cli({}), new_catalog(kind, tmp, pg))
-    with serving(site):
-        yield site
+    inbox = Inbox()
+    relay = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    relay.start()
+    try:
+        site = build_site(tmp, Cli({}), new_catalog(kind, tmp, pg), smtp=f"127.0.0.1:{relay.port}")
+        site.inbox = inbox.messages
+        with serving(site):
+            yield site
+    finally:
+        relay.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -202,6 +202,9 @@ def _incident_story(site: Site, client: Page, tech: Page, at: Callable[[timedelt
     tech.fill("input[name=note]", "share permissions fixed")
     tech.click("button:has-text('Close the incident')")
     expect(tech.locator("#resolution")).to_have_text("90 min")
+    mail = [m for m in site.inbox if ref in m]  # the closure reached the client's alert address
+    assert len(mail) == 1 and "To: it@acme.example" in mail[0] and "contest the closure" in mail[0]
+    expect(tech.locator("main")).to_contain_text("e-mailed to it@acme.example")
     at(timedelta(hours=20))
     client.goto(f"{site.url}/")
     expect(client.locator(".notice").first).to_contain_text(f"{ref} was closed")

@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 from orchestrator.policy.budget import DAILY_CHANGE_BUDGET
-from orchestrator.policy.model import Policy
+from orchestrator.policy.model import EmailAlerts, Policy
 from orchestrator.units import parse_size
 
 if TYPE_CHECKING:  # the catalog may be a CatalogProcess standing for it
@@ -131,12 +131,17 @@ def deliver(policy: Policy, catalog: Catalog, conditions: list[Condition]) -> li
 def _email(policy: Policy, c: Condition, payload: dict) -> None:
     cfg = policy.alerts.email if policy.alerts else None
     assert cfg is not None  # only called when the policy has e-mail alerts
+    send_email(cfg, f"[Do'BaaS] {c.summary[:150]}", f"{c.summary}\n\n" + json.dumps(payload, indent=2))
+
+
+def send_email(cfg: EmailAlerts, subject: str, body: str) -> None:
+    """One message to a policy's alert recipients, through its SMTP relay (OSError / SMTPException on failure)."""
     host, _, port = cfg.smtp.rpartition(":")
     msg = EmailMessage()
-    msg["Subject"] = f"[Do'BaaS] {c.summary[:150]}"
+    msg["Subject"] = subject
     msg["From"] = cfg.sender
     msg["To"] = ", ".join(cfg.to)
-    msg.set_content(f"{c.summary}\n\n" + json.dumps(payload, indent=2))
+    msg.set_content(body)
     with smtplib.SMTP(host or cfg.smtp, int(port or 25), timeout=10) as smtp:
         if cfg.starttls:
             smtp.starttls()

@@ -197,7 +197,7 @@ def incident(request: Request, user: ApiUser, reference: str) -> dict:
 @router.post("/incidents/{reference}/actions")
 def incident_act(request: Request, user: ApiUser, reference: str, body: IncidentAct) -> dict:
     p = portal(request)
-    out = p.incidents.act(user, reference, body.action, p.now(), body.note, body.causes, body.fixes)
+    out = ops.incident_action(p, user, reference, body.action, body.note, body.causes, body.fixes)
     _audit(request, user, f"incident {body.action}", reference)
     return out
 

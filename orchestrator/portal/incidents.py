@@ -139,6 +139,10 @@ class Incidents:
                             f"closure notified to {inc['tenant']}: 24 hours to contest it")
         return self.get(user, reference, now)
 
+    def note(self, user: User, incident_id: int, event: str, note: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            self._event(conn, incident_id, user, event, now, note)
+
     @staticmethod
     def _event(conn, incident_id: int, user: User, event: str, now: datetime, note: str) -> None:
         conn.execute(insert(incident_events).values(incident_id=incident_id, time=iso(now), login=user.login,

@@ -89,6 +89,23 @@ def request_restore(p: Portal, user: User, snapshot_id: str, paths: list[str], u
                            target=target, description=description)
 
 
+def incident_action(p: Portal, user: User, reference: str, action: str, note: str = "", causes: str = "",
+                    fixes: str = "") -> dict:
+    """An incident's next step; a closure is also e-mailed to the client's alert recipients."""
+    inc = p.incidents.act(user, reference, action, p.now(), note=note, causes=causes, fixes=fixes)
+    if action == "close":
+        until = inc["contest_until"][:16].replace("T", " ")
+        reached = p.tenants.notify(inc["tenant"], f"[Do'BaaS] {reference} closed: {inc['title'][:120]}",
+                                   f"Incident {reference} ({inc['title']}) was closed on "
+                                   f"{inc['closed'][:16].replace('T', ' ')} UTC.\n{note}\n\nIf the problem is not "
+                                   f"solved, contest the closure on the portal before {until} UTC; after that it "
+                                   "stands accepted.")
+        p.incidents.note(user, inc["id"], "notified", "e-mailed to " + (", ".join(reached) or "nobody (no alert "
+                         "e-mail in the client's policies, or the relay failed: see the portal's log)"), p.now())
+        inc = p.incidents.get(user, reference, p.now())
+    return inc
+
+
 def run_restore(p: Portal, user: User, request_id: int, command: str, arguments: list[str]) -> None:
     """Run `dobaas restore COMMAND SNAPSHOT ARGUMENTS…` for a request in progress, in the background, with the
     tenant's vault and passphrase; its output is attached to the request when it ends."""

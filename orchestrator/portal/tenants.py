@@ -33,20 +33,37 @@ class Tenants:
     def __init__(self, policies_dir: str | None) -> None:
         self.dir = policies_dir
         self._vaults: dict[tuple[str, str], Vault] = {}
+        self._parsed: dict[str, tuple[tuple[int, int, int], Policy | None]] = {}
         self._lock = threading.Lock()
 
     def policies(self, tenant: str) -> list[Policy]:
-        """The tenant's valid policies (read afresh: a policy edited by the provider counts at once)."""
+        """The tenant's valid policies. A file is parsed again when it changed (size or time), so a policy edited
+        by the provider counts at once, and a directory of hundreds of clients is not parsed on every page."""
         out = []
         for path in sorted(glob.glob(os.path.join(self.dir, "*.y*ml"))) if self.dir else []:
-            try:
-                p = load_policy(path)
-            except DobaasError as e:
-                log.warning("policy %s skipped: %s", path, str(e).splitlines()[0])
-                continue
-            if p.client == tenant:
+            p = self._load(path)
+            if p is not None and p.client == tenant:
                 out.append(p)
         return out
+
+    def _load(self, path: str) -> Policy | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            known = self._parsed.get(path)
+        if known is not None and known[0] == key:
+            return known[1]
+        try:
+            policy: Policy | None = load_policy(path)
+        except DobaasError as e:
+            log.warning("policy %s skipped: %s", path, str(e).splitlines()[0])
+            policy = None
+        with self._lock:
+            self._parsed[path] = (key, policy)
+        return policy
 
     def policy(self, tenant: str, name: str) -> Policy:
         for p in self.policies(tenant):
@@ -68,6 +85,24 @@ class Tenants:
                     self._vaults[(tenant, location)] = v
                     return v
         raise NotFound(f"no policy of {tenant} writes to the vault of this snapshot: ask the provider")
+
+    def notify(self, tenant: str, subject: str, body: str) -> list[str]:
+        """E-mail the alert recipients of the tenant's policies; returns who was reached (failures are logged)."""
+        import smtplib
+
+        from orchestrator.alerts.notify import send_email
+
+        reached: list[str] = []
+        for p in self.policies(tenant):
+            cfg = p.alerts.email if p.alerts else None
+            if cfg is None or set(cfg.to) <= set(reached):
+                continue
+            try:
+                send_email(cfg, subject, body)
+                reached += [a for a in cfg.to if a not in reached]
+            except (OSError, smtplib.SMTPException) as e:
+                log.error("notification to %s through %s failed: %s", ", ".join(cfg.to), cfg.smtp, e)
+        return reached
 
     # ---- the dashboard -------------------------------------------------------------------------------------
     def dashboard(self, catalog: Catalog, tenant: str, now: datetime) -> dict:

@@ -285,7 +285,7 @@ def incident_act(request: Request, user: WebUser, reference: str, csrf: Csrf, ac
                  fixes: Opt = "") -> Response:
     check_csrf(request, csrf)
     p = portal(request)
-    p.incidents.act(user, reference, action, p.now(), note=note, causes=causes, fixes=fixes)
+    ops.incident_action(p, user, reference, action, note=note, causes=causes, fixes=fixes)
     _audit(request, user, f"incident {action}", reference)
     return _see_other(f"/incidents/{reference}")
 
