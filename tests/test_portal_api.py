@@ -101,6 +101,14 @@ def test_csrf_session_fixation_cookie_flags(sqlite_site: Site) -> None:
     r = c.post("/logout", data={"csrf": "nope"})
     assert r.status_code == 403
     assert c.get("/").status_code == 200  # still logged in: the forged logout did nothing
+    # served for real (no --insecure-cookies), the session cookie is Secure: sent over HTTPS only
+    from fastapi.testclient import TestClient
+
+    from orchestrator.portal.app import create_app
+
+    real = TestClient(create_app(site.catalog, str(site.policies)), base_url="https://portal.test")
+    r = real.post("/login", data={"login": "alice", "password": site.accounts["alice"]}, follow_redirects=False)
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
     head = c.get("/")
     assert head.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in head.headers[
         "content-security-policy"]
