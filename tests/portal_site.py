@@ -172,10 +172,9 @@ def serving(site: Site) -> Iterator[Site]:
 
 def _site(kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One site per test module (building one costs four backups): tests create their own accounts."""
-    from tests.conftest import Cli
-
     from aiosmtpd.controller import Controller
 
+    from tests.conftest import Cli
     from tests.test_alerts import Inbox
 
     tmp = tmp_path_factory.mktemp(f"portal-{kind}")
