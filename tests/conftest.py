@@ -128,7 +128,7 @@ from tests.filetrees import files_vault, setup  # noqa: E402,F401  (trees backed
 from tests.libvirt_env import domains, libvirt_daemons  # noqa: E402,F401  (real libvirtd + QEMU domains)
 from tests.mariadb import mariadb  # noqa: E402,F401  (session fixture: a real MariaDB on loopback)
 from tests.oracle_env import oracle_hosts  # noqa: E402,F401  (session fixture: Oracle hosts over real SSH)
-from tests.portal_site import site, sqlite_site  # noqa: E402,F401  (the portal on a real server)
+from tests.portal_site import _sites, site, sqlite_site  # noqa: E402,F401  (the portal on a real server)
 from tests.postgres import postgres_url  # noqa: E402,F401  (session fixture: a real PostgreSQL on loopback)
 from tests.s3server import s3server  # noqa: E402,F401  (session fixture: a real SeaweedFS S3 server on loopback)
 from tests.samba import samba  # noqa: E402,F401  (session fixture: a real smbd on loopback)

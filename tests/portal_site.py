@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +89,10 @@ def make_source(root: Path, tenant: str) -> None:
     (docs / "contracts" / "signed.pdf").write_bytes(os.urandom(150_000))
     (docs / "photos" / "site été.jpg").write_bytes(os.urandom(90_000))
     (docs / "budget.xlsx").write_bytes(os.urandom(40_000))
+    odd = os.path.join(os.fsencode(docs / "contracts"), b"archives-\xff")  # a name that is not UTF-8
+    os.mkdir(odd)
+    with open(os.path.join(odd, b"old-\xe9t\xe9.txt"), "wb") as f:
+        f.write(b"latin-1 named file\n" * 20)
     (root / "scratch.tmp").write_text("excluded")
     (root / "readme.txt").write_text(f"{tenant} file server\n")
 
@@ -170,33 +174,40 @@ def serving(site: Site) -> Iterator[Site]:
         t.join(10)
 
 
-def _site(kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """One site per test module (building one costs four backups): tests create their own accounts."""
+@pytest.fixture(scope="session")
+def _sites(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Site]]:
+    """Sites built on demand, one per catalog kind for the whole session (building one costs four backups):
+    every test creates accounts of its own, and puts back what it changes."""
     from aiosmtpd.controller import Controller
 
     from tests.conftest import Cli
     from tests.test_alerts import Inbox
 
-    tmp = tmp_path_factory.mktemp(f"portal-{kind}")
-    pg = request.getfixturevalue("postgres_url") if kind == "postgresql" else None
-    inbox = Inbox()
-    relay = Controller(inbox, hostname="127.0.0.1", port=_free_port())
-    relay.start()
-    try:
-        site = build_site(tmp, Cli({}), new_catalog(kind, tmp, pg), smtp=f"127.0.0.1:{relay.port}")
-        site.inbox = inbox.messages
-        with serving(site):
-            yield site
-    finally:
-        relay.stop()
+    with contextlib.ExitStack() as stack:
+        built: dict[str, Site] = {}
+
+        def get(kind: str) -> Site:
+            if kind not in built:
+                tmp = tmp_path_factory.mktemp(f"portal-{kind}")
+                pg = request.getfixturevalue("postgres_url") if kind == "postgresql" else None
+                inbox = Inbox()
+                relay = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+                relay.start()
+                stack.callback(relay.stop)
+                site = build_site(tmp, Cli({}), new_catalog(kind, tmp, pg), smtp=f"127.0.0.1:{relay.port}")
+                site.inbox = inbox.messages
+                built[kind] = stack.enter_context(serving(site))
+            return built[kind]
+
+        yield get
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """A site on SQLite, then on PostgreSQL."""
-    yield from _site(request.param, request, tmp_path_factory)
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def site(request: pytest.FixtureRequest, _sites: Callable[[str], Site]) -> Site:
+    """The site on SQLite, then on PostgreSQL."""
+    return _sites(request.param)
 
 
-@pytest.fixture(scope="module")
-def sqlite_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    yield from _site("sqlite", request, tmp_path_factory)
+@pytest.fixture(scope="session")
+def sqlite_site(_sites: Callable[[str], Site]) -> Site:
+    return _sites("sqlite")

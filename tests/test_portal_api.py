@@ -4,6 +4,7 @@ lockout, CSRF, session fixation, roles, and tenant isolation on every route of t
 from __future__ import annotations
 
 import html
+import os
 import re
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -206,7 +207,15 @@ def test_browse_search_download_over_the_api(site: Site) -> None:
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     want = {f"contracts/{p.relative_to(src / 'docs' / 'contracts')}": p.read_bytes()
             for p in (src / "docs" / "contracts").rglob("*") if p.is_file()}
-    assert got == want
+    assert got == want and len(got) == 3
+    # a folder whose name is not UTF-8, downloaded by the name the catalog shows (\xNN escapes)
+    shown = f"{src}/docs/contracts/archives-\\xff"
+    listed = api.get(f"/api/v1/snapshots/{snap}/tree", params={"path": shown}).json()["entries"]
+    assert [e["name"] for e in listed] == ["old-\\xe9t\\xe9.txt"]
+    r = api.get(f"/api/v1/snapshots/{snap}/download", params={"path": shown})
+    with tarfile.open(fileobj=BytesIO(r.content), encoding="utf-8", errors="surrogateescape") as tar:
+        names = {os.fsencode(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert names == {b"archives-\xff/old-\xe9t\xe9.txt": b"latin-1 named file\n" * 20}
     assert api.get(f"/api/v1/snapshots/{snap}/download", params={"path": str(src / "nope")}).status_code == 404
 
 

@@ -164,17 +164,21 @@ def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], by
               top: str = "root", under: str = "") -> TarStats:
     """Write ``item`` (a tree) to ``out`` as a pax archive whose members are under one folder ``top`` (the
     item's root itself: extracting makes that folder, with its own owner, mode and times). ``under``: only that
-    directory (or file) of the tree, as the folder ``top`` (a download of one folder)."""
+    directory (or file) of the tree, named as it is in the tree (a download of one folder)."""
     st = TarStats()
     first_path: dict[str, str] = {}  # hard links: the original path of a multiply-linked file -> its member name
-    cut = len(under) + 1 if under else 0
+    depth = len(under.split("/")) if under else 0  # ``under`` as the catalog shows it: printable()
     for e in iter_tree(item, read_meta):
         if under:
-            if e["p"] != under and not e["p"].startswith(under + "/"):
+            shown = printable(e["p"])
+            if shown != under and not shown.startswith(under + "/"):
                 continue
-            e = {**e, "p": e["p"][cut:]}
+            if shown == under:  # the folder itself (first, in path order): its name as stored, bytes and all
+                top = e["p"].rsplit("/", 1)[-1]
+            e = {**e, "p": "/".join(e["p"].split("/")[depth:])}
             if e["t"] == "h":
-                e["l"] = e["l"][cut:] if e["l"].startswith(under + "/") else e["l"]
+                inside = printable(e["l"]).startswith(under + "/")
+                e["l"] = "/".join(e["l"].split("/")[depth:]) if inside else e["l"]
         p, kind = e["p"], e["t"]
         if not safe_rel(p):
             st.skipped.append(f"{printable(p)}: unsafe path in the snapshot")

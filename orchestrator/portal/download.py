@@ -49,7 +49,7 @@ def tar_of(vault: Vault, snap: Snapshot, path: str) -> tuple[str, Iterator[bytes
     """(file name, byte chunks) of the tar archive of ``path`` (as the catalog shows it) in ``snap``."""
     ((item_name, (rel,)),) = split_selection(snap, [path]).items()
     item = next(i for i in snap.items if i["name"] == item_name)
-    top = os.path.basename(path.rstrip("/")) or "root"
+    top = os.path.basename(path.rstrip("/")) or "root"  # the archive's name; members carry the stored name
     q: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     done = object()

@@ -123,9 +123,11 @@ def run_restore(p: Portal, user: User, request_id: int, command: str, arguments:
                    if x.vault.rstrip("/") == row["vault"].rstrip("/")), None)
     if policy is None:
         raise NotFound(f"no policy of {req['tenant']} writes to the vault of snapshot {row['id'][:12]}")
-    env = {**os.environ, "DOBAAS_PASSPHRASE": policy.passphrase() or os.environ.get("DOBAAS_PASSPHRASE", "")}
+    # secrets through the environment, never the command line (which any local user can read)
+    env = {**os.environ, "DOBAAS_PASSPHRASE": policy.passphrase() or os.environ.get("DOBAAS_PASSPHRASE", ""),
+           "DOBAAS_CATALOG": p.catalog.url}
     argv = [sys.executable, "-m", "orchestrator.cli", "restore", command, row["id"], *arguments,
-            "--vault", row["vault"], "--catalog", p.catalog.url]
+            "--vault", row["vault"]]
     shown = " ".join(["dobaas", "restore", command, row["id"][:12], *arguments])
     p.requests.attach_log(user, request_id, f"$ {shown}\n(started)", p.now())
 

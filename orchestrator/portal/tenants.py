@@ -34,7 +34,7 @@ class Tenants:
         self.dir = policies_dir
         self._vaults: dict[tuple[str, str], Vault] = {}
         self._parsed: dict[str, tuple[tuple[int, int, int], Policy | None]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # vault() holds it while policies() reads the cache
 
     def policies(self, tenant: str) -> list[Policy]:
         """The tenant's valid policies. A file is parsed again when it changed (size or time), so a policy edited
