@@ -101,12 +101,18 @@ def test_first_login_browse_by_date_and_download(site: Site, page: Page, tmp_pat
     shot(page, "search")
 
 
+def client_and_technician(site: Site, browser: Browser, client: str, tech: str) -> tuple[Page, Page]:
+    """Two browser pages, a client of acme and a technician, each past its first login."""
+    site.add_user(client, "acme")
+    site.add_user(tech, role="technician")
+    pages = browser.new_page(), browser.new_page()
+    first_login(pages[0], site, client)
+    first_login(pages[1], site, tech, f"technician passphrase {tech}")
+    return pages
+
+
 def test_restore_request_through_every_state(site: Site, browser: Browser) -> None:
-    site.add_user("carol", "acme")
-    site.add_user("theo", role="technician")
-    client, tech = browser.new_page(), browser.new_page()
-    first_login(client, site, "carol")
-    first_login(tech, site, "theo", "technician passphrase 1")
+    client, tech = client_and_technician(site, browser, "carol", "theo")
     lost = site.sources["acme"] / "docs" / "contracts" / "2026" / "acme-contract.txt"
     original = lost.read_bytes()
     lost.unlink()  # the client deleted a file by mistake
@@ -164,11 +170,7 @@ def test_restore_request_through_every_state(site: Site, browser: Browser) -> No
 
 
 def test_incident_through_its_clocks(site: Site, browser: Browser) -> None:
-    site.add_user("dave", "acme")
-    site.add_user("ted", role="technician")
-    client, tech = browser.new_page(), browser.new_page()
-    first_login(client, site, "dave")
-    first_login(tech, site, "ted", "technician passphrase 2")
+    client, tech = client_and_technician(site, browser, "dave", "ted")
     t0 = datetime(2026, 4, 27, 8, 0, tzinfo=UTC)  # Monday 10:00 in Paris
 
     def at(delta: timedelta) -> None:

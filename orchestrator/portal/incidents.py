@@ -11,9 +11,10 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.catalog.portal_tables import incident_events, incidents
-from orchestrator.errors import BadInput, NotFound
+from orchestrator.errors import BadInput
 from orchestrator.portal.accounts import User, iso
 from orchestrator.portal.business_days import deadline_after
+from orchestrator.portal.scoped import row_with_events
 
 CONFIRM_WITHIN = timedelta(minutes=30)
 CONTEST_WITHIN = timedelta(hours=24)
@@ -84,16 +85,9 @@ class Incidents:
 
     def get(self, user: User, reference: str, now: datetime) -> dict:
         """A ticket with its events; another tenant's ticket is NotFound, like one that does not exist."""
-        q = select(incidents).where(incidents.c.reference == reference)
-        if not user.staff:
-            q = q.where(incidents.c.tenant == user.tenant)
-        with self.engine.connect() as conn:
-            row = conn.execute(q).mappings().first()
-            if row is None:
-                raise NotFound(f"no incident {reference}")
-            events = [dict(e) for e in conn.execute(select(incident_events).where(
-                incident_events.c.incident_id == row["id"]).order_by(incident_events.c.id)).mappings()]
-        return {**dict(row), **clocks(dict(row), now), "events": events}
+        row, events = row_with_events(self.engine, user, incidents, incidents.c.reference, reference,
+                                      incident_events, incident_events.c.incident_id, f"no incident {reference}")
+        return {**row, **clocks(row, now), "events": events}
 
     def act(self, user: User, reference: str, action: str, now: datetime, note: str = "",
             causes: str = "", fixes: str = "") -> dict:

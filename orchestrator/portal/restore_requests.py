@@ -10,8 +10,9 @@ from datetime import datetime
 from sqlalchemy import Engine, case, insert, select, update
 
 from orchestrator.catalog.portal_tables import request_events, requests
-from orchestrator.errors import BadInput, NotFound
+from orchestrator.errors import BadInput
 from orchestrator.portal.accounts import User, iso
+from orchestrator.portal.scoped import row_with_events
 
 KINDS = ("files", "tree", "vm", "database")
 URGENCIES = ("critical", "high", "normal", "low")
@@ -59,15 +60,8 @@ class RestoreRequests:
 
     def get(self, user: User, request_id: int) -> dict:
         """A request with its history; another tenant's request is NotFound, like one that does not exist."""
-        q = select(requests).where(requests.c.id == request_id)
-        if not user.staff:
-            q = q.where(requests.c.tenant == user.tenant)
-        with self.engine.connect() as conn:
-            row = conn.execute(q).mappings().first()
-            if row is None:
-                raise NotFound(f"no restore request {request_id}")
-            events = [dict(e) for e in conn.execute(select(request_events).where(
-                request_events.c.request_id == request_id).order_by(request_events.c.id)).mappings()]
+        row, events = row_with_events(self.engine, user, requests, requests.c.id, request_id, request_events,
+                                      request_events.c.request_id, f"no restore request {request_id}")
         return {**_request(row), "events": events}
 
     def move(self, user: User, request_id: int, to: str, now: datetime, note: str = "", planned_for: str = "",
