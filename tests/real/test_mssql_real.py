@@ -1,6 +1,6 @@
-"""The SQL Server plugin's scenarios against a real SQL Server, for whoever has one: deselected by default
-(marker ``mssql_real``), run with ``DOBAAS_MSSQL_DSN=... pytest -m mssql_real``; without the variable they fail
-loudly rather than skip. The DSN: ``mssql://LOGIN:PASSWORD@HOST:PORT/?share=smb://HOST/SHARE&share_path=
+"""The SQL Server plugin's scenarios against a real SQL Server, for whoever has one: outside the default run
+(tests/real is not collected by plain `pytest`), run with ``DOBAAS_MSSQL_DSN=... pytest tests/real -m
+mssql_real``; without the variable they fail loudly rather than skip. The DSN: ``mssql://LOGIN:PASSWORD@HOST:PORT/?share=smb://HOST/SHARE&share_path=
 \\\\HOST\\SHARE&share_user=U&share_password=P`` — a share that the SQL Server service account can write and this
 machine can read. The tests create and drop databases named ``dobaas_contract_*``."""
 
