@@ -249,3 +249,56 @@ def test_client_settings_validated_like_policy_check(sqlite_site: Site) -> None:
     assert r.status_code == 404
     audit = site.api("tom").get("/api/v1/jobs")  # technicians read every tenant's jobs
     assert {j["client"] for j in audit.json()} == {"acme", "globex"}
+
+
+def test_a_download_with_a_damaged_chunk_fails_instead_of_looking_whole(sqlite_site: Site) -> None:
+    """Bit rot under a folder: the transfer is cut (no end of archive), never a complete tar with zeros in it;
+    once the pack is whole again the same download completes."""
+    from tests.test_export import damage_file
+
+    site = sqlite_site
+    _ready(site)
+    vault = site.policies.parent / "globex-vault"
+    snap = site.snapshots["globex"][0]
+    folder = str(site.sources["globex"] / "docs")
+    api = site.api("gina")
+    damage_file(vault, snap, "docs/budget.xlsx")
+    try:
+        with api.stream("GET", f"/api/v1/snapshots/{snap}/download", params={"path": folder}) as r:
+            assert r.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                r.read()
+    finally:
+        damage_file(vault, snap, "docs/budget.xlsx")  # the same byte flipped back
+    r = api.get(f"/api/v1/snapshots/{snap}/download", params={"path": folder})
+    with tarfile.open(fileobj=BytesIO(r.content)) as tar:
+        assert "docs/budget.xlsx" in tar.getnames()
+
+
+def test_catalog_database_down_then_back(postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL goes away under a running portal: a clear 503 naming the catalog, no traceback; back, and the
+    same portal serves again."""
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from orchestrator.portal.app import create_app
+    from tests.portal_site import new_catalog
+
+    url = new_catalog("postgresql", tmp_path, postgres_url)
+    name = url.rsplit("/", 1)[1]
+    admin = postgres_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    client = TestClient(create_app(url, None))
+    login = {"login": "nobody", "password": "whatever-it-is"}
+    assert client.post("/api/v1/session", json=login).status_code == 401
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        conn.execute(f"ALTER DATABASE {name} RENAME TO {name}_away")
+    try:
+        r = client.post("/api/v1/session", json=login)
+        assert r.status_code == 503 and "catalog database" in r.json()["error"], r.text
+        r = client.get("/login")
+        assert r.status_code == 200  # pages that need no database still answer
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name}_away RENAME TO {name}")
+    assert client.post("/api/v1/session", json=login).status_code == 401

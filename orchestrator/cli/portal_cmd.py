@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from orchestrator.cli.common import catalog_option, emit_json, json_option, open_catalog
-from orchestrator.errors import UsageError
+from orchestrator.errors import DobaasError, UsageError
 
 
 @click.group("portal")
@@ -43,7 +43,13 @@ def serve_cmd(listen: str, policies_dir: str | None, insecure_cookies: bool, cat
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen {listen!r}: expected HOST:PORT")
-    app = create_app(catalog_url, policies_dir, secure_cookies=not insecure_cookies)
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        app = create_app(catalog_url, policies_dir, secure_cookies=not insecure_cookies)
+    except OperationalError as e:
+        raise DobaasError(f"the catalog database cannot be reached: {str(e.orig or e).strip().splitlines()[0]}") \
+            from None
     click.echo(f"portal on http://{listen}/ (catalog {app.state.portal.catalog.shown})", err=True)
     uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="info", proxy_headers=True)
 

@@ -14,6 +14,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.catalog.db import Catalog, to_url
 from orchestrator.errors import DobaasError, NotFound
@@ -41,15 +44,7 @@ def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(__file__), "static")), name="static")
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        t0 = time.perf_counter()
-        resp = await call_next(request)
-        for k, v in _HEADERS.items():
-            resp.headers.setdefault(k, v)
-        # the server's own time (to the first byte of a streamed body), for support and the benchmark
-        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
-        return resp
+    app.add_middleware(_Headers)
 
     def _is_api(request: Request) -> bool:
         return request.url.path.startswith("/api/")
@@ -69,6 +64,17 @@ def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies
             return JSONResponse({"error": str(e)}, status_code=status)
         return page(request, "error.html", "Not found" if status == 404 else "Cannot do that", status=status,
                     error=str(e))
+
+    @app.exception_handler(OperationalError)
+    async def catalog_down(request: Request, e: OperationalError) -> Response:
+        """The catalog's database is down or unreachable: one clear answer, the portal stays up and serves again
+        as soon as the database is back (the pool reconnects)."""
+        log.error("catalog database unreachable: %s", str(e.orig).strip().splitlines()[0] if e.orig else e)
+        message = (f"the catalog database ({portal.catalog.shown}) cannot be reached right now; nothing was "
+                   "changed: try again in a moment")
+        if _is_api(request):
+            return JSONResponse({"error": message}, status_code=503)
+        return page(request, "error.html", "Temporarily unavailable", status=503, error=message)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> Response:
@@ -90,6 +96,32 @@ def create_app(catalog_url: str | None, policies_dir: str | None, secure_cookies
 
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     return app
+
+
+class _Headers:
+    """Adds the security headers and Server-Timing (the server's time to the response's start) to every
+    response. Plain ASGI, not BaseHTTPMiddleware: a streamed body passes through untouched, and a stream that
+    fails (a download cut for damage) still fails at the client instead of ending as if complete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in _HEADERS.items():
+                    if k not in headers:
+                        headers[k] = v
+                headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def routes() -> list[tuple[str, str]]:

@@ -1,9 +1,11 @@
 """A folder or file of a snapshot as a tar stream for the browser: written by the export's pax writer in a thread
 of its own, handed to the response through a bounded queue (memory stays flat, whatever the folder's size), and
-stopped when the browser goes away."""
+stopped when the browser goes away. A file damaged in the vault cuts the transfer (the browser reports a failed
+download) instead of handing over an archive with zeros where its bytes were."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -17,7 +19,12 @@ if TYPE_CHECKING:
     from orchestrator.vault.repository import Vault
     from orchestrator.vault.snapshot import Snapshot
 
+log = logging.getLogger("dobaas.portal")
 _BATCH = 1 << 20  # bytes handed to the response at a time
+
+
+class DamagedInVault(Exception):
+    """A chunk of the download failed authentication: the stream is cut rather than completed with zeros."""
 
 
 class _Gone(Exception):
@@ -57,8 +64,13 @@ def tar_of(vault: Vault, snap: Snapshot, path: str) -> tuple[str, Iterator[bytes
     def work() -> None:
         out = _QueueWriter(q, stop)
         try:
-            write_tar(vault.read_chunk, item, lambda cid: vault.read_chunk(cid, "listing"), out,
-                      lambda _h, _n: False, top=top, under=rel)
+            st = write_tar(vault.read_chunk, item, lambda cid: vault.read_chunk(cid, "listing"), out,
+                           lambda _h, _n: False, top=top, under=rel)
+            if st.damaged:  # never a download that looks whole: the archive is left unfinished, the transfer fails
+                log.error("download of %s from snapshot %s cut: damaged in the vault: %s", path, snap.id[:12],
+                          "; ".join(st.damaged[:20]))
+                q.put(DamagedInVault(f"{len(st.damaged)} file(s) under {path} are damaged in the vault"))
+                return
             out.flush()
             q.put(done)
         except _Gone:
