@@ -372,11 +372,12 @@ class Catalog:
         with self.engine.connect() as conn:
             return [_job_dict(r) for r in conn.execute(q).mappings()]
 
-    def status(self, now: datetime | None = None) -> list[dict]:
-        """Per source: its last job, its last success and how old that success is."""
+    def status(self, now: datetime | None = None, client: str | None = None) -> list[dict]:
+        """Per source (of ``client`` only, when given): its last job, its last success and how old that is."""
         now = now or datetime.now(UTC)
         with self.engine.connect() as conn:
-            keys = conn.execute(select(jobs.c.client, jobs.c.source).distinct()).all()
+            q = select(jobs.c.client, jobs.c.source).distinct()
+            keys = conn.execute(q if client is None else q.where(jobs.c.client == client)).all()
             out = []
             for client, source in sorted(keys):
                 base = select(jobs).where(and_(jobs.c.client == client, jobs.c.source == source))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from orchestrator.catalog.db import Catalog
-from orchestrator.portal.accounts import Accounts
+from orchestrator.portal.accounts import Accounts, User
 from orchestrator.portal.incidents import Incidents
 from orchestrator.portal.restore_requests import RestoreRequests
 from orchestrator.portal.tenants import Tenants
@@ -37,6 +37,7 @@ class Portal:
     def now(self) -> datetime:
         return self.clock()
 
-    def scope(self, user) -> str | None:
-        """The tenant a user's queries are limited to (None: technicians and administrators see all)."""
-        return None if user.staff else user.tenant
+    def scope(self, user: User, asked: str | None = None) -> str | None:
+        """The tenant a user's queries are limited to: a client's own, whatever it asks; for technicians and
+        administrators the tenant they ask for, or None (all)."""
+        return (asked or None) if user.staff else user.tenant

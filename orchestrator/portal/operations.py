@@ -10,7 +10,7 @@ import threading
 from datetime import date
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import BadInput, NotFound
+from orchestrator.errors import BadInput
 from orchestrator.portal.accounts import User
 from orchestrator.portal.context import Portal
 
@@ -39,8 +39,7 @@ def snapshots(p: Portal, user: User, day: str | None = None, source: str | None 
             date.fromisoformat(day)
         except ValueError:
             raise BadInput(f"day {day!r}: expected YYYY-MM-DD") from None
-    scope = p.scope(user) if p.scope(user) is not None else (tenant or None)
-    rows = p.catalog.snapshots(source=source, client=scope)
+    rows = p.catalog.snapshots(source=source, client=p.scope(user, tenant))
     if day:
         rows = [s for s in rows if s["time"][:10] == day]
     return [public_snapshot(s) for s in reversed(rows)]
@@ -61,8 +60,7 @@ def search(p: Portal, user: User, pattern: str, tenant: str | None = None) -> li
     pattern = pattern.strip()
     if not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    scope = p.scope(user) if p.scope(user) is not None else (tenant or None)
-    return p.catalog.find(pattern, client=scope, limit=SEARCH_LIMIT)
+    return p.catalog.find(pattern, client=p.scope(user, tenant), limit=SEARCH_LIMIT)
 
 
 def download(p: Portal, user: User, snapshot_id: str, path: str) -> tuple[str, Iterator[bytes]]:
@@ -119,10 +117,7 @@ def run_restore(p: Portal, user: User, request_id: int, command: str, arguments:
     if not req["snapshot_id"]:
         raise BadInput("the request names no snapshot")
     row = p.catalog.snapshot_of(req["snapshot_id"], req["tenant"])
-    policy = next((x for x in p.tenants.policies(req["tenant"])
-                   if x.vault.rstrip("/") == row["vault"].rstrip("/")), None)
-    if policy is None:
-        raise NotFound(f"no policy of {req['tenant']} writes to the vault of snapshot {row['id'][:12]}")
+    policy = p.tenants.policy_for_vault(req["tenant"], row["vault"])
     # secrets through the environment, never the command line (which any local user can read)
     env = {**os.environ, "DOBAAS_PASSPHRASE": policy.passphrase() or os.environ.get("DOBAAS_PASSPHRASE", ""),
            "DOBAAS_CATALOG": p.catalog.url}

@@ -79,11 +79,15 @@ class Tenants:
         with self._lock:
             if (tenant, location) in self._vaults:
                 return self._vaults[(tenant, location)]
-            for p in self.policies(tenant):
-                if p.vault.rstrip("/") == location.rstrip("/"):
-                    v = Vault.open(p.backend(), p.passphrase() or "")
-                    self._vaults[(tenant, location)] = v
-                    return v
+            p = self.policy_for_vault(tenant, location)
+            v = self._vaults[(tenant, location)] = Vault.open(p.backend(), p.passphrase() or "")
+            return v
+
+    def policy_for_vault(self, tenant: str, location: str) -> Policy:
+        """The tenant's policy that writes to the vault at ``location`` (its access and passphrase)."""
+        for p in self.policies(tenant):
+            if p.vault.rstrip("/") == location.rstrip("/"):
+                return p
         raise NotFound(f"no policy of {tenant} writes to the vault of this snapshot: ask the provider")
 
     def notify(self, tenant: str, subject: str, body: str) -> list[str]:
@@ -108,7 +112,7 @@ class Tenants:
     def dashboard(self, catalog: Catalog, tenant: str, now: datetime) -> dict:
         """Per source: last success and its age, next run, saved volume, the last day's change rate against the
         0.2% budget; and the volume used against the subscribed one."""
-        status = {s["source"]: s for s in catalog.status(now) if s["client"] == tenant}
+        status = {s["source"]: s for s in catalog.status(now, client=tenant)}
         snaps = catalog.snapshots(client=tenant)
         latest: dict[str, dict] = {}
         for s in snaps:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from orchestrator.errors import BadInput
 from orchestrator.portal import operations as ops
@@ -96,8 +97,7 @@ def password(request: Request, session: WebSession, csrf: Csrf, old_password: Te
 def dashboard(request: Request, user: WebUser) -> Response:
     p = portal(request)
     if user.staff:
-        return page(request, "console.html", "Console", reqs=p.requests.list(user, open_only=True),
-                    sources=p.catalog.status(p.now()))
+        return console(request, user)
     notices = [f"{i['reference']} was closed on {i['closed'][:16].replace('T', ' ')} UTC: you may contest the "
                f"closure until {i['contest_until'][:16].replace('T', ' ')} UTC"
                for i in p.incidents.list(user, p.now()) if i["state"] == "closed"]
@@ -183,20 +183,14 @@ async def settings(request: Request, user: WebUser) -> Response:
     excludes = {str(k)[8:]: lines(v) for k, v in form.items() if str(k).startswith("exclude:")}
     name = str(form.get("policy", ""))
     try:
-        await _in_thread(p.tenants.update_settings, user.tenant, name, str(form.get("time", "")),
-                         lines(form["emails"]) if "emails" in form else None, excludes)
+        await run_in_threadpool(p.tenants.update_settings, user.tenant, name, str(form.get("time", "")),
+                                lines(form["emails"]) if "emails" in form else None, excludes)
     except BadInput as e:
         return page(request, "settings.html", "Settings", status=400, error=str(e),
                     settings=p.tenants.settings(user.tenant))
     _audit(request, user, "settings changed", f"policy {name}")
     return page(request, "settings.html", "Settings", notice="Saved: the next runs follow the new settings.",
                 settings=p.tenants.settings(user.tenant))
-
-
-async def _in_thread(fn, *args):
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
 
 
 # ---- restore requests --------------------------------------------------------------------------------------
