@@ -204,33 +204,23 @@ def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], by
         refs: list = e.get("c", [])
         size = sum(length for _, length in refs)
         keep = [not is_zero(h, n) for h, n in refs]
-        holes = sum(n for (_h, n), k in zip(refs, keep, strict=True) if not k)
-        if holes >= SPARSE_MIN_HOLES:
-            segs: list[list[int]] = []
-            off = 0
-            for (_h, length), k in zip(refs, keep, strict=True):
-                if k:
-                    if segs and segs[-1][0] + segs[-1][1] == off:
-                        segs[-1][1] += length
-                    else:
-                        segs.append([off, length])
-                off += length
-            if not segs or segs[-1][0] + segs[-1][1] != size:
-                segs.append([size, 0])  # the map ends at the file's size (a trailing hole)
+        segs = _data_segments(refs, keep, size)
+        stored = sum(n for _, n in segs)
+        if size - stored >= SPARSE_MIN_HOLES:
             text = b"".join(b"%d\n" % n for n in [len(segs), *[v for seg in segs for v in seg]])
             mapblock = text + _pad(len(text))
             d, b = os.path.split(name)
             member.pax += [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"),
                            (b"GNU.sparse.name", _raw(name)), (b"GNU.sparse.realsize", b"%d" % size)]
-            stored = len(mapblock) + size - holes
+            stored += len(mapblock)
             out.write(member.encode(stored, _raw(os.path.join(d, "GNUSparseFile.0", b))))
             out.write(mapblock)
             st.sparse_files += 1
         else:
+            segs = [[0, size]]
             stored = size
             out.write(member.encode(size))
-            keep = [True] * len(refs)
-        damage = _write_content(read_chunk, out, refs, keep, printable(p), progress)
+        damage = _write_content(read_chunk, out, refs, keep, segs, printable(p), progress)
         out.write(_pad(stored))
         st.files += 1
         st.bytes += size
@@ -240,22 +230,50 @@ def write_tar(read_chunk: ReadChunk, item: Item, read_meta: Callable[[bytes], by
     return st
 
 
-def _write_content(read_chunk: ReadChunk, out: Writable, refs: list, keep: list[bool], shown: str,
-                   progress: Callable[[int], None] | None) -> str | None:
-    """The kept chunks of a file, in order; a damaged chunk (and the rest of the file) is written as zeros so the
-    archive stays well formed. Returns the damage, if any."""
+def _data_segments(refs: list, keep: list[bool], size: int) -> list[list[int]]:
+    """The file's data regions for a sparse map: the kept (non-zero) chunks, widened to 512-byte blocks and merged.
+    GNU tar reads each region's data in whole blocks (a region ending inside a block consumes the whole block)
+    while Python's tarfile and bsdtar read regions back to back: block-aligned regions mean the same to all three.
+    The map ends at the file's size (an empty last region for a trailing hole)."""
+    segs: list[list[int]] = []
+    off = 0
+    for (_h, length), k in zip(refs, keep, strict=True):
+        if k and length:
+            start, end = off - off % BLOCK, min(size, off + length + (-(off + length) % BLOCK))
+            if segs and segs[-1][0] + segs[-1][1] >= start:
+                segs[-1][1] = max(segs[-1][1], end - segs[-1][0])
+            else:
+                segs.append([start, end - start])
+        off += length
+    if not segs or segs[-1][0] + segs[-1][1] != size:
+        segs.append([size, 0])
+    return segs
+
+
+def _write_content(read_chunk: ReadChunk, out: Writable, refs: list, keep: list[bool], segs: list[list[int]],
+                   shown: str, progress: Callable[[int], None] | None) -> str | None:
+    """The bytes of the file inside ``segs`` (sorted regions), in order: chunks are read only where a region
+    needs them (a chunk known to be zeros is not read), the rest of a region is zeros; a damaged chunk (and the rest of the file) is written as zeros so
+    the archive stays well formed. Returns the damage, if any."""
     damage = None
     off = 0
+    si = 0
     for (hexid, length), k in zip(refs, keep, strict=True):
-        if k:
-            data = None
-            if damage is None:
-                try:
-                    data = read_chunk(bytes.fromhex(hexid), f"{shown} at offset {off}")
-                except DobaasError as err:
-                    damage = str(err)
-            out.write(data if data is not None else bytes(length))
-        off += length
+        end = off + length
+        data: bytes | None = None
+        while si < len(segs) and segs[si][0] < end:
+            s0, s1 = max(off, segs[si][0]), min(end, segs[si][0] + segs[si][1])
+            if s0 < s1:
+                if data is None and damage is None and k:
+                    try:
+                        data = read_chunk(bytes.fromhex(hexid), f"{shown} at offset {off}")
+                    except DobaasError as err:
+                        damage = str(err)
+                out.write(data[s0 - off:s1 - off] if data is not None else bytes(s1 - s0))
+            if segs[si][0] + segs[si][1] > end:
+                break
+            si += 1
+        off = end
         if progress:
             progress(length)
     return damage
