@@ -253,8 +253,8 @@ def _data_segments(refs: list, keep: list[bool], size: int) -> list[list[int]]:
 def _write_content(read_chunk: ReadChunk, out: Writable, refs: list, keep: list[bool], segs: list[list[int]],
                    shown: str, progress: Callable[[int], None] | None) -> str | None:
     """The bytes of the file inside ``segs`` (sorted regions), in order: chunks are read only where a region
-    needs them (a chunk known to be zeros is not read), the rest of a region is zeros; a damaged chunk (and the rest of the file) is written as zeros so
-    the archive stays well formed. Returns the damage, if any."""
+    needs them (a chunk known to be zeros is not read); a damaged chunk (and the rest of the file) is written as
+    zeros so the archive stays well formed. Returns the damage, if any."""
     damage = None
     off = 0
     si = 0
