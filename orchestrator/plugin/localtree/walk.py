@@ -219,7 +219,7 @@ def open_regular(path: str) -> io.RawIOBase:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "no longer a regular file (replaced while the backup ran)", path)
-        os.set_blocking(fd, True)
+        # O_NONBLOCK stays: it does not apply to regular files' reads (two fcntl calls per file saved)
     except BaseException:
         os.close(fd)
         raise
