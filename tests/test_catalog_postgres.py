@@ -44,3 +44,20 @@ def test_catalog_on_postgresql_matches_sqlite(tmp_path: Path, postgres_url: str)
     assert [j["status"] for j in pg.jobs()] == ["ok"] * 3
     rebuild(vault, pg)  # rebuild works in place on PostgreSQL too
     assert _catalog_view(pg) == _catalog_view(lite)
+
+
+def test_rows_staged_for_a_snapshot_whose_recording_failed_never_reach_another(tmp_path: Path) -> None:
+    """A run sends a snapshot's rows in parts before recording it; parts left by a failed recording are
+    dropped, never added to the next snapshot."""
+    from orchestrator.catalog.rows import entry_values
+    from orchestrator.vault.snapshot import Snapshot
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    item = {"name": "files", "type": "tree", "root": "/srv"}
+    good = Snapshot("acme/docs", [item], id="b" * 64, meta={"plugin": "files"})
+    cat.stage_entries("a" * 64, list(entry_values(item, [{"p": "stale.txt", "t": "f", "s": 1}])))
+    cat.stage_entries(good.id, list(entry_values(item, [{"p": "", "t": "d"}, {"p": "a.txt", "t": "f", "s": 3}])))
+    cat.record_snapshot(good, "/vault")
+    snap = cat.snapshot(good.id)
+    assert [e["name"] for e in cat.ls(snap, "/srv")] == ["a.txt"]
+    assert not cat.find("stale*")

@@ -5,10 +5,11 @@ a catalog failure is a warning, and ``catalog rebuild`` repairs it)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +34,6 @@ from orchestrator.vault.tree import iter_tree
 
 if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported where a run records into it, not here
     from orchestrator.catalog.db import Catalog
-    from orchestrator.catalog.rows import EntryRow
 
 log = logging.getLogger(__name__)
 
@@ -376,26 +376,30 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
     cache.wait()  # the listing cache was written meanwhile (an unfinished one is never used: written, then renamed)
 
 
+STAGE_ROWS = 5000  # catalog rows sent per message
+
+
 def record_in_catalog(catalog: Catalog, vault: Vault, snap, captures: list[TreeCapture],
                       parent_trees: set[str]) -> None:
     """Record from the capture's changes when the catalog holds the parent snapshot and the parent had the same
     tree items (no re-reading of 100,000 unchanged entries), else from the full listing in the vault."""
-    from orchestrator.catalog.rows import display_path, entry_rows
+    from orchestrator.catalog.rows import display_path, entry_values
 
     trees = [i for i in snap.items if i["type"] == "tree"]
     delta_ok = (snap.parent is not None and catalog.latest_of_source(snap) == snap.parent
                 and parent_trees == {i["name"] for i in trees}
                 and len(captures) == len(trees) and all(c.relative_to_parent for c in captures))
-    if delta_ok:
-        changed = [r for c in captures for r in entry_rows(c.item, c.changed)]
-        deleted = [display_path(c.item.get("root", c.item["name"]), p)[0] for c in captures for p in c.deleted]
-        catalog.record_delta(snap, vault.backend.location, changed, deleted)
-        return
-    rows: list[EntryRow] = []
-    if len(captures) == len(trees) and not any(c.relative_to_parent for c in captures):
-        for c in captures:  # full captures: every entry is in ``changed`` already
-            rows.extend(entry_rows(c.item, c.changed))
+    rows: Iterable[tuple]
+    if delta_ok or (len(captures) == len(trees) and not any(c.relative_to_parent for c in captures)):
+        rows = (r for c in captures for r in entry_values(c.item, c.changed))  # full captures: all in ``changed``
     else:
-        for item in trees:
-            rows.extend(entry_rows(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
-    catalog.record_snapshot(snap, vault.backend.location, rows)
+        rows = (r for item in trees
+                for r in entry_values(item, iter_tree(item, lambda c: vault.read_chunk(c, "listing"))))
+    it = iter(rows)
+    while part := list(itertools.islice(it, STAGE_ROWS)):  # parts: never 100,000 rows built at once
+        catalog.stage_entries(snap.id, part)
+    if delta_ok:
+        deleted = [display_path(c.item.get("root", c.item["name"]), p)[0] for c in captures for p in c.deleted]
+        catalog.record_delta(snap, vault.backend.location, None, deleted)
+    else:
+        catalog.record_snapshot(snap, vault.backend.location)

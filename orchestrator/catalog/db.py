@@ -37,6 +37,8 @@ class Catalog:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             if checkpoint_early:
                 event.listen(self.engine, "connect", _checkpoint_now)
+        #: rows sent ahead of a record_* call, by snapshot id (``stage_entries``)
+        self._staged: dict[str, list[EntryRow]] = {}
         self._migrate()
 
     def _current(self) -> bool:
@@ -98,8 +100,22 @@ class Catalog:
                 insert(sources).values(client_id=cid, name=source, plugin=plugin)).inserted_primary_key[0]
         return sid
 
-    def record_snapshot(self, snap: Snapshot, vault: str, rows: Iterable[EntryRow]) -> None:
-        """Add a snapshot and its file entries. Snapshots of a source must be recorded oldest first."""
+    def stage_entries(self, snap_id: str, rows: list[tuple]) -> None:
+        """Rows of snapshot ``snap_id`` (EntryRow fields as tuples: ``entry_values``) sent ahead, in parts, of
+        the record_* call that names no rows: a catalog in another process then never receives 100,000 rows in
+        one message (the sender builds and pickles a part at a time)."""
+        self._staged.setdefault(snap_id, []).extend(EntryRow(*values) for values in rows)
+
+    def _take_staged(self, snap_id: str) -> list[EntryRow]:
+        rows = self._staged.pop(snap_id, [])
+        self._staged.clear()  # whatever another snapshot left (its recording failed) is never used
+        return rows
+
+    def record_snapshot(self, snap: Snapshot, vault: str, rows: Iterable[EntryRow] | None = None) -> None:
+        """Add a snapshot and its file entries (None: the rows staged for it). Snapshots of a source must be
+        recorded oldest first."""
+        if rows is None:
+            rows = self._take_staged(snap.id)
         client, source = snapshot_source(snap)
         with self.engine.begin() as conn:
             src = self._source_id(conn, client, source, snap.meta.get("plugin", ""))
@@ -138,11 +154,12 @@ class Catalog:
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
 
-    def record_delta(self, snap: Snapshot, vault: str, changed: Iterable[EntryRow], deleted: list[str]) -> None:
+    def record_delta(self, snap: Snapshot, vault: str, changed: Iterable[EntryRow] | None, deleted: list[str]) -> None:
         """Add a snapshot whose parent is the newest recorded snapshot of its source, from its changes only:
-        every live version is carried forward in one statement, then changed and deleted paths are closed."""
+        every live version is carried forward in one statement, then changed and deleted paths are closed.
+        ``changed`` None: the rows staged for it."""
         client, source = snapshot_source(snap)
-        changed = list(changed)
+        changed = self._take_staged(snap.id) if changed is None else list(changed)
         with self.engine.begin() as conn:
             src = self._source_id(conn, client, source, snap.meta.get("plugin", ""))
             prev = conn.execute(select(func.max(snapshots.c.seq)).where(snapshots.c.source_id == src)).scalar()

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from orchestrator.vault.tree import TreeEntry
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from orchestrator.vault.tree import printable
@@ -33,7 +33,7 @@ def to_url(value: str) -> str:
     return f"sqlite:///{path}"
 
 
-@dataclass
+@dataclass(slots=True)
 class EntryRow:
     """What the catalog keeps of a file entry: enough to list, search and choose what to restore."""
 
@@ -61,9 +61,17 @@ def display_path(root: str, rel: str) -> tuple[str, str, str]:
     return path, parent or "/", name
 
 
-def entry_rows(item: Item, tree_entries: Iterable[TreeEntry]) -> Iterable[EntryRow]:
+def entry_values(item: Item, tree_entries: Iterable[TreeEntry]) -> Iterator[tuple]:
+    """The fields of each entry's EntryRow as a plain tuple: what crosses to a catalog process (a tuple pickles
+    several times faster than a dataclass instance)."""
     root = item.get("root", item["name"])
+    name_ = item["name"]
     for e in tree_entries:
         path, parent, name = display_path(root, e["p"])
-        yield EntryRow(item["name"], path, parent, name, e["t"], e.get("s", 0), e.get("mt", 0), e.get("m", 0),
-                       e.get("U", ""), e.get("G", ""))
+        yield (name_, path, parent, name, e["t"], e.get("s", 0), e.get("mt", 0), e.get("m", 0), e.get("U", ""),
+               e.get("G", ""))
+
+
+def entry_rows(item: Item, tree_entries: Iterable[TreeEntry]) -> Iterator[EntryRow]:
+    for values in entry_values(item, tree_entries):
+        yield EntryRow(*values)
