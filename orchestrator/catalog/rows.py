@@ -3,7 +3,7 @@ prepare its rows without importing the database layer (SQLAlchemy), which runs i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from orchestrator.vault.snapshot import Item
 
@@ -59,6 +59,18 @@ def display_path(root: str, rel: str) -> tuple[str, str, str]:
     path = printable(f"{root.rstrip('/')}/{rel}")
     parent, _, name = path.rpartition("/")
     return path, parent or "/", name
+
+
+#: the keys of a tree entry that ``entry_values`` reads (all the catalog records of it)
+CATALOG_KEYS = ("p", "t", "s", "mt", "m", "U", "G")
+
+
+def catalog_part(e: TreeEntry) -> TreeEntry:
+    """The part of an entry the catalog records, for holding many entries until their snapshot is recorded:
+    without content references and inode details, 100,000 of them take about a third of the memory (measured:
+    peak RSS of a first backup of 100,000 files 528 -> 465 MiB)."""
+    full = cast("dict[str, object]", e)
+    return cast("TreeEntry", {k: full[k] for k in CATALOG_KEYS if k in full})
 
 
 def entry_values(item: Item, tree_entries: Iterable[TreeEntry]) -> Iterator[tuple]:
