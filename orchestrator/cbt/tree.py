@@ -8,22 +8,20 @@ to the tree listing in order as their reads complete (bounded, so memory stays f
 from __future__ import annotations
 
 import collections
-import io
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestrator.catalog.rows import catalog_part
-from orchestrator.cbt.chunker import Chunker
+from orchestrator.cbt.file_reader import FileReader
 from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
+from orchestrator.cbt.read_procs import ReaderProcesses
 from orchestrator.errors import IntegrityError
 from orchestrator.memory import cycle_collection_paused
-from orchestrator.plugin.streams import SourceFile, TreeSource, WalkItem
+from orchestrator.plugin.streams import TreeSource, WalkItem
 from orchestrator.vault.snapshot import Item
 from orchestrator.vault.tree import TreeEntry, TreeWriter, encode_entry, iter_tree_pieces, printable
 from orchestrator.vault.writer import BackupWriter
@@ -36,10 +34,14 @@ MAX_PENDING = 8192  # entries waiting for their file read, at most (more than DE
 #: of three interleaved runs; docs/benchmarks.md)
 READ_BATCH_FILES = 64
 READ_BATCH_BYTES = 4 * 1024 * 1024
+#: a capture that has handed this many files (or bytes) to its reader threads goes on with reader processes
+#: (``orchestrator.cbt.read_procs``), when the source's files can be opened by path; below that, starting them
+#: would cost more than it saves
+PROCESSES_AFTER_FILES = 2000
+PROCESSES_AFTER_BYTES = 256 * 1024 * 1024
 #: reads held back until the walk ends (or this many wait) in incrementals: readers running during the walk would
 #: take the GIL from it at every lstat, so a nightly incremental (few changed files) walks first, then reads
 DEFER_READS = 4096
-WHOLE_READ = 16 * 1024 * 1024  # files up to this size are read at once and cut in memory
 
 
 @dataclass
@@ -131,81 +133,6 @@ def _same_file(old: TreeEntry, new: TreeEntry) -> bool:
     return len(old) == len(new) + 1 and "c" in old and old.items() >= new.items()
 
 
-class FileReader:
-    """Reads one changed file into chunks (whole files up to WHOLE_READ cut in memory, larger ones streamed),
-    with its alternate data streams, and tells whether it changed while it was read. Thread-safe: one chunker
-    per thread."""
-
-    def __init__(self, writer: BackupWriter, source: TreeSource, chunker_cfg: dict,
-                 progress: Callable[[int], None] | None) -> None:
-        self.writer, self.source, self.cfg, self.progress = writer, source, chunker_cfg, progress
-        self.local = threading.local()
-        self.min_cut = chunker_cfg["min"]
-
-    def chunker(self) -> Chunker:
-        c = getattr(self.local, "chunker", None)
-        if c is None:
-            c = self.local.chunker = Chunker.from_config(self.cfg)
-        return c
-
-    def read(self, entry: TreeEntry) -> TreeEntry:
-        """What to add to ``entry``: content ``c`` and size ``s``, or an error ``e``; ``w`` when it changed."""
-        try:
-            f = self.source.open(entry)
-        except OSError as e:
-            return {"e": f"cannot be read: {e.strerror or e}"}
-        refs, total = [], 0
-        store = self.writer.store
-        try:
-            with f:
-                pieces: Iterable[bytes | memoryview]
-                if entry["s"] <= WHOLE_READ:
-                    data = f.read(entry["s"] + 1)  # the size the walk saw: no 16 MiB buffer to allocate and shrink
-                    if len(data) <= entry["s"]:  # cut in memory: no stream buffer to set up per file
-                        pieces = [data] if len(data) <= self.min_cut else self.chunker().cut_buf(data)
-                    else:  # grew since the walk: fall back to streaming the rest
-                        pieces = _stream_rest(data, f, self.chunker())
-                else:
-                    pieces = self.chunker().cut_stream(f)
-                for piece in pieces:
-                    refs.append([store(bytes(piece) if isinstance(piece, memoryview) else piece).hex(), len(piece)])
-                    total += len(piece)
-        except OSError as e:
-            return {"e": f"read failed after {total} bytes: {e.strerror or e}"}
-        out: TreeEntry = {"c": refs, "s": total}
-        if entry.get("xn") and hasattr(self.source, "open_stream"):
-            out.update(self.read_streams(entry))
-        now = self.source.restat(entry)
-        if now is None:
-            out["w"] = "; ".join(filter(None, ("deleted while being read", out.get("w"))))
-        elif now != (entry["s"], entry["mt"]) or total != entry["s"]:
-            out["w"] = "; ".join(filter(None, ("changed while being read", out.get("w"))))
-        if self.progress:
-            self.progress(total)
-        return out
-
-    def read_streams(self, entry: TreeEntry) -> TreeEntry:
-        """Alternate data streams the source listed (``xn``) stored like content, as ``xs`` {name: refs}; the
-        ``xn`` list is dropped. A stream that cannot be read is a warning: the file itself is saved."""
-        streams, warnings = {}, []
-        open_stream = self.source.open_stream  # type: ignore[attr-defined]  # optional (shares)
-        for name in entry["xn"]:
-            refs = []
-            try:
-                with open_stream(entry, name) as f:
-                    for piece in self.chunker().cut_stream(f):
-                        refs.append([self.writer.store(bytes(piece)).hex(), len(piece)])
-            except OSError as e:
-                warnings.append(f"stream {name} not saved: {e.strerror or e}")
-                continue
-            streams[name] = refs
-        entry.pop("xn")
-        out: TreeEntry = {"xs": streams} if streams else {}
-        if warnings:
-            out["w"] = "; ".join(warnings)
-        return out
-
-
 def capture_tree(
     writer: BackupWriter,
     source: TreeSource,
@@ -235,7 +162,7 @@ def capture_tree(
         warnings.append(f"{item_name}: {len(heal)} unchanged entr{'y' if len(heal) == 1 else 'ies'} used data "
                         "recorded as damaged in the vault: read again to repair it")
         log.warning("%s", warnings[-1])
-    run = _TreeRun(writer, source, prev, FileReader(writer, source, chunker_cfg, progress), heal)
+    run = _TreeRun(writer, source, prev, FileReader(writer.store, source, chunker_cfg, progress), heal)
     run.stats.warnings.extend(warnings)
     walk_delta = getattr(source, "walk_delta", None)  # the source may walk in a process of its own
     delta = walk_delta(run.prev.paths, run.prev.sigs) if walk_delta is not None else None
@@ -280,24 +207,39 @@ class _TreeRun:
         self.spans: list[tuple[int, int, int]] = []
         self.used = bytearray(len(self.prev))  # parent entries claimed by the walk; the others were deleted
         self.seen_inodes: dict[tuple[int, int], str] = {}
+        #: where reader processes may open the source's files (None: threads only)
+        self.reader_root: str | None = getattr(source, "reader_root", None)
+        self.procs: ReaderProcesses | None = None
+        self.workers = 0
+        self.handed = [0, 0]  # files, bytes handed to reader threads so far
 
     def walk(self, items: Iterable[WalkItem], workers: int) -> None:
-        with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
-            abort_check = self.writer.abort_check
-            next_check = 0
-            new = self.new
-            for k, entry in items:
-                if abort_check is not None and len(new) >= next_check:
-                    abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
-                    next_check = len(new) + 4096
-                if isinstance(entry, int):
-                    self.unchanged(k, entry)
-                else:
-                    self.changed(k, entry, pool, workers)
-            self.ship_batch(pool)
-            self.start_deferred(pool)
-            while self.reads:
-                self.finish_read(*self.reads.popleft())
+        self.workers = workers
+        try:
+            with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="tree-read") as pool:
+                self.walk_items(items, pool, workers)
+            if self.procs is not None:
+                self.procs.close()
+        finally:
+            if self.procs is not None:
+                self.procs.kill()  # after close: nothing left to stop
+
+    def walk_items(self, items: Iterable[WalkItem], pool: ThreadPoolExecutor, workers: int) -> None:
+        abort_check = self.writer.abort_check
+        next_check = 0
+        new = self.new
+        for k, entry in items:
+            if abort_check is not None and len(new) >= next_check:
+                abort_check()  # a closed window stops a long walk of unchanged entries too, not only reads
+                next_check = len(new) + 4096
+            if isinstance(entry, int):
+                self.unchanged(k, entry)
+            else:
+                self.changed(k, entry, pool, workers)
+        self.ship_batch(pool)
+        self.start_deferred(pool)
+        while self.reads:
+            self.finish_read(*self.reads.popleft())
 
     def unchanged(self, k: int, end: int) -> None:
         """Parent entries k..end-1 are unchanged: reuse their entries, contents and lines."""
@@ -377,7 +319,7 @@ class _TreeRun:
         if b is None:
             return
         if not self.deferring:
-            pool.submit(self.read_batch, b)
+            self.submit(b, pool)
             return
         self.deferred.append(b)
         self.deferred_files += len(b.entries)
@@ -387,8 +329,26 @@ class _TreeRun:
 
     def start_deferred(self, pool: ThreadPoolExecutor) -> None:
         for b in self.deferred:
-            pool.submit(self.read_batch, b)
+            self.submit(b, pool)
         self.deferred.clear()
+
+    def submit(self, b: _ReadBatch, pool: ThreadPoolExecutor) -> None:
+        """To the reader processes once enough reads were handed out (started then), else to a thread."""
+        procs = self.procs
+        if procs is None and self.reader_root is not None and (
+                self.handed[0] >= PROCESSES_AFTER_FILES or self.handed[1] >= PROCESSES_AFTER_BYTES):
+            try:
+                procs = self.procs = ReaderProcesses(self.writer, self.reader_root, self.reader.cfg, self.workers,
+                                                     self.reader.progress)
+            except OSError as e:  # reads go on in threads
+                log.warning("%s: no reader processes (%s): files are read in this process", self.source.root, e)
+                self.reader_root = None
+        if procs is not None:
+            procs.submit(b.entries, b.future)
+            return
+        self.handed[0] += len(b.entries)
+        self.handed[1] += b.bytes
+        pool.submit(self.read_batch, b)
 
     def read_batch(self, b: _ReadBatch) -> None:
         """In a reader thread: read every file of the batch, then settle its future."""
@@ -454,24 +414,3 @@ def _write_listing(tree: TreeWriter, new: Listing, prev: Listing, spans: list[tu
             tree.add_piece(hexid, end - start)
             i = ns + end - ps
     tree.add_lines(new.paths, new.lines, i, len(new))
-
-
-def _stream_rest(head: bytes, f: SourceFile, chunker: Chunker) -> Iterator[memoryview]:
-    """Chunk ``head`` followed by the rest of ``f`` as one stream."""
-
-    class Joined(io.RawIOBase):
-        def __init__(self) -> None:
-            self.head = memoryview(head)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            if self.head:
-                n = min(len(b), len(self.head))
-                b[:n] = self.head[:n]
-                self.head = self.head[n:]
-                return n
-            return f.readinto(b) or 0
-
-    return chunker.cut_stream(Joined())

@@ -102,6 +102,23 @@ class PackBuilder:
         view = memoryview(self.buf)[:end]
         return content_hash(view), view, self.entries
 
+    def body(self) -> tuple[memoryview, bytes, int]:
+        """The sealed chunks so far, their entry table and raw size: what ``load`` takes in another process."""
+        return memoryview(self.buf)[: self.pos], encode_entries(self.entries), self.raw_bytes
+
+    def body_buffer(self, size: int) -> memoryview:
+        """Room for a body of ``size`` bytes made elsewhere, to be read into before ``load``."""
+        if size + 4096 > len(self.buf):
+            self.buf.extend(bytes(size + 4096 - len(self.buf)))
+        return memoryview(self.buf)[:size]
+
+    def load(self, size: int, table: bytes, raw_bytes: int, what: str) -> None:
+        """Take the body of ``size`` bytes now in the buffer, with its entries (ready to ``finish``)."""
+        entries = decode_entries(table, what)
+        if any(e.offset + e.length > size for e in entries):
+            raise IntegrityError(f"{what}: an entry points past the body")
+        self.pos, self.entries, self.raw_bytes = size, entries, raw_bytes
+
     def reset(self) -> None:
         self.pos = 0
         self.entries = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import DobaasError, VaultBusy
 from orchestrator.vault.backend import AlreadyExists
+from orchestrator.vault.crypto import ID_LEN
 from orchestrator.vault.index import Index, encode_index
 from orchestrator.vault.locks import LOCK_TTL, VaultLock
 from orchestrator.vault.pack import KIND_DATA, KIND_META, PackBuilder, PackEntry, pack_path
@@ -92,6 +93,39 @@ class BackupWriter:
             self._ship(kind)
         return cid
 
+    def claim(self, ids: bytes) -> bytes:
+        """For chunk ids (concatenated) computed elsewhere (a reader process): one byte per id, 1 for each that
+        the caller must store (now claimed for it), 0 for those the vault or this backup already has."""
+        if self.abort_check is not None:
+            self.abort_check()
+        if self._error is not None:
+            raise self._error
+        out = bytearray(len(ids) // ID_LEN)
+        chunks, claimed = self.index.chunks, self._claimed
+        with self._mutex:
+            for k in range(len(out)):
+                cid = ids[k * ID_LEN : (k + 1) * ID_LEN]
+                if cid in chunks or cid in claimed:
+                    self.stats.chunks_reused += 1
+                else:
+                    claimed.add(cid)
+                    out[k] = 1
+        return bytes(out)
+
+    def take_builder(self) -> PackBuilder:
+        """An empty pack builder, for a pack body made elsewhere (``PackBuilder.load``) and then ``ship``ped."""
+        return self._new_builder()
+
+    def ship(self, b: PackBuilder) -> None:
+        """Seal the header of a loaded builder and hand it to the uploaders (waiting while they are busy)."""
+        self._inflight.acquire()
+        try:
+            name, view, entries = b.finish()
+            self._futures.append(self._pool.submit(self._upload, b, name, view, entries))
+        except BaseException:
+            self._inflight.release()
+            raise
+
     def has(self, cid: bytes) -> bool:
         """Whether the vault or this backup already holds the chunk ``cid``."""
         with self._mutex:
@@ -124,14 +158,7 @@ class BackupWriter:
 
     def _ship(self, kind: int, builders: dict[int, PackBuilder] | None = None) -> None:
         tb = builders if builders is not None else self._thread_builders()
-        b = tb.pop(kind)
-        self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
-        try:
-            name, view, entries = b.finish()
-            self._futures.append(self._pool.submit(self._upload, b, name, view, entries))
-        except BaseException:
-            self._inflight.release()
-            raise
+        self.ship(tb.pop(kind))  # back-pressure: at most uploaders+1 packs waiting or uploading
 
     def _upload(self, b: PackBuilder, name: str, view: memoryview, entries: list[PackEntry]) -> None:
         try:

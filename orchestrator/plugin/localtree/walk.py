@@ -100,6 +100,8 @@ class LocalTree:
         self.root = display_root or self.path
         self.exclude = exclude or []
         self.one_file_system = one_file_system
+        #: files are opened by path under it, so reader processes may read them (orchestrator.cbt.read_procs)
+        self.reader_root = self.path
 
     def _excluded(self, name: str, rel: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat) for pat in self.exclude)
