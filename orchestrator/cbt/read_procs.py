@@ -32,6 +32,7 @@ from orchestrator.errors import DobaasError
 from orchestrator.memory import helper_env
 
 if TYPE_CHECKING:
+    from orchestrator.vault.pack import PackBuilder
     from orchestrator.vault.tree import TreeEntry
     from orchestrator.vault.writer import BackupWriter
 
@@ -181,11 +182,12 @@ class _Link:
         """A pack body: read into one of the writer's pack builders, then shipped like the writer's own."""
         table_len, body_len, raw = PACK.unpack(head)
         table = read_exact(inp, table_len)
-        writer = self.owner.writer
-        b = writer.take_builder()
-        read_exact(inp, body_len, b.body_buffer(body_len))
-        b.load(body_len, table, raw, f"pack from file reader {self.number}")
-        writer.ship(b)
+
+        def fill(b: PackBuilder) -> None:
+            read_exact(inp, body_len, b.body_buffer(body_len))
+            b.load(body_len, table, raw, f"pack from file reader {self.number}")
+
+        self.owner.writer.ship_made_elsewhere(fill)
 
     def done(self, batch_id: int, results: list[TreeEntry]) -> None:
         with self.out_lock:

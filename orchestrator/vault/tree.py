@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
 
 import orjson
 
@@ -56,11 +58,13 @@ def printable(path: str) -> str:
 
 
 class TreeWriter:
-    """Accumulates entry lines and cuts pieces at content-defined entry boundaries."""
+    """Accumulates entry lines and cuts pieces at content-defined entry boundaries. ``store_meta`` stores a piece
+    and gives its id, or a future of it (pieces then get stored while the next ones are cut)."""
 
-    def __init__(self, store_meta: Callable[[bytes], bytes]) -> None:
+    def __init__(self, store_meta: Callable[[bytes], bytes | Future[bytes]]) -> None:
         self.store_meta = store_meta
-        self.pieces: list[str] = []
+        #: piece ids in hex (futures of ids until ``finish``)
+        self.pieces: list[Any] = []
         #: entries written when each piece ended (so a later capture knows which entries each piece holds)
         self.ends: list[int] = []
         self._buf: list[bytes] = []
@@ -102,12 +106,15 @@ class TreeWriter:
 
     def _cut(self) -> None:
         if self._buf:
-            self.pieces.append(self.store_meta(b"".join(self._buf)).hex())
+            cid = self.store_meta(b"".join(self._buf))
+            self.pieces.append(cid.hex() if isinstance(cid, bytes) else cid)
             self.ends.append(self.count)
             self._buf, self._size = [], 0
 
     def finish(self) -> list[str]:
+        """The pieces' ids, once every piece is stored (raises what storing one raised)."""
         self._cut()
+        self.pieces = [p if isinstance(p, str) else p.result().hex() for p in self.pieces]
         return self.pieces
 
 

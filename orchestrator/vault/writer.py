@@ -112,19 +112,20 @@ class BackupWriter:
                     out[k] = 1
         return bytes(out)
 
-    def take_builder(self) -> PackBuilder:
-        """An empty pack builder, for a pack body made elsewhere (``PackBuilder.load``) and then ``ship``ped."""
-        return self._new_builder()
-
-    def ship(self, b: PackBuilder) -> None:
-        """Seal the header of a loaded builder and hand it to the uploaders (waiting while they are busy)."""
-        self._inflight.acquire()
+    def ship_made_elsewhere(self, fill: Callable[[PackBuilder], None]) -> None:
+        """Wait for room among the uploads, have ``fill`` load an empty pack builder (with a pack body made in
+        another process: ``PackBuilder.load``), then ship it like the builders of this process."""
+        self._inflight.acquire()  # first: a builder is taken only when it can go at once
+        b = self._new_builder()
         try:
-            name, view, entries = b.finish()
-            self._futures.append(self._pool.submit(self._upload, b, name, view, entries))
+            fill(b)
         except BaseException:
+            b.reset()
+            with self._mutex:
+                self._free.append(b)
             self._inflight.release()
             raise
+        self._submit(b)
 
     def has(self, cid: bytes) -> bool:
         """Whether the vault or this backup already holds the chunk ``cid``."""
@@ -158,7 +159,17 @@ class BackupWriter:
 
     def _ship(self, kind: int, builders: dict[int, PackBuilder] | None = None) -> None:
         tb = builders if builders is not None else self._thread_builders()
-        self.ship(tb.pop(kind))  # back-pressure: at most uploaders+1 packs waiting or uploading
+        self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
+        self._submit(tb.pop(kind))
+
+    def _submit(self, b: PackBuilder) -> None:
+        """Seal the header and hand the pack to the uploaders (room among them taken by the caller)."""
+        try:
+            name, view, entries = b.finish()
+            self._futures.append(self._pool.submit(self._upload, b, name, view, entries))
+        except BaseException:
+            self._inflight.release()
+            raise
 
     def _upload(self, b: PackBuilder, name: str, view: memoryview, entries: list[PackEntry]) -> None:
         try:

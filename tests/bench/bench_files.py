@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss
+from tests.bench.bench_image import PASS, bench_setup, du, run, run_rss, run_tree_rss
 
 MiB = 2**20
 
@@ -100,16 +100,18 @@ def compare(tree: str, work: str, name: str, dobaas: str, restic: str) -> tuple[
 
     def both(tag: str) -> None:
         before = du(vault)
-        wall, rss, out = run_rss([dobaas, "run", policy, "--json"], env)
+        wall, rss, total, out = run_tree_rss([dobaas, "run", policy, "--json"], env)
         assert json.loads(out)["exit_code"] == 0, out
         res["dobaas"][tag] = wall
         res["dobaas"][tag + " growth"] = du(vault) - before
         res["dobaas"][tag + " rss"] = rss / 1024
+        res["dobaas"][tag + " total"] = total / 1024
         before = du(renv["RESTIC_REPOSITORY"])
-        wall, rss, _ = run_rss([restic, "backup", "--quiet", tree], renv)
+        wall, rss, total, _ = run_tree_rss([restic, "backup", "--quiet", tree], renv)
         res["restic"][tag] = wall
         res["restic"][tag + " growth"] = du(renv["RESTIC_REPOSITORY"]) - before
         res["restic"][tag + " rss"] = rss / 1024
+        res["restic"][tag + " total"] = total / 1024
 
     both("full")
     # three nightly incrementals, each after changing another 1% of the files: this machine's timings vary by a
@@ -123,12 +125,16 @@ def compare(tree: str, work: str, name: str, dobaas: str, restic: str) -> tuple[
         tool["incr 1% median"] = median
         tool["incr 1% median growth"] = sorted(tool[t + " growth"] for t in tags)[1]
         tool["incr 1% median rss"] = max(tool[t + " rss"] for t in tags)
+        tool["incr 1% median total"] = max(tool[t + " total"] for t in tags)
+    # d RSS: the backup process's peak; d all: the peak of what its processes hold together (walker, catalog,
+    # reader processes: sum of PSS, sampled), the figure the target is judged on
     print(f"{'step':16} {'dobaas s':>9} {'restic s':>9} {'speed x':>8} {'dobaas +MiB':>12} {'restic +MiB':>12} "
-          f"{'d RSS':>6} {'r RSS':>6}")
+          f"{'d RSS':>6} {'d all':>6} {'r RSS':>6}")
     for tag in ("full", *tags, "incr 1% median"):
         d, r = res["dobaas"], res["restic"]
         print(f"{tag:16} {d[tag]:9.2f} {r[tag]:9.2f} {r[tag] / d[tag]:8.1f} {d[tag + ' growth'] / MiB:12.1f} "
-              f"{r[tag + ' growth'] / MiB:12.1f} {d[tag + ' rss']:6.0f} {r[tag + ' rss']:6.0f}")
+              f"{r[tag + ' growth'] / MiB:12.1f} {d[tag + ' rss']:6.0f} {d[tag + ' total']:6.0f} "
+              f"{r[tag + ' rss']:6.0f}")
     print(f"({changed} files modified before each incremental)")
     return res["dobaas"], res["restic"], env, {"policy": policy, "vault": vault}
 
@@ -138,8 +144,8 @@ def targets(name: str, d: dict, r: dict) -> list[tuple[str, bool]]:
     full, incr = r["full"] / d["full"], r["incr 1% median"] / d["incr 1% median"]
     return [(f"{name}: full backup >= 1.5x restic: {full:.2f}x ({d['full']:.2f} s against {r['full']:.2f} s)",
              full >= 1.5),
-            (f"{name}: full backup peak RSS <= 300 MiB: {d['full rss']:.0f} MiB (restic {r['full rss']:.0f})",
-             d["full rss"] <= 300),
+            (f"{name}: full backup peak RSS <= 300 MiB: {d['full total']:.0f} MiB, all its processes together "
+             f"(backup process {d['full rss']:.0f}; restic {r['full rss']:.0f})", d["full total"] <= 300),
             (f"{name}: 1% incremental >= 3x restic (medians of three): {incr:.2f}x", incr >= 3)]
 
 
