@@ -16,9 +16,9 @@ pack sent), ``X`` failed (a message). Closing a reader's input asks it to finish
 
 from __future__ import annotations
 
-import errno
 import logging
 import pickle
+import queue
 import struct
 import subprocess
 import sys
@@ -118,39 +118,47 @@ class ReaderProcesses:
 
 
 class _Link:
-    """One reader process and the thread here that serves it (answers its questions, takes its packs and its
-    results)."""
+    """One reader process, the thread here that serves it (answers its questions, takes its packs and its
+    results) and the one that writes to it. Messages to the reader go through a queue: the serving thread must
+    never wait on a full pipe (the reader, itself waiting to send a pack, would not read it: a deadlock)."""
 
     def __init__(self, owner: ReaderProcesses, number: int, init: bytes) -> None:
         self.owner, self.number = owner, number
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  # read when the reader fails, closed by join
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cbt.read_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, close_fds=True, env=helper_env())
-        self.out_lock = threading.Lock()
+        self.lock = threading.Lock()
         self.pending: dict[int, tuple[Future, int]] = {}  # batch id -> (its future, its number of files)
         self.files = 0  # files sent and not yet read
         self.error: BaseException | None = None
         self.finished = False
-        self.send(b"I", init)
+        #: messages for the reader, in order; None closes its input (it finishes)
+        self.outbox: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
+        self.outbox.put((b"I", init))
+        self.writer_thread = threading.Thread(target=self.pump, name=f"reader-out-{number}", daemon=True)
         self.thread = threading.Thread(target=self.serve, name=f"reader-link-{number}", daemon=True)
+        self.writer_thread.start()
         self.thread.start()
 
-    def send(self, kind: bytes, payload: bytes) -> None:
-        assert self.proc.stdin is not None
-        with self.out_lock:
-            send(self.proc.stdin, kind, payload)
+    def pump(self) -> None:
+        """Write the queued messages to the reader, then close its input."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            while (msg := self.outbox.get()) is not None:
+                send(stdin, *msg)
+            stdin.close()
+        except OSError as e:  # the reader is gone: serve() tells why
+            log.debug("reader %d: input closed (%s)", self.number, e)
 
     def submit(self, batch_id: int, entries: list[tuple[str, int, int]], future: Future) -> None:
-        with self.out_lock:
+        with self.lock:
             if self.error is not None:
                 future.set_exception(self.error)
                 return
             self.pending[batch_id] = (future, len(entries))
             self.files += len(entries)
-        try:
-            self.send(b"B", pickle.dumps((batch_id, entries), pickle.HIGHEST_PROTOCOL))
-        except OSError as e:  # the reader is gone: serve() tells why
-            log.debug("reader %d: batch not sent (%s)", self.number, e)
+        self.outbox.put((b"B", pickle.dumps((batch_id, entries), pickle.HIGHEST_PROTOCOL)))
 
     def serve(self) -> None:
         assert self.proc.stdout is not None
@@ -159,7 +167,7 @@ class _Link:
             while True:
                 kind, payload = receive(inp)
                 if kind == b"Q":
-                    self.send(b"N", writer.claim(payload))
+                    self.outbox.put((b"N", writer.claim(payload)))
                 elif kind == b"P":
                     self.take_pack(inp, payload)
                 elif kind == b"D":
@@ -190,7 +198,7 @@ class _Link:
         self.owner.writer.ship_made_elsewhere(fill)
 
     def done(self, batch_id: int, results: list[TreeEntry]) -> None:
-        with self.out_lock:
+        with self.lock:
             future, n = self.pending.pop(batch_id)
             self.files -= n
         progress = self.owner.progress
@@ -208,7 +216,7 @@ class _Link:
 
     def stop(self, error: BaseException) -> None:
         """Fail what this reader still had to read, and end it."""
-        with self.out_lock:
+        with self.lock:
             if self.error is None:
                 self.error = error
             pending, self.pending = self.pending, {}
@@ -219,17 +227,13 @@ class _Link:
             self.proc.kill()
 
     def finish(self) -> None:
-        try:
-            assert self.proc.stdin is not None
-            with self.out_lock:
-                self.proc.stdin.close()
-        except OSError as e:
-            if e.errno != errno.EPIPE:
-                raise
+        self.outbox.put(None)
 
     def join(self) -> None:
         self.thread.join()
         self.proc.wait()
+        self.outbox.put(None)  # a pump still waiting (the reader failed): it ends now
+        self.writer_thread.join()
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 try:
