@@ -73,7 +73,7 @@ wheel: install
 
 test: install install-plugins install-deploy compile lint
 	@$(APT) $(TEST_PKGS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: install install-plugins compile
 	@$(APT) $(BENCH_PKGS)
