@@ -31,19 +31,27 @@ def capture_stream(
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
 ) -> StreamCapture:
-    """Chunk ``stream`` by content and store every chunk; return the snapshot item."""
+    """Chunk ``stream`` by content and store every chunk; return the snapshot item. The first chunk that cannot
+    be stored (a stop request, a closed window, a full vault) stops the reading at once: the rest of a dump is
+    not read only to be thrown away."""
     slots = threading.Semaphore(IN_FLIGHT)
     futures: list[tuple[Future[bytes], int]] = []
     total = 0
+    failed = threading.Event()
 
     def store(data: bytes) -> bytes:
         try:
             return writer.store(data)
+        except BaseException:
+            failed.set()
+            raise
         finally:
             slots.release()
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream") as pool:
         for view in chunker.cut_stream(stream):
+            if failed.is_set():
+                break  # the failure is raised below, by its chunk's result
             slots.acquire()
             n = len(view)
             futures.append((pool.submit(store, bytes(view)), n))

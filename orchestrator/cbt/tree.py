@@ -1,8 +1,9 @@
 """File trees: capture a walked tree, reading only files whose metadata changed (restoring one is
 ``orchestrator.restore.tree``).
 
-Capture keeps walk order: file reads run on worker threads while the walk continues, and entries are written
-to the tree listing in order as their reads complete (bounded, so memory stays flat on huge trees).
+Capture keeps walk order: file reads run on reader threads (and, once many files are to be read, in reader
+processes: ``orchestrator.cbt.read_procs``) while the walk continues, and entries are written to the tree listing
+in order as their reads complete (bounded, so memory stays flat on huge trees).
 """
 
 from __future__ import annotations
