@@ -107,3 +107,34 @@ def test_a_killed_reader_process_fails_the_source_and_the_next_run_completes(
     out = tmp_path / "restored"
     r = restore_files(vault, vault.read_snapshot(again.snapshot), [str(src)], str(out), "never", False, catalog)
     assert r.status == "ok" and snapshot_of(out) == snapshot_of(src)
+
+
+def test_a_reader_that_dies_holding_its_last_pack_fails_the_source(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file read, every result in, but one reader killed before it sent the pack holding its last chunks:
+    the snapshot would name chunks that were never stored, so the source fails and nothing is published; the
+    next run stores them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    vault, catalog, policy = _vault(tmp_path, "vault", src)
+    monkeypatch.setattr(tree, "PROCESSES_AFTER_FILES", 0)
+    real_close = read_procs.ReaderProcesses.close
+
+    def kill_then_close(self):  # type: ignore[no-untyped-def]
+        proc = self.links[0].proc
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        real_close(self)
+
+    monkeypatch.setattr(read_procs.ReaderProcesses, "close", kill_then_close)
+    res = run_policy(policy, vault, catalog).sources[0]  # type: ignore[arg-type]
+    assert res.status == "failed" and res.snapshot is None, res
+    assert any("file reader process 0 stopped (killed by signal 9)" in e for e in res.errors), res.errors
+    assert vault.list_snapshots()[0] == [] and verify_vault(vault).ok
+    monkeypatch.setattr(read_procs.ReaderProcesses, "close", real_close)
+    again = run_policy(policy, vault, catalog).sources[0]  # type: ignore[arg-type]
+    assert again.status == "ok" and verify_vault(vault).ok
+    out = tmp_path / "restored"
+    r = restore_files(vault, vault.read_snapshot(again.snapshot), [str(src)], str(out), "never", False, catalog)
+    assert r.status == "ok" and snapshot_of(out) == snapshot_of(src)
