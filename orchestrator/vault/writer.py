@@ -81,10 +81,8 @@ class BackupWriter:
             self.abort_check()  # a stop request or a closed window: stop at this chunk boundary
         cid = self.cipher.chunk_id(data)
         with self._mutex:
-            if cid in self.index.chunks or cid in self._claimed:
-                self.stats.chunks_reused += 1
+            if not self._claim_one(cid):
                 return cid
-            self._claimed.add(cid)
         if self._error is not None:
             raise self._error
         builder = self._builder(kind)
@@ -100,17 +98,18 @@ class BackupWriter:
             self.abort_check()
         if self._error is not None:
             raise self._error
-        out = bytearray(len(ids) // ID_LEN)
-        chunks, claimed = self.index.chunks, self._claimed
+        self.index  # noqa: B018  # loaded before the mutex is taken
         with self._mutex:
-            for k in range(len(out)):
-                cid = ids[k * ID_LEN : (k + 1) * ID_LEN]
-                if cid in chunks or cid in claimed:
-                    self.stats.chunks_reused += 1
-                else:
-                    claimed.add(cid)
-                    out[k] = 1
-        return bytes(out)
+            return bytes(self._claim_one(ids[k : k + ID_LEN]) for k in range(0, len(ids), ID_LEN))
+
+    def _claim_one(self, cid: bytes) -> bool:
+        """With the mutex held: whether ``cid`` is new (it is then claimed by the caller, who stores it), else a
+        reuse is counted."""
+        if cid in self.index.chunks or cid in self._claimed:
+            self.stats.chunks_reused += 1
+            return False
+        self._claimed.add(cid)
+        return True
 
     def ship_made_elsewhere(self, fill: Callable[[PackBuilder], None]) -> None:
         """Wait for room among the uploads, have ``fill`` load an empty pack builder (with a pack body made in
