@@ -72,3 +72,35 @@ def test_empty_and_tiny_streams(vault: Vault) -> None:
         out = io.BytesIO()
         restore_stream(vault, vault.read_snapshot(sid).items[0], out)
         assert out.getvalue() == data
+
+
+def test_threads_that_come_and_go_share_a_few_pack_buffers(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each capture of a policy's paths starts reader and listing threads of its own: a pack buffer (18 MiB) held
+    per thread until the commit made a 10-path policy's backup process peak at 979 MiB instead of 380. Buffers
+    are pooled: as many as threads store at the same moment, and every chunk of every thread is stored."""
+    import threading
+
+    from orchestrator.vault import pack
+
+    made = []
+    real_init = pack.PackBuilder.__init__
+
+    def counting_init(self, *a, **k):  # type: ignore[no-untyped-def]
+        made.append(self)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(pack.PackBuilder, "__init__", counting_init)
+    blobs = [random.Random(n).randbytes(2_000) for n in range(60)]  # 120 KB: two packs of 64 KiB
+    with BackupSession(vault, "many-threads", lock_wait=0) as s:
+        ids = []
+        for k in range(20):  # one thread after the other, like the captures of 20 paths
+            t = threading.Thread(target=lambda k=k: ids.extend(s.writer.store(b) for b in blobs[3 * k: 3 * k + 3]))
+            t.start()
+            t.join()
+        s.writer.flush()
+        assert len(made) <= 2, f"{len(made)} pack buffers for threads that never stored at the same moment"
+        assert s.writer.stats.chunks_new == 60
+        s.commit([])
+    v = reopen(vault)
+    assert [v.read_chunk(i, "test") for i in ids] == blobs
+    assert verify_vault(v).ok

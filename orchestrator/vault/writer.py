@@ -1,7 +1,9 @@
 """The write side of one backup: deduplicate, compress, encrypt, pack and upload chunks; publish a snapshot last.
 
-``store`` is thread-safe and cheap to call from many worker threads: each thread fills its own pack buffer, and
-full packs go to a small pool of uploader threads (bounded, so memory stays flat). Nothing becomes visible until
+``store`` is thread-safe and cheap to call from many worker threads: a thread takes a partly filled pack buffer
+from a shared pool for each chunk (so there are never more buffers than threads storing at the same moment, however
+many threads a run starts and ends), and full packs go to a small pool of uploader threads (bounded, so memory
+stays flat). Nothing becomes visible until
 ``commit`` has stored every pack, written the index for them and finally written the snapshot manifest.
 """
 
@@ -51,9 +53,10 @@ class BackupWriter:
         self.stats = WriteStats()
         self._mutex = threading.Lock()
         self._claimed: set[bytes] = set()
-        self._local = threading.local()
-        self._builders: list[dict[int, PackBuilder]] = []  # every thread's builders, for the final flush
-        self._free: list[PackBuilder] = []
+        #: partly filled builders of each kind, none in use: taken for a chunk and put back (``_take``/``_put``)
+        self._open: dict[int, list[PackBuilder]] = {KIND_DATA: [], KIND_META: []}
+        self._free: list[PackBuilder] = []  # empty builders, at most ``_keep_free`` (their buffers are reused)
+        self._keep_free = uploaders + 1
         self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload")
         self._inflight = threading.Semaphore(uploaders + 1)
         self._futures: list[Future] = []
@@ -80,15 +83,25 @@ class BackupWriter:
         if self.abort_check is not None:
             self.abort_check()  # a stop request or a closed window: stop at this chunk boundary
         cid = self.cipher.chunk_id(data)
-        with self._mutex:
-            if not self._claim_one(cid):
-                return cid
         if self._error is not None:
             raise self._error
-        builder = self._builder(kind)
-        builder.add(cid, data, kind)
+        with self._mutex:  # one lock for both: the claim, and a partly filled builder no other thread uses
+            if not self._claim_one(cid):
+                return cid
+            open_ = self._open[kind]
+            builder = open_.pop() if open_ else None
+        if builder is None:
+            builder = self._new_builder()
+        try:
+            builder.add(cid, data, kind)
+        except BaseException:
+            self._put(kind, builder)  # what it held before this chunk is still to be stored
+            raise
         if builder.full():
-            self._ship(kind)
+            self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
+            self._submit(builder)
+        else:
+            self._put(kind, builder)
         return cid
 
     def claim(self, ids: bytes) -> bytes:
@@ -119,9 +132,7 @@ class BackupWriter:
         try:
             fill(b)
         except BaseException:
-            b.reset()
-            with self._mutex:
-                self._free.append(b)
+            self._recycle(b)
             self._inflight.release()
             raise
         self._submit(b)
@@ -134,20 +145,9 @@ class BackupWriter:
     def store_meta(self, data: bytes) -> bytes:
         return self.store(data, KIND_META)
 
-    def _thread_builders(self) -> dict[int, PackBuilder]:
-        b = getattr(self._local, "builders", None)
-        if b is None:
-            b = self._local.builders = {}
-            with self._mutex:
-                self._builders.append(b)
-        return b
-
-    def _builder(self, kind: int) -> PackBuilder:
-        tb = self._thread_builders()
-        b = tb.get(kind)
-        if b is None:
-            b = tb[kind] = self._new_builder()
-        return b
+    def _put(self, kind: int, b: PackBuilder) -> None:
+        with self._mutex:
+            self._open[kind].append(b)
 
     def _new_builder(self) -> PackBuilder:
         with self._mutex:
@@ -156,10 +156,12 @@ class BackupWriter:
         cfg = self.vault.config
         return PackBuilder(self.cipher, cfg.pack_size, cfg.zstd_level)
 
-    def _ship(self, kind: int, builders: dict[int, PackBuilder] | None = None) -> None:
-        tb = builders if builders is not None else self._thread_builders()
-        self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
-        self._submit(tb.pop(kind))
+    def _recycle(self, b: PackBuilder) -> None:
+        """An emptied builder: kept for reuse, or dropped (its buffer freed) when enough are kept."""
+        b.reset()
+        with self._mutex:
+            if len(self._free) < self._keep_free:
+                self._free.append(b)
 
     def _submit(self, b: PackBuilder) -> None:
         """Seal the header and hand the pack to the uploaders (room among them taken by the caller)."""
@@ -199,18 +201,22 @@ class BackupWriter:
             raise
         finally:
             view.release()
-            b.reset()
-            with self._mutex:
-                self._free.append(b)
+            self._recycle(b)
             self._inflight.release()
 
     def flush(self) -> None:
         """Ship every partly filled pack and wait for all uploads; raise the first upload error."""
-        for tb in list(self._builders):
-            for kind in list(tb):
-                if tb[kind].empty():
+        for kind in (KIND_DATA, KIND_META):
+            while True:
+                with self._mutex:
+                    if not self._open[kind]:
+                        break
+                    b = self._open[kind].pop()
+                if b.empty():
+                    self._recycle(b)
                     continue
-                self._ship(kind, tb)
+                self._inflight.acquire()
+                self._submit(b)
         for f in self._futures:
             f.exception()
         self._futures = [f for f in self._futures if not f.done()]
