@@ -286,6 +286,30 @@ def test_cli_tour(tmp_path: Path, cli: Cli) -> None:
     assert json.loads(env("find", "f.txt", "--json").stdout) == found
 
 
+def test_listing_cache_round_trips_and_refuses_what_it_did_not_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A stored listing loads back column for column; a file cut short, grown or from another key is ignored."""
+    from orchestrator.cbt.listing import Listing
+    from orchestrator.cbt.listing_cache import ListingCache
+
+    lst = Listing()
+    for k in range(500):
+        e = {"p": f"d/f{k}\udcff", "t": "f", "s": k, "n": 2 if k % 7 == 0 else 1, "i": k, "dv": 1}
+        lst.append(e, json.dumps(e).encode(), (k, "sig"))
+    lst.pieces, lst.piece_ends = ["ab" * 32, "cd" * 32], [300, 500]
+    item = {"name": "t", "type": "tree", "map": lst.pieces}
+    cache = ListingCache(str(tmp_path / "c"), b"k" * 32)
+    cache.store(item, "slot", lst)
+    back = cache.load(item, "slot")
+    assert back is not None and back.columns() == lst.columns()
+    assert ListingCache(str(tmp_path / "c"), b"j" * 32).load(item, "slot") is None  # another key
+    (path,) = [tmp_path / "c" / n for n in os.listdir(tmp_path / "c")]
+    good = path.read_bytes()
+    path.write_bytes(good[:-40] + good[-32:])  # a column cut short (the MAC then fails)
+    assert cache.load(item, "slot") is None
+    path.write_bytes(good[:-1])
+    assert cache.load(item, "slot") is None
+
+
 def test_listing_cache_speeds_up_but_is_never_trusted_blindly(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """With the local listing cache, without it, and with a tampered one, the snapshots list the same entries."""
     src, vault, catalog, policy, _tmp = setup

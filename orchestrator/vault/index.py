@@ -228,10 +228,15 @@ class Index:
 
 
 def encode_index(cipher: Cipher, packs: dict[str, list[PackEntry]]) -> tuple[str, bytes]:
+    return encode_index_raw(cipher, {pack: encode_entries(entries) for pack, entries in packs.items()})
+
+
+def encode_index_raw(cipher: Cipher, tables: dict[str, bytes]) -> tuple[str, bytes]:
+    """An index object from each pack's encoded entry table (a third of the memory of entry objects)."""
     parts = [INDEX_MAGIC]
-    for pack, entries in packs.items():
-        parts.append(PACK_REC.pack(bytes.fromhex(pack), len(entries)))
-        parts.append(encode_entries(entries))
+    for pack, table in tables.items():
+        parts.append(PACK_REC.pack(bytes.fromhex(pack), len(table) // ENTRY.size))
+        parts.append(table)
     sealed = cipher.seal(b"".join(parts), AAD_INDEX)
     return "index/" + content_hash(sealed), sealed
 

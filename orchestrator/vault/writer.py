@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from orchestrator.errors import DobaasError, VaultBusy
 from orchestrator.vault.backend import AlreadyExists
 from orchestrator.vault.crypto import ID_LEN
-from orchestrator.vault.index import Index, encode_index
+from orchestrator.vault.index import Index, encode_index_raw
 from orchestrator.vault.locks import LOCK_TTL, VaultLock
-from orchestrator.vault.pack import KIND_DATA, KIND_META, PackBuilder, PackEntry, pack_path
+from orchestrator.vault.pack import KIND_DATA, KIND_META, PackBuilder, PackEntry, encode_entries, pack_path
 from orchestrator.vault.repository import Vault
 from orchestrator.vault.snapshot import Snapshot
 
@@ -52,15 +52,15 @@ class BackupWriter:
         self._index_mutex = threading.Lock()
         self.stats = WriteStats()
         self._mutex = threading.Lock()
-        self._claimed: set[bytes] = set()
-        #: partly filled builders of each kind, none in use: taken for a chunk and put back (``_take``/``_put``)
+        self._claimed: set[bytes] = set()  # new chunks of this backup until their pack is in the index
+        #: partly filled builders of each kind, none in use: taken for a chunk (``store``) and put back (``_put``)
         self._open: dict[int, list[PackBuilder]] = {KIND_DATA: [], KIND_META: []}
         self._free: list[PackBuilder] = []  # empty builders, at most ``_keep_free`` (their buffers are reused)
         self._keep_free = uploaders + 1
         self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload")
         self._inflight = threading.Semaphore(uploaders + 1)
         self._futures: list[Future] = []
-        self._new_packs: dict[str, list[PackEntry]] = {}
+        self._new_packs: dict[str, bytes] = {}  # pack -> its encoded entry table, for this backup's index object
         self._error: BaseException | None = None
         self._closed = False
 
@@ -187,9 +187,11 @@ class BackupWriter:
                     view.release()
                     name, view, entries = b.finish()
             size = len(view)
+            table = encode_entries(entries)
             with self._mutex:
-                self.index.add_pack(name, entries)
-                self._new_packs[name] = list(entries)
+                self.index.add_pack_raw(name, table)
+                self._new_packs[name] = table
+                self._claimed.difference_update(e.id for e in entries)  # in the index now: held once, not twice
                 self.stats.packs_written += 1
                 self.stats.bytes_written += size
                 self.stats.chunks_new += len(entries)
@@ -227,7 +229,7 @@ class BackupWriter:
     def _write_index(self) -> None:
         if not self._new_packs:
             return
-        name, sealed = self.vault.put_sealed("index", lambda: encode_index(self.cipher, self._new_packs))
+        name, sealed = self.vault.put_sealed("index", lambda: encode_index_raw(self.cipher, self._new_packs))
         self.index.objects.add(name)
         self.stats.bytes_written += len(sealed)
         self._new_packs = {}
