@@ -61,3 +61,45 @@ def test_rows_staged_for_a_snapshot_whose_recording_failed_never_reach_another(t
     snap = cat.snapshot(good.id)
     assert [e["name"] for e in cat.ls(snap, "/srv")] == ["a.txt"]
     assert not cat.find("stale*")
+
+
+def test_a_first_backup_of_many_files_is_recorded_from_disk_in_parts(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged rows go to local disk past a part's worth (here 1,000) and are recorded part by part: a full
+    snapshot of 10,000 rows, then a delta that changes 2,500 of them and deletes 10, are browsed exactly."""
+    from orchestrator import spool
+    from orchestrator.catalog.rows import entry_values
+    from orchestrator.vault.snapshot import Snapshot
+
+    monkeypatch.setattr(spool, "PART", 1000)
+    spilled: list[int] = []
+    real_spill = spool.Spool._spill
+
+    def counting_spill(self: spool.Spool) -> None:
+        real_spill(self)
+        spilled.append(len(self._rows))
+
+    monkeypatch.setattr(spool.Spool, "_spill", counting_spill)
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    item = {"name": "files", "type": "tree", "root": "/srv"}
+    first = Snapshot("acme/docs", [item], id="a" * 64, meta={"plugin": "files"})
+    entries = [{"p": ""}, *({"p": f"f{k:05}.txt", "t": "f", "s": k} for k in range(10_000))]
+    entries[0]["t"] = "d"
+    rows = list(entry_values(item, entries))
+    for i in range(0, len(rows), 3000):  # parts as the run sends them
+        cat.stage_entries(first.id, rows[i : i + 3000])
+    assert len(spilled) == 10 and not any(spilled)  # ten parts written out, none left in memory after each
+    cat.record_snapshot(first, "/vault")
+    snap1 = cat.snapshot(first.id)
+    listed = cat.ls(snap1, "/srv")
+    assert len(listed) == 10_000 and {e["size"] for e in listed} == set(range(10_000))
+
+    second = Snapshot("acme/docs", [item], id="b" * 64, parent=first.id, meta={"plugin": "files"})
+    changed = [{"p": f"f{k:05}.txt", "t": "f", "s": k + 1_000_000} for k in range(0, 10_000, 4)]
+    cat.stage_entries(second.id, list(entry_values(item, changed)))
+    cat.record_delta(second, "/vault", None, [f"/srv/f{k:05}.txt" for k in range(1, 40, 4)])
+    now = {e["name"]: e["size"] for e in cat.ls(cat.snapshot(second.id), "/srv")}
+    assert len(now) == 10_000 - 10
+    assert all(now[f"f{k:05}.txt"] == k + 1_000_000 for k in range(0, 10_000, 4))
+    assert now["f00002.txt"] == 2 and "f00001.txt" not in now
+    assert len(cat.ls(cat.snapshot(first.id), "/srv")) == 10_000  # the first snapshot is unchanged

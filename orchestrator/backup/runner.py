@@ -373,6 +373,8 @@ def _run_source(policy: Policy, vault: Vault, catalog: Catalog | None, cfg, unit
             record_in_catalog(catalog, vault, snap, captures, parent_trees)
         except Exception as e:  # the snapshot is safe in the vault; the catalog can be rebuilt from it
             res.warnings.append(f"catalog not updated ({e}); run 'dobaas catalog rebuild'")
+    for tc in captures:
+        tc.changed.close()
     cache.wait()  # the listing cache was written meanwhile (an unfinished one is never used: written, then renamed)
 
 

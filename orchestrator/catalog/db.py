@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import json
 import os
 import socket
@@ -15,8 +16,10 @@ from sqlalchemy import Connection, Engine, and_, create_engine, event, func, ins
 from orchestrator.catalog.rows import EntryRow, default_url, display_path, entry_rows, to_url
 from orchestrator.catalog.schema import alert_state, clients, entries, jobs, restores, snapshots, sources
 from orchestrator.errors import NotFound, UsageError
+from orchestrator.spool import Spool
 from orchestrator.vault.snapshot import Snapshot
 
+INSERT_ROWS = 5000  # entry rows built and inserted at a time
 HEAD = "0006"  # latest migration; the fast path skips importing alembic when the database is current
 __all__ = ["Catalog", "EntryRow", "default_url", "display_path", "entry_rows", "to_url"]
 
@@ -38,7 +41,7 @@ class Catalog:
             if checkpoint_early:
                 event.listen(self.engine, "connect", _checkpoint_now)
         #: rows sent ahead of a record_* call, by snapshot id (``stage_entries``)
-        self._staged: dict[str, list[EntryRow]] = {}
+        self._staged: dict[str, Spool] = {}
         self._migrate()
 
     def _current(self) -> bool:
@@ -104,12 +107,19 @@ class Catalog:
         """Rows of snapshot ``snap_id`` (EntryRow fields as tuples: ``entry_values``) sent ahead, in parts, of
         the record_* call that names no rows: a catalog in another process then never receives 100,000 rows in
         one message (the sender builds and pickles a part at a time)."""
-        self._staged.setdefault(snap_id, []).extend(EntryRow(*values) for values in rows)
+        spool = self._staged.get(snap_id)
+        if spool is None:
+            spool = self._staged[snap_id] = Spool()
+        spool.extend(rows)
 
-    def _take_staged(self, snap_id: str) -> list[EntryRow]:
-        rows = self._staged.pop(snap_id, [])
-        self._staged.clear()  # whatever another snapshot left (its recording failed) is never used
-        return rows
+    def _take_staged(self, snap_id: str) -> Iterator[EntryRow]:
+        """The rows staged for ``snap_id``, read back once (from local disk past the first few thousand: a first
+        backup's 100,000 rows are never all in memory)."""
+        spool = self._staged.pop(snap_id, None) or Spool()
+        for other in self._staged.values():  # whatever another snapshot left (its recording failed) is never used
+            other.close()
+        self._staged.clear()
+        return _rows_of(spool)
 
     def record_snapshot(self, snap: Snapshot, vault: str, rows: Iterable[EntryRow] | None = None) -> None:
         """Add a snapshot and its file entries (None: the rows staged for it). Snapshots of a source must be
@@ -139,10 +149,13 @@ class Catalog:
                 if old is not None:
                     live[r.path] = old  # changed: its old version ends at prev
                 new_rows.append(_row(src, r, seq))
-            ended = [rid for rid, _sig in live.values()]
+                if len(new_rows) >= INSERT_ROWS:  # in parts: the rows of a first backup are never all held
+                    _insert_entries(conn, new_rows)
+                    new_rows = []
+            _insert_entries(conn, new_rows)
+            ended = [rid for rid, _sig in live.values()]  # old versions only: their ids end, not the rows above
             for i in range(0, len(ended), 500):
                 conn.execute(update(entries).where(entries.c.id.in_(ended[i : i + 500])).values(last_seq=prev))
-            _insert_entries(conn, new_rows)
 
     def latest_of_source(self, snap: Snapshot) -> str | None:
         """Id of the newest recorded snapshot of ``snap``'s source (to know whether a delta applies)."""
@@ -159,7 +172,7 @@ class Catalog:
         every live version is carried forward in one statement, then changed and deleted paths are closed.
         ``changed`` None: the rows staged for it."""
         client, source = snapshot_source(snap)
-        changed = self._take_staged(snap.id) if changed is None else list(changed)
+        changed = self._take_staged(snap.id) if changed is None else iter(changed)
         with self.engine.begin() as conn:
             src = self._source_id(conn, client, source, snap.meta.get("plugin", ""))
             prev = conn.execute(select(func.max(snapshots.c.seq)).where(snapshots.c.source_id == src)).scalar()
@@ -167,12 +180,19 @@ class Catalog:
                 raise ValueError("record_delta needs the parent snapshot in the catalog")
             seq = prev + 1
             self._insert_snapshot(conn, snap, src, seq, vault)
-            closing = [r.path for r in changed] + deleted  # their open versions end with the parent
-            for i in range(0, len(closing), 500):
-                conn.execute(update(entries).where(and_(entries.c.source_id == src, entries.c.last_seq == OPEN,
-                                                        entries.c.path.in_(closing[i : i + 500])))
-                             .values(last_seq=prev))
-            _insert_entries(conn, [_row(src, r, seq) for r in changed])
+            # in parts: each part's paths have their open versions ended with the parent, then its rows go in
+            while part := list(itertools.islice(changed, INSERT_ROWS)):
+                self._close_open(conn, src, prev, [r.path for r in part])
+                _insert_entries(conn, [_row(src, r, seq) for r in part])
+            self._close_open(conn, src, prev, deleted)
+
+    @staticmethod
+    def _close_open(conn, src: int, prev: int, paths: list[str]) -> None:
+        """End the open versions of ``paths`` with snapshot ``prev``."""
+        for i in range(0, len(paths), 500):
+            conn.execute(update(entries).where(and_(entries.c.source_id == src, entries.c.last_seq == OPEN,
+                                                    entries.c.path.in_(paths[i : i + 500])))
+                         .values(last_seq=prev))
 
     def _insert_snapshot(self, conn, snap: Snapshot, src: int, seq: int, vault: str) -> None:
         conn.execute(insert(snapshots).values(
@@ -488,6 +508,14 @@ def _snap_dict(r) -> dict:
 
 _ENTRY_COLUMNS = ("source_id", "item", "path", "parent", "name", "type", "size", "mtime_ns", "mode", "owner", "grp",
                   "first_seq", "last_seq")
+
+
+def _rows_of(spool: Spool) -> Iterator[EntryRow]:
+    try:
+        for values in spool:
+            yield EntryRow(*values)
+    finally:
+        spool.close()
 
 
 def _row(src: int, r: EntryRow, seq: int) -> tuple:

@@ -24,6 +24,7 @@ from orchestrator.cbt.read_procs import ReaderProcesses
 from orchestrator.errors import IntegrityError
 from orchestrator.memory import cycle_collection_paused
 from orchestrator.plugin.streams import TreeSource, WalkItem
+from orchestrator.spool import Spool
 from orchestrator.vault.snapshot import Item
 from orchestrator.vault.tree import TreeEntry, TreeWriter, encode_entry, iter_tree_pieces, printable
 from orchestrator.vault.writer import BackupWriter
@@ -64,8 +65,9 @@ class TreeCapture:
     item: Item
     stats: TreeStats
     #: entries that are new or differ from the parent snapshot's (all entries when there is no parent), reduced to
-    #: what the catalog records of them (``catalog_part``): a first backup of a file server holds every entry here
-    changed: list[TreeEntry] = field(default_factory=list)
+    #: what the catalog records of them (``catalog_part``): a first backup of a file server has every entry here,
+    #: so they go to local disk past the first few thousand
+    changed: Spool = field(default_factory=Spool)
     #: paths the parent had and this capture does not
     deleted: list[str] = field(default_factory=list)
     #: whether ``changed``/``deleted`` are relative to a parent item (else ``changed`` is everything)
