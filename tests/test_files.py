@@ -312,9 +312,10 @@ def test_listing_cache_round_trips_and_refuses_what_it_did_not_write(tmp_path) -
 
     import blake3
 
-    old_format = marshal.dumps((3, *lst.columns()))  # what the previous release wrote, authenticated
-    path.write_bytes(old_format + blake3.blake3(old_format, key=cache.key).digest())
-    assert cache.load(item, "slot") is None
+    for fmt in (3, 4):  # what earlier versions wrote, authenticated: ignored, not misread
+        old_format = marshal.dumps((fmt, *lst.columns()))
+        path.write_bytes(old_format + blake3.blake3(old_format, key=cache.key).digest())
+        assert cache.load(item, "slot") is None
 
 
 def test_listing_cache_speeds_up_but_is_never_trusted_blindly(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]

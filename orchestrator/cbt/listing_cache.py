@@ -24,12 +24,12 @@ from orchestrator.vault.snapshot import Item
 
 log = logging.getLogger(__name__)
 
-#: 4: the format number, then each column of a Listing (with its pieces) as a marshal object of its own after its
+#: 5: the format number, then each column of a Listing (with its pieces) as a marshal object of its own after its
 #: length (u64le), so that writing never holds more than one column's bytes, and loading is ``marshal.loads`` of a
 #: slice (``marshal.load`` of a file reads item by item: 0.5 s for a column of 100,000 signatures). 3 marshalled
 #: all columns as one object, written with the MAC appended: two copies of 40 MB at the end of a first backup of
 #: 100,000 files; 1 had one tuple per entry, and took four times as long to load
-FORMAT = 4
+FORMAT = 5
 LENGTH = struct.Struct("<Q")
 
 
