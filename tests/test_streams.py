@@ -104,3 +104,63 @@ def test_threads_that_come_and_go_share_a_few_pack_buffers(vault: Vault, monkeyp
     v = reopen(vault)
     assert [v.read_chunk(i, "test") for i in ids] == blobs
     assert verify_vault(v).ok
+
+
+def test_a_backup_finds_its_parent_without_reading_every_manifest(vault: Vault,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each snapshot's name and time are kept locally once read: the next backup lists the vault and reads one
+    manifest, not all of them; a damaged, removed or tampered-with record never gives a wrong parent."""
+    import glob
+
+    from orchestrator.vault.backend.local import LocalBackend
+
+    def newest_by_reading_all(v: Vault, name: str) -> str | None:
+        named = [s.id for s in v.list_snapshots()[0] if s.name == name]
+        return named[-1] if named else None
+
+    ids = {}
+    for k in range(12):
+        name = f"acme/src{k % 3}"
+        with BackupSession(vault, name, lock_wait=0) as s:
+            ids.setdefault(name, []).append(s.commit([]).id)
+    reads: list[str] = []
+    real_get = LocalBackend.get
+
+    def counting_get(self: LocalBackend, name: str) -> bytes:
+        if name.startswith("snapshots/"):
+            reads.append(name)
+        return real_get(self, name)
+
+    monkeypatch.setattr(LocalBackend, "get", counting_get)
+    v = reopen(vault)
+    reads.clear()
+    assert v.latest("acme/other") is None
+    assert len(reads) == 1  # the last snapshot made: written after its backup looked for its parent
+    for name in ids:
+        assert newest_by_reading_all(v, name) == ids[name][-1]
+        reads.clear()
+        got = v.latest(name)
+        assert got is not None and got.id == ids[name][-1]
+        assert reads == [f"snapshots/{got.id}"]  # one manifest read, the parent itself
+
+    # the newest manifest of src0 damaged in the vault: the one before it is the parent, as before
+    path = os.path.join(vault.backend.location, "snapshots", ids["acme/src0"][-1])
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(b"\xff\xff")
+    got = reopen(vault).latest("acme/src0")
+    assert got is not None and got.id == ids["acme/src0"][-2] == newest_by_reading_all(reopen(vault), "acme/src0")
+    os.unlink(os.path.join(vault.backend.location, "snapshots", ids["acme/src1"][-1]))  # removed (pruned)
+    got = reopen(vault).latest("acme/src1")
+    assert got is not None and got.id == ids["acme/src1"][-2]
+
+    # the local record tampered with (src2 made to look newest under src0's name): ignored, everything re-read
+    (cache_file,) = glob.glob(os.path.join(os.environ["DOBAAS_CACHE_DIR"], "snapshots", "*.json"))
+    with open(cache_file, "rb") as f:
+        data = f.read().replace(b'"acme/src2"', b'"acme/src0"')
+    with open(cache_file, "wb") as f:
+        f.write(data)
+    reads.clear()
+    got = reopen(vault).latest("acme/src0")
+    assert got is not None and got.id == ids["acme/src0"][-2]
+    assert len(reads) >= 10  # every manifest read again

@@ -27,6 +27,7 @@ from orchestrator.vault.keys import DEFAULT_KDF_COST, add_key_file, unwrap_maste
 from orchestrator.vault.locks import VaultLock
 from orchestrator.vault.pack import ENTRY, ChunkDecoder, PackEntry, pack_path, parse_header
 from orchestrator.vault.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from orchestrator.vault.snapshot_names import SnapshotNames
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +270,30 @@ class Vault:
         return self.read_snapshot(matches[0])
 
     def latest(self, name: str) -> Snapshot | None:
-        snaps, _ = self.list_snapshots()
-        named = [s for s in snaps if s.name == name]
-        return named[-1] if named else None
+        """The newest readable snapshot named ``name``: one listing, the manifests not seen before (their name
+        and time are then kept on local disk: ``SnapshotNames``) and the newest of ``name``'s. A damaged
+        manifest is passed over, as ``list_snapshots`` does."""
+        cache = SnapshotNames(self.config.id, self.cipher.master.mac_key)
+        known = cache.load()
+        ids = self.snapshot_ids()
+        read: dict[str, Snapshot] = {}
+        for sid in ids:
+            if sid not in known:
+                try:
+                    read[sid] = snap = self.read_snapshot(sid)
+                except (IntegrityError, NotFound):
+                    continue  # damaged (or just removed): never a parent, never recorded
+                known[sid] = (snap.name, snap.time)
+        present = set(ids)
+        if read or len(known) != len(present & known.keys()):
+            cache.store({sid: v for sid, v in known.items() if sid in present})
+        for _time, sid in sorted(((known[sid][1], sid) for sid in present & known.keys()
+                                  if known[sid][0] == name), reverse=True):
+            try:
+                return read[sid] if sid in read else self.read_snapshot(sid)
+            except (IntegrityError, NotFound):
+                continue
+        return None
 
     def write_snapshot(self, snap: Snapshot) -> int:
         """Publish a snapshot (sets ``snap.id``); return the manifest's stored size."""
