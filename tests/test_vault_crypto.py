@@ -49,6 +49,29 @@ def test_second_passphrase_opens_same_vault(vault: Vault) -> None:
     assert v2.cipher.chunk_id(b"x") == vault.cipher.chunk_id(b"x")
 
 
+def test_a_process_derives_each_key_once(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon opens the same vaults run after run: the key derivation (Argon2id) runs once per passphrase and
+    key file in a process; a wrong passphrase is still refused, and a new key file derives afresh."""
+    from orchestrator.vault import keys
+
+    calls = []
+    real = keys._derive
+    monkeypatch.setattr(keys, "_derive", lambda secret, kdf: calls.append(kdf["salt"]) or real(secret, kdf))
+    monkeypatch.setattr(keys, "_derived", {})
+    where = vault.backend.location
+    for _ in range(3):
+        assert Vault.open(LocalBackend(where), PASS).cipher.chunk_id(b"x") == vault.cipher.chunk_id(b"x")
+    assert len(calls) == 1
+    with pytest.raises(WrongPassphrase):
+        Vault.open(LocalBackend(where), "not it")
+    assert len(calls) == 2
+    vault.add_passphrase("another one", kdf_cost=12)
+    calls.clear()
+    Vault.open(LocalBackend(where), "another one")
+    Vault.open(LocalBackend(where), "another one")
+    assert len(set(calls)) == len(calls) and len(calls) <= 2  # each key file's salt derived at most once
+
+
 def test_key_file_stores_no_secret_in_clear(vault: Vault) -> None:
     raw = b"".join(vault.backend.get(n) for n, _ in vault.backend.list("keys"))
     master = vault.cipher.master
