@@ -278,6 +278,9 @@ def main() -> int:
         json.dump([], f)
     fixed = sorted(run_rss([dobaas, "backup", "image", img, "--vault", vault, "--name", "disk", "--changed-extents",
                             empty, "--json"], env)[0] for _ in range(3))[1]
+    # the same backup as the daemon runs it: in its process, the vault opened again for each run
+    in_daemon = json.loads(run([sys.executable, os.path.join(os.path.dirname(__file__), "daemon_run_cost.py"),
+                                vault, img, "disk", PASS], env)[2])["median"]
 
     # a real file system: an ext4 image made by mkfs.ext4 -d from system files plus random files
     ext4 = os.path.join(work, "ext4.img")
@@ -332,7 +335,8 @@ def main() -> int:
     print(f"ext4 image ({ext4_size / MiB:.0f} MiB, mkfs.ext4 -d): backup dobaas {wall_d:.2f} s, restic {wall_r:.2f} s; "
           f"restore dobaas {e4d['seconds']:.2f} s (fsync'd), restic {e4r['seconds']:.2f} s + sync = "
           f"{e4r['durable_seconds']:.2f} s; identical: dobaas {e4d['ok']}, restic {e4r['ok']}")
-    print(f"fixed cost of a command (a backup with no changed extents, median of three): {fixed:.3f} s")
+    print(f"fixed cost of a command (a backup with no changed extents, median of three): {fixed:.3f} s; of the "
+          f"same backup run by the daemon (median of five): {in_daemon:.3f} s")
     print(f"restore, both durable (restic + sync): dobaas {d['seconds']:.2f} s (fsync'd), restic "
           f"{r['durable_seconds']:.2f} s: {r['durable_seconds'] / d['seconds']:.2f}x")
     print(f"peak RSS, full backup: {D['full']['rss_mib']:.0f} MiB at {args.size} MiB; {rss8 / 1024:.0f} MiB at "
@@ -368,6 +372,8 @@ def main() -> int:
     met = fixed < 0.15
     ok &= met
     print(f"{'MET ' if met else 'MISS'} fixed cost of a command < 0.15 s: {fixed:.3f} s")
+    print(f"{'MET ' if in_daemon < 0.15 else 'MISS'} fixed cost of a scheduled run in the daemon < 0.15 s: "
+          f"{in_daemon:.3f} s (not the command's: a process and a key derivation cost 0.2-0.3 s by themselves)")
     print(f"restored images identical to the source: dobaas {D['restore']['ok']}, restic {R['restore']['ok']}")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if ok and D["restore"]["ok"] and e4d["ok"] else 1
