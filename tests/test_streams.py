@@ -164,3 +164,46 @@ def test_a_backup_finds_its_parent_without_reading_every_manifest(vault: Vault,
     got = reopen(vault).latest("acme/src0")
     assert got is not None and got.id == ids["acme/src0"][-2]
     assert len(reads) >= 10  # every manifest read again
+
+
+def test_a_thread_keeps_filling_the_pack_it_filled_last(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads storing side by side each keep their chunks together in one pack (a file's chunks restore
+    from one pack), although pack buffers are shared: a thread takes the builder it used last when it is free."""
+    import threading
+
+    from orchestrator.vault import pack
+
+    real_add = pack.PackBuilder.add
+    first_adds = threading.Barrier(2)  # both threads inside their first add at once: two builders exist
+    seen: set[str] = set()
+
+    def add(self, *a, **k):  # type: ignore[no-untyped-def]
+        name = threading.current_thread().name
+        if name not in seen:
+            seen.add(name)
+            first_adds.wait(timeout=10)
+        return real_add(self, *a, **k)
+
+    monkeypatch.setattr(pack.PackBuilder, "add", add)
+    turns = {"A": threading.Event(), "B": threading.Event()}
+    ids: dict[str, list[bytes]] = {"A": [], "B": []}
+    with BackupSession(vault, "side-by-side", lock_wait=0) as s:
+        def storer(me: str, other: str) -> None:
+            ids[me].append(s.writer.store(random.Random(me).randbytes(1500)))  # concurrent first stores
+            for k in range(8):  # then strictly alternating: A, B, A, B, …
+                turns[me].wait(timeout=10)
+                turns[me].clear()
+                ids[me].append(s.writer.store(random.Random(f"{me}{k}").randbytes(1500)))
+                turns[other].set()
+
+        threads = [threading.Thread(target=storer, args=p, name=p[0]) for p in (("A", "B"), ("B", "A"))]
+        for t in threads:
+            t.start()
+        turns["A"].set()
+        for t in threads:
+            t.join()
+        s.writer.flush()
+        index = s.writer.index
+        packs = {me: {index.chunks[cid].pack for cid in chunk_ids} for me, chunk_ids in ids.items()}
+        s.commit([])
+    assert len(packs["A"]) == len(packs["B"]) == 1 and packs["A"] != packs["B"], packs

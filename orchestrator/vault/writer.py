@@ -55,6 +55,7 @@ class BackupWriter:
         self._claimed: set[bytes] = set()  # new chunks of this backup until their pack is in the index
         #: partly filled builders of each kind, none in use: taken for a chunk (``store``) and put back (``_put``)
         self._open: dict[int, list[PackBuilder]] = {KIND_DATA: [], KIND_META: []}
+        self._last = threading.local()  # by kind: the builder each thread took last (a hint, never an owner)
         self._free: list[PackBuilder] = []  # empty builders, at most ``_keep_free`` (their buffers are reused)
         self._keep_free = uploaders + 1
         self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload")
@@ -85,13 +86,23 @@ class BackupWriter:
         cid = self.cipher.chunk_id(data)
         if self._error is not None:
             raise self._error
-        with self._mutex:  # one lock for both: the claim, and a partly filled builder no other thread uses
+        mine: dict[int, PackBuilder] | None = getattr(self._last, "by_kind", None)
+        if mine is None:
+            mine = self._last.by_kind = {}
+        # the builder this thread used last: a file's (or a segment's) chunks stay together in a pack whenever no
+        # other thread took it meanwhile
+        with self._mutex:
             if not self._claim_one(cid):
                 return cid
             open_ = self._open[kind]
-            builder = open_.pop() if open_ else None
+            builder = mine.get(kind)
+            if builder is not None and builder in open_:
+                open_.remove(builder)
+            else:
+                builder = open_.pop() if open_ else None
         if builder is None:
             builder = self._new_builder()
+        mine[kind] = builder
         try:
             builder.add(cid, data, kind)
         except BaseException:
