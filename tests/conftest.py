@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.vault.backend.local import LocalBackend
-from orchestrator.vault.repository import Vault
+from tests.project_env import borrow_imports, rerun_inside
+
+borrow_imports()  # before any import of the project's dependencies: see tests/project_env.py
+
+from orchestrator.vault.backend.local import LocalBackend  # noqa: E402
+from orchestrator.vault.repository import Vault  # noqa: E402
 
 PASS = "correct horse battery staple"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    rerun_inside(config)
 
 
 @pytest.fixture(autouse=True)
