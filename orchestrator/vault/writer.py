@@ -1,10 +1,10 @@
 """The write side of one backup: deduplicate, compress, encrypt, pack and upload chunks; publish a snapshot last.
 
 ``store`` is thread-safe and cheap to call from many worker threads: a thread takes a partly filled pack buffer
-from a shared pool for each chunk (so there are never more buffers than threads storing at the same moment, however
-many threads a run starts and ends), and full packs go to a small pool of uploader threads (bounded, so memory
-stays flat). Nothing becomes visible until
-``commit`` has stored every pack, written the index for them and finally written the snapshot manifest.
+from a shared pool for each chunk (so there are never more partly filled buffers than threads storing at the same
+moment, however many threads a run starts and ends), and full packs go to a small pool of uploader threads
+(bounded, so memory stays flat). Nothing becomes visible until ``commit`` has stored every pack, written the index
+for them and finally written the snapshot manifest.
 """
 
 from __future__ import annotations
@@ -109,8 +109,7 @@ class BackupWriter:
             self._put(kind, builder)  # what it held before this chunk is still to be stored
             raise
         if builder.full():
-            self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
-            self._submit(builder)
+            self._ship(builder)
         else:
             self._put(kind, builder)
         return cid
@@ -174,6 +173,10 @@ class BackupWriter:
             if len(self._free) < self._keep_free:
                 self._free.append(b)
 
+    def _ship(self, b: PackBuilder) -> None:
+        self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
+        self._submit(b)
+
     def _submit(self, b: PackBuilder) -> None:
         """Seal the header and hand the pack to the uploaders (room among them taken by the caller)."""
         try:
@@ -228,8 +231,7 @@ class BackupWriter:
                 if b.empty():
                     self._recycle(b)
                     continue
-                self._inflight.acquire()
-                self._submit(b)
+                self._ship(b)
         for f in self._futures:
             f.exception()
         self._futures = [f for f in self._futures if not f.done()]
