@@ -9,20 +9,17 @@ stays the source of truth: without a cache, the listing is read from the vault.
 from __future__ import annotations
 
 import contextlib
-import logging
 import marshal
 import os
-import secrets
 import struct
 import threading
+from collections.abc import Iterator
 
 import blake3
 
-from orchestrator.cachedir import cache_root
+from orchestrator.cachedir import cache_key, cache_root, read_authenticated, write_authenticated
 from orchestrator.cbt.listing import Listing
 from orchestrator.vault.snapshot import Item
-
-log = logging.getLogger(__name__)
 
 #: 5: the format number, then each column of a Listing (with its pieces) as a marshal object of its own after its
 #: length (u64le), so that writing never holds more than one column's bytes, and loading is ``marshal.loads`` of a
@@ -40,7 +37,7 @@ def default_dir() -> str:
 class ListingCache:
     def __init__(self, directory: str, mac_key: bytes) -> None:
         self.dir = directory
-        self.key = blake3.blake3(mac_key, derive_key_context="dobaas listing cache v1").digest()
+        self.key = cache_key(mac_key, "listing cache")
         self._writers: list[threading.Thread] = []
 
     def store_later(self, item: Item, slot: str, listing: Listing) -> None:
@@ -64,24 +61,17 @@ class ListingCache:
         return blake3.blake3(f"{snapshot_name}\0{item_name}".encode(), key=self.key).hexdigest()[:24]
 
     def load(self, item: Item, slot: str) -> Listing | None:
-        path = self._name(item, slot)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-        end = len(data) - 32  # the MAC follows the body; neither is copied out of ``data``
-        if end < 0 or blake3.blake3(memoryview(data)[:end], key=self.key).digest() != data[end:]:
-            log.warning("listing cache %s fails authentication; ignored", path)
+        body = read_authenticated(self._name(item, slot), self.key, "listing cache")
+        if body is None:
             return None
         try:
-            view, pos, objs = memoryview(data), 0, []
-            while pos < end:
-                (size,) = LENGTH.unpack_from(data, pos)
+            pos, objs = 0, []
+            while pos < len(body):
+                (size,) = LENGTH.unpack_from(body, pos)
                 pos += LENGTH.size
-                if pos + size > end:
+                if pos + size > len(body):
                     return None
-                objs.append(marshal.loads(view[pos : pos + size]))
+                objs.append(marshal.loads(body[pos : pos + size]))
                 pos += size
             if not objs or objs[0] != FORMAT:
                 return None
@@ -90,23 +80,16 @@ class ListingCache:
             return None
 
     def store(self, item: Item, slot: str, listing: Listing) -> None:
-        try:
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            final = self._name(item, slot)
-            tmp = f"{final}.tmp-{secrets.token_hex(4)}"
-            mac = blake3.blake3(key=self.key)
-            with open(tmp, "wb") as f:
-                for obj in (FORMAT, *listing.columns()):
-                    part = marshal.dumps(obj)
-                    for piece in (LENGTH.pack(len(part)), part):
-                        mac.update(piece)
-                        f.write(piece)
-                    del part
-                f.write(mac.digest())
-            os.replace(tmp, final)
+        final = self._name(item, slot)
+
+        def parts() -> Iterator[bytes]:  # a column at a time
+            for obj in (FORMAT, *listing.columns()):
+                part = marshal.dumps(obj)
+                yield LENGTH.pack(len(part))
+                yield part
+
+        if write_authenticated(final, self.key, parts(), "listing cache"):
             for name in os.listdir(self.dir):  # keep only the newest listing of this slot
                 if name.startswith(slot + ".") and os.path.join(self.dir, name) != final:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.dir, name))
-        except OSError as e:
-            log.info("listing cache not written (%s); the next run reads the listing from the vault", e)

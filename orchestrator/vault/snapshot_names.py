@@ -10,17 +10,10 @@ the file, every manifest is read, as before.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import secrets
 
-import blake3
-
-from orchestrator.cachedir import cache_root
-
-log = logging.getLogger(__name__)
+from orchestrator.cachedir import cache_key, cache_root, read_authenticated, write_authenticated
 
 FORMAT = 1
 
@@ -28,21 +21,15 @@ FORMAT = 1
 class SnapshotNames:
     def __init__(self, vault_id: str, mac_key: bytes) -> None:
         self.path = os.path.join(cache_root(), "snapshots", f"{vault_id}.json")
-        self.key = blake3.blake3(mac_key, derive_key_context="dobaas snapshot names v1").digest()
+        self.key = cache_key(mac_key, "snapshot names")
 
     def load(self) -> dict[str, tuple[str, str]]:
         """id -> (name, time); empty when there is no file or it fails authentication."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError:
-            return {}
-        body, mac = data[:-32], data[-32:]
-        if len(data) < 32 or blake3.blake3(body, key=self.key).digest() != mac:
-            log.warning("snapshot names cache %s fails authentication; ignored", self.path)
+        body = read_authenticated(self.path, self.key, "snapshot names cache")
+        if body is None:
             return {}
         try:
-            doc = json.loads(body)
+            doc = json.loads(bytes(body))
             if doc.get("format") != FORMAT:
                 return {}
             return {sid: (name, time) for sid, (name, time) in doc["snapshots"].items()}
@@ -50,17 +37,6 @@ class SnapshotNames:
             return {}
 
     def store(self, names: dict[str, tuple[str, str]]) -> None:
-        """Replace the file (written aside, then renamed: a reader never sees half of it). A failure only costs
-        the next run its reads."""
+        """Replace the file; a failure only costs the next backup its reads of every manifest."""
         body = json.dumps({"format": FORMAT, "snapshots": names}, separators=(",", ":")).encode()
-        tmp = f"{self.path}.tmp-{secrets.token_hex(4)}"
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(body)
-                f.write(blake3.blake3(body, key=self.key).digest())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            log.info("snapshot names cache not written (%s); the next backup reads every manifest", e)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_authenticated(self.path, self.key, [body], "snapshot names cache")
