@@ -40,6 +40,17 @@ def keep_freed_memory() -> None:
         _kept = True
 
 
+def give_back_freed_memory() -> None:
+    """Return to the system the free memory this process keeps (``keep_freed_memory``), once: at a point of a
+    run after which what was freed will not be needed again."""
+    if not _kept:
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def helper_env() -> dict[str, str] | None:
     """The environment for a helper process of ours, with the same setting (glibc reads it at start); None
     when this process keeps the defaults. Not for other programs (dump tools, qemu-img): their memory is

@@ -77,6 +77,42 @@ def test_reads_in_processes_make_the_snapshot_threads_make(tmp_path: Path, monke
     assert again.bytes_read == len(b"changed")
 
 
+def test_the_readers_chunks_fill_one_pack_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers send runs of sealed chunks that go into one pack of the backup process, not packs of their own
+    (each held an 18 MiB buffer, and ended with a partly filled pack of its own). Every data pack but the last
+    is full, and the snapshot restores exactly."""
+    from collections import defaultdict
+
+    from orchestrator.vault.pack import KIND_DATA
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    pack_size = 1024 * 1024
+    vault_dir = tmp_path / "vault"
+    Vault.create(LocalBackend(str(vault_dir)), PASS, kdf_cost=12, pack_size=pack_size)
+    (tmp_path / "policy").mkdir()
+    policy = load_policy(str(write_policy(tmp_path / "policy", vault_dir, [
+        {"name": "documents", "plugin": "files", "paths": [str(src)]}])))
+    vault, catalog = Vault.open(LocalBackend(str(vault_dir)), PASS), Catalog(f"sqlite:///{tmp_path}/c.db")
+    monkeypatch.setattr(tree, "PROCESSES_AFTER_FILES", 0)
+    res = run_policy(policy, vault, catalog).sources[0]  # type: ignore[arg-type]
+    assert res.status == "ok" and not res.errors, res
+    index = vault.load_index()
+    filled: dict[str, int] = defaultdict(int)
+    for cid in index.chunks:
+        loc = index.chunks[cid]
+        if loc.kind == KIND_DATA:
+            filled[loc.pack] += loc.length
+    assert len(filled) >= 8, f"{len(filled)} data packs for about 10 MiB"
+    partial = [n for n in filled.values() if n < pack_size]
+    assert len(partial) <= 1, f"{len(partial)} data packs not full: {sorted(filled.values())}"
+    out = tmp_path / "restored"
+    r = restore_files(vault, vault.read_snapshot(res.snapshot), [str(src)], str(out), "never", False, catalog)
+    assert r.status == "ok" and snapshot_of(out) == snapshot_of(src)
+    assert verify_vault(vault).ok
+
+
 def test_a_killed_reader_process_fails_the_source_and_the_next_run_completes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"

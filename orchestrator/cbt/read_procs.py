@@ -4,14 +4,15 @@ processes each keep one busy. This module is the backup process's side.
 
 A reader process gets batches of entries, reads the files, cuts and hashes their chunks and asks which of them
 are new (``BackupWriter.claim``: deduplication stays exact across readers and with the vault); it compresses and
-seals only those, into pack bodies that it sends back. Packs are finished, uploaded and indexed here, by the
-writer's uploaders, as if made in this process; a reader never touches the vault.
+seals only those, and sends them back in runs of about ``RUN_SIZE``. Every reader's runs go into one pack here
+(``BackupWriter.store_sealed``, read from the pipe straight into its buffer), finished, uploaded and indexed by the
+writer's uploaders as if made in this process: a reader never touches the vault, and holds a run, not a pack.
 
 Messages both ways: ``kind (1 byte) | length (u32le) | payload``. To the reader: ``I`` the start-up parameters,
 ``B`` a batch (id, entries), ``N`` the answer to a question (one byte per chunk: 1 store it). From the reader:
-``Q`` a question (the chunk ids, concatenated), ``P`` a pack body (``PACK`` header, entry table, body), ``D`` a
-batch's results (id, one result per entry, as ``FileReader.read`` gives), ``F`` finished (input closed, last
-pack sent), ``X`` failed (a message). Closing a reader's input asks it to finish.
+``Q`` a question (the chunk ids, concatenated), ``P`` a run of sealed chunks (``PACK`` header, entry table, the
+chunks), ``D`` a batch's results (id, one result per entry, as ``FileReader.read`` gives), ``F`` finished (input
+closed, last run sent), ``X`` failed (a message). Closing a reader's input asks it to finish.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from orchestrator.errors import DobaasError
 from orchestrator.memory import helper_env
 
 if TYPE_CHECKING:
-    from orchestrator.vault.pack import PackBuilder
     from orchestrator.vault.tree import TreeEntry
     from orchestrator.vault.writer import BackupWriter
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HEAD = struct.Struct("<cI")
 PACK = struct.Struct("<IIQ")  # entry table length, body length, raw bytes
+#: sealed chunks a reader holds before it sends them (its buffer: a reader holds no pack of its own)
+RUN_SIZE = 2 * 1024 * 1024
 
 
 def send(out: IO[bytes], kind: bytes, *parts: bytes | memoryview) -> None:
@@ -84,7 +86,7 @@ class ReaderProcesses:
                  progress: Callable[[int], None] | None) -> None:
         self.writer, self.progress = writer, progress
         init = pickle.dumps({"key": writer.cipher.master.to_json(), "chunker": chunker_cfg, "root": root,
-                             "pack_size": writer.vault.config.pack_size, "zstd_level": writer.vault.config.zstd_level})
+                             "run_size": RUN_SIZE, "zstd_level": writer.vault.config.zstd_level})
         self.links: list[_Link] = []
         try:
             for n in range(count):
@@ -125,6 +127,7 @@ class _Link:
     def __init__(self, owner: ReaderProcesses, number: int, init: bytes) -> None:
         self.owner, self.number = owner, number
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  # read when the reader fails, closed by join
+        self.run = bytearray()  # the last run of sealed chunks read (its buffer reused)
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cbt.read_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, close_fds=True, env=helper_env())
         self.lock = threading.Lock()
@@ -169,7 +172,7 @@ class _Link:
                 if kind == b"Q":
                     self.outbox.put((b"N", writer.claim(payload)))
                 elif kind == b"P":
-                    self.take_pack(inp, payload)
+                    self.take_run(inp, payload)
                 elif kind == b"D":
                     self.done(*pickle.loads(payload))
                 elif kind == b"F":
@@ -186,16 +189,16 @@ class _Link:
         except BaseException as e:  # handed to the capture through the batches' futures
             self.stop(e)
 
-    def take_pack(self, inp: IO[bytes], head: bytes) -> None:
-        """A pack body: read into one of the writer's pack builders, then shipped like the writer's own."""
-        table_len, body_len, raw = PACK.unpack(head)
+    def take_run(self, inp: IO[bytes], head: bytes) -> None:
+        """A run of sealed chunks, into the writer's pack of chunks sealed elsewhere. Read here first, then
+        copied: a pipe read in the writer's pack, under its lock, would hold up the other reader's runs."""
+        table_len, size, raw = PACK.unpack(head)
         table = read_exact(inp, table_len)
-
-        def fill(b: PackBuilder) -> None:
-            read_exact(inp, body_len, b.body_buffer(body_len))
-            b.load(body_len, table, raw, f"pack from file reader {self.number}")
-
-        self.owner.writer.ship_made_elsewhere(fill)
+        if len(self.run) < size:
+            self.run = bytearray(size)
+        with memoryview(self.run)[:size] as run:
+            read_exact(inp, size, run)
+            self.owner.writer.store_sealed(table, run, raw, f"chunks from file reader {self.number}")
 
     def done(self, batch_id: int, results: list[TreeEntry]) -> None:
         with self.lock:

@@ -22,7 +22,7 @@ from orchestrator.cbt.listing import Listing
 from orchestrator.cbt.listing_cache import ListingCache
 from orchestrator.cbt.read_procs import ReaderProcesses
 from orchestrator.errors import IntegrityError
-from orchestrator.memory import cycle_collection_paused
+from orchestrator.memory import cycle_collection_paused, give_back_freed_memory
 from orchestrator.plugin.streams import TreeSource, WalkItem
 from orchestrator.spool import Spool
 from orchestrator.vault.snapshot import Item
@@ -345,6 +345,7 @@ class _TreeRun:
             try:
                 procs = self.procs = ReaderProcesses(self.writer, self.reader_root, self.reader.cfg, self.workers,
                                                      self.reader.progress)
+                give_back_freed_memory()
             except OSError as e:  # reads go on in threads
                 log.warning("%s: no reader processes (%s): files are read in this process", self.source.root, e)
                 self.reader_root = None

@@ -8,6 +8,7 @@ rewriting old data. Chunk names are keyed BLAKE3 hashes of the plaintext, so nam
 from __future__ import annotations
 
 import base64
+import mmap
 import os
 import threading
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class Cipher:
         self.seal_into(out, 0, plain, aad)
         return bytes(out)
 
-    def seal_into(self, buf: bytearray, pos: int, plain: bytes | memoryview, aad: bytes) -> int:
+    def seal_into(self, buf: bytearray | mmap.mmap, pos: int, plain: bytes | memoryview, aad: bytes) -> int:
         """Write the sealed form of ``plain`` into ``buf`` at ``pos`` without extra copies; return the new end."""
         nonce = os.urandom(NONCE_LEN)
         end = pos + OVERHEAD + len(plain)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,8 +57,8 @@ class BackupWriter:
         #: partly filled builders of each kind, none in use: taken for a chunk (``store``) and put back (``_put``)
         self._open: dict[int, list[PackBuilder]] = {KIND_DATA: [], KIND_META: []}
         self._last = threading.local()  # by kind: the builder each thread took last (a hint, never an owner)
-        self._free: list[PackBuilder] = []  # empty builders, at most ``_keep_free`` (their buffers are reused)
-        self._keep_free = uploaders + 1
+        self._sealed: PackBuilder | None = None  # the data pack that chunks sealed elsewhere go into
+        self._sealed_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload")
         self._inflight = threading.Semaphore(uploaders + 1)
         self._futures: list[Future] = []
@@ -86,23 +87,24 @@ class BackupWriter:
         cid = self.cipher.chunk_id(data)
         if self._error is not None:
             raise self._error
-        mine: dict[int, PackBuilder] | None = getattr(self._last, "by_kind", None)
+        mine: dict[int, weakref.ref[PackBuilder]] | None = getattr(self._last, "by_kind", None)
         if mine is None:
             mine = self._last.by_kind = {}
         # the builder this thread used last: a file's (or a segment's) chunks stay together in a pack whenever no
-        # other thread took it meanwhile
+        # other thread took it meanwhile (a weak reference: a shipped pack's buffer is freed once stored)
         with self._mutex:
             if not self._claim_one(cid):
                 return cid
             open_ = self._open[kind]
-            builder = mine.get(kind)
+            last = mine.get(kind)
+            builder = last() if last is not None else None
             if builder is not None and builder in open_:
                 open_.remove(builder)
             else:
                 builder = open_.pop() if open_ else None
         if builder is None:
             builder = self._new_builder()
-        mine[kind] = builder
+        mine[kind] = weakref.ref(builder)
         try:
             builder.add(cid, data, kind)
         except BaseException:
@@ -134,18 +136,19 @@ class BackupWriter:
         self._claimed.add(cid)
         return True
 
-    def ship_made_elsewhere(self, fill: Callable[[PackBuilder], None]) -> None:
-        """Wait for room among the uploads, have ``fill`` load an empty pack builder (with a pack body made in
-        another process: ``PackBuilder.load``), then ship it like the builders of this process."""
-        self._inflight.acquire()  # first: a builder is taken only when it can go at once
-        b = self._new_builder()
-        try:
-            fill(b)
-        except BaseException:
-            self._recycle(b)
-            self._inflight.release()
-            raise
-        self._submit(b)
+    def store_sealed(self, table: bytes, sealed: bytes | memoryview, raw_bytes: int, what: str) -> None:
+        """Chunks compressed and sealed elsewhere (a reader process), their ids claimed here (``claim``): appended
+        as they are to the one data pack that every other process's chunks go into, shipped when full. One pack
+        fills at a time: the reader processes cost one partly filled buffer here, and none of their own beyond a
+        run of chunks."""
+        with self._sealed_lock:
+            b = self._sealed
+            if b is None:
+                b = self._sealed = self._new_builder()
+            b.append_sealed(table, sealed, raw_bytes, what)
+            if b.full():
+                self._sealed = None
+                self._ship(b)
 
     def has(self, cid: bytes) -> bool:
         """Whether the vault or this backup already holds the chunk ``cid``."""
@@ -160,18 +163,10 @@ class BackupWriter:
             self._open[kind].append(b)
 
     def _new_builder(self) -> PackBuilder:
-        with self._mutex:
-            if self._free:
-                return self._free.pop()
+        """A builder for each pack, dropped once stored: its buffer's pages go back to the system then (keeping
+        emptied builders for reuse held 18 MiB each for no measurable gain: ``PackBuilder``)."""
         cfg = self.vault.config
         return PackBuilder(self.cipher, cfg.pack_size, cfg.zstd_level)
-
-    def _recycle(self, b: PackBuilder) -> None:
-        """An emptied builder: kept for reuse, or dropped (its buffer freed) when enough are kept."""
-        b.reset()
-        with self._mutex:
-            if len(self._free) < self._keep_free:
-                self._free.append(b)
 
     def _ship(self, b: PackBuilder) -> None:
         self._inflight.acquire()  # back-pressure: at most uploaders+1 packs waiting or uploading
@@ -217,21 +212,22 @@ class BackupWriter:
             raise
         finally:
             view.release()
-            self._recycle(b)
             self._inflight.release()
 
     def flush(self) -> None:
         """Ship every partly filled pack and wait for all uploads; raise the first upload error."""
+        with self._sealed_lock:
+            sealed, self._sealed = self._sealed, None
+        if sealed is not None:
+            self._put(KIND_DATA, sealed)  # shipped with the others below
         for kind in (KIND_DATA, KIND_META):
             while True:
                 with self._mutex:
                     if not self._open[kind]:
                         break
                     b = self._open[kind].pop()
-                if b.empty():
-                    self._recycle(b)
-                    continue
-                self._ship(b)
+                if not b.empty():
+                    self._ship(b)
         for f in self._futures:
             f.exception()
         self._futures = [f for f in self._futures if not f.done()]
