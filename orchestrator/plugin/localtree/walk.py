@@ -11,7 +11,7 @@ import os
 import pwd
 import stat
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -109,8 +109,12 @@ class LocalTree:
     #: the signature this source compares to decide that an entry is unchanged (see stat_signature)
     signature = staticmethod(lambda e: entry_signature(e))
 
-    def walk(self, previous: Callable[[str], bytes | None] | None = None) -> Iterator[TreeEntry | str]:
-        """Depth-first in name order with an explicit stack (one generator level: this runs per entry)."""
+    def walk(self, previous: Callable[[str], bytes | None] | None = None, skip: Container[str] = (),
+             only: str | None = None) -> Iterator[TreeEntry | str]:
+        """Depth-first in name order with an explicit stack (one generator level: this runs per entry).
+        ``skip``: directories (relative paths) that are given but not entered; ``only``: just what is under
+        this one (not itself), nothing when it is not a directory that the walk would enter. The two halves of
+        a walk split between two processes (``child``)."""
         try:
             st = os.lstat(self.path)
         except OSError as e:
@@ -118,13 +122,26 @@ class LocalTree:
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{self.path} is not a directory")
         root_dev = st.st_dev
-        names, error = self._list(self.path)
-        entry = self._entry("", self.path, st, previous)
-        if error:
-            entry = self._with_error(entry, "", self.path, st, error)
-        yield entry
-        stack = [("", self.path, iter(names))]
         exclude, one_fs, lstat, is_dir = self.exclude, self.one_file_system, os.lstat, stat.S_ISDIR
+        if only is not None:
+            start = f"{self.path}/{only}"
+            try:
+                st = lstat(start)
+            except OSError:
+                return
+            if not is_dir(st.st_mode) or (one_fs and st.st_dev != root_dev):
+                return
+            names, error = self._list(start)
+            if error:
+                return  # told with the directory's own entry, by the other half
+            stack = [(only, start, iter(names))]
+        else:
+            names, error = self._list(self.path)
+            entry = self._entry("", self.path, st, previous)
+            if error:
+                entry = self._with_error(entry, "", self.path, st, error)
+            yield entry
+            stack = [("", self.path, iter(names))]
         while stack:
             rel, path, it = stack[-1]
             name = next(it, None)
@@ -151,7 +168,8 @@ class LocalTree:
                 if error:
                     item = self._with_error(item, child_rel, child, st, error)
                 yield item
-                stack.append((child_rel, child, iter(names)))
+                if child_rel not in skip:
+                    stack.append((child_rel, child, iter(names)))
             else:
                 yield item
 
