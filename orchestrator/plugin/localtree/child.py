@@ -91,7 +91,7 @@ def walk_items(tree: LocalTree, paths: list[str], sigs: list, skip: Container = 
         start = end = -1
         assert isinstance(e, dict)
         yield (index.get(e["p"], -1), e)
-        if part is not None and e["p"] in skip:
+        if part is not None and e["p"] in skip and e["t"] == "d":  # not if it became a link or a file meanwhile
             yield from part.under(e["p"])
     if start >= 0:
         yield (start, end)
