@@ -82,3 +82,46 @@ def test_small_and_flat_trees_are_walked_by_one_process() -> None:
     # one directory holds nearly everything: the split is looked for inside it
     deep = ["", "top"] + [f"top/{d}" if k == 0 else f"top/{d}/f{k}" for d in "abcd" for k in range(8_000)]
     assert child.split_point(deep) == ["top/c", "top/d"]
+
+
+def _main_items(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: bytes) -> list:
+    """Run the walker's ``main`` in this process on ``request``; its items, checked to end with ("end",)."""
+    import io
+    import marshal
+    import types
+
+    from orchestrator.plugin.localtree.delta import FRAME
+
+    out = tmp_path / "frames"
+    with open(out, "w+b") as f:
+        monkeypatch.setattr(child.sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(request)))
+        monkeypatch.setattr(child.sys, "stdout", types.SimpleNamespace(fileno=f.fileno))
+        assert child.main() == 0
+        f.seek(0)
+        frames = []
+        while head := f.read(FRAME.size):
+            frames.append(marshal.loads(f.read(FRAME.unpack(head)[0])))
+    assert frames[-1] == ("end",), frames[-1]
+    return [item for frame in frames[:-1] for item in frame]
+
+
+def test_the_walker_walks_alone_where_it_cannot_fork_a_helper(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import marshal
+
+    root = tmp_path / "root"
+    _tree(root)
+    tree = LocalTree(str(root))
+    paths, sigs = _parent(tree)
+    (root / "e" / "y" / "f01.txt").write_text("changed, and longer\n")
+    monkeypatch.setattr(child, "SPLIT_MIN", 1)
+    request = marshal.dumps((str(root), [], False, paths, sigs))
+    split = _main_items(monkeypatch, tmp_path, request)
+
+    def no_memfd(_name: str) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(child.os, "memfd_create", no_memfd)
+    alone = _main_items(monkeypatch, tmp_path, request)
+    assert _flat(split) == _flat(alone)
+    assert any(isinstance(e, dict) and e["p"] == "e/y/f01.txt" for _k, e in alone)

@@ -181,7 +181,12 @@ def main() -> int:
     sent = time.monotonic()
     dirs = split_point(paths)
     index = {p: k for k, p in enumerate(paths)}  # made once, before the helper is forked: shared with it
-    part = _Part(tree, paths, sigs, dirs, index) if dirs else None
+    part = None
+    if dirs:
+        try:
+            part = _Part(tree, paths, sigs, dirs, index)
+        except OSError:  # no memfd or no fork here: one process walks it all
+            dirs = []
     try:
         for item in walk_items(tree, paths, sigs, set(dirs), part=part, index=index):
             batch.append(item)
