@@ -54,11 +54,12 @@ def pack_path(pack_hash: str) -> str:
 
 
 class PackBuilder:
-    """Accumulates compressed, sealed chunks into one buffer (one builder per worker thread).
+    """Accumulates compressed, sealed chunks into one buffer (one builder per pack; a reader process reuses its
+    builder for each run it sends).
 
     The buffer is an anonymous memory map of the target size plus room for the chunk that fills it: its pages
     take memory only once written, so a builder that holds a few listing pieces, or the rest of a capture, costs
-    what it holds, not a full pack's 18 MiB (a reused builder keeps the pages it wrote). A dropped builder's
+    what it holds, not a full pack's 18 MiB. A dropped builder's
     pages go back to the system at once, whatever the allocator keeps."""
 
     def __init__(self, cipher: Cipher, target_size: int, zstd_level: int) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Container, Iterator
 from typing import Any
 
-from orchestrator.plugin.localtree.delta import FRAME, FRAME_DELAY, FRAME_ITEMS, write_frame
+from orchestrator.plugin.localtree.delta import FRAME_DELAY, FRAME_ITEMS, read_frame, write_frame
 from orchestrator.plugin.localtree.walk import LocalTree
 
 #: parent entries under which one process walks alone (forking and splicing cost more than they save)
@@ -150,10 +150,7 @@ class _Part:
         if self._pushed is not None:
             pushed, self._pushed = self._pushed, None
             return pushed
-        head = self.file.read(FRAME.size)
-        if len(head) < FRAME.size:
-            return None
-        return marshal.loads(self.file.read(FRAME.unpack(head)[0]))
+        return read_frame(self.file.read)
 
     def close(self) -> None:
         """Wait for the helper to finish; raise if it failed."""

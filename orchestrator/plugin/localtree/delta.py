@@ -22,7 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO, Protocol
 
 from orchestrator.memory import helper_env
@@ -48,6 +48,14 @@ def write_frame(fd: int, obj: Any) -> None:
     view = memoryview(FRAME.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def read_frame(read: Callable[[int], bytes]) -> Any:
+    """The next frame written by ``write_frame``, or None at the end of the stream."""
+    head = read(FRAME.size)
+    if len(head) < FRAME.size:
+        return None
+    return marshal.loads(read(FRAME.unpack(head)[0]))
 
 
 def spawn_walk(tree: Tree, paths: list[str], sigs: list) -> _Walk | None:
@@ -89,11 +97,7 @@ class _Walk:
     def _read(self) -> Generator[Any, None, None]:
         assert self.proc.stdout and self.proc.stderr
         read = self.proc.stdout.read
-        while True:
-            head = read(4)
-            if len(head) < 4:
-                break
-            frame = marshal.loads(read(FRAME.unpack(head)[0]))
+        while (frame := read_frame(read)) is not None:
             if type(frame) is tuple:
                 if frame[0] == "oserror":
                     raise OSError(frame[1], frame[2])
